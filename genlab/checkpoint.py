@@ -1,0 +1,142 @@
+"""Checkpoints: safetensors for tensors, JSON/YAML for metadata, always written atomically.
+
+Never pickle: a checkpoint from an untrusted source can only ever yield tensors and plain data.
+Each write goes to a temporary file in the same folder, is flushed to disk, then renamed over the
+target, so a crash or Ctrl-C leaves either the old or the new file, never half of one. The file
+being replaced is kept as ``*.prev.*`` so one bad file (e.g. a truncated copy) still leaves a good one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated or inconsistent; the message says which file and why."""
+
+
+def _atomic(path: Path, write: Callable[[str], None], keep_prev: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        if keep_prev and path.exists():
+            shutil.copy2(path, prev_path(path))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def prev_path(path: Path) -> Path:
+    """Where the previous version of checkpoint ``path`` is kept (``name.prev.ext``)."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save_tensors(tensors: dict[str, Tensor], path: str | os.PathLike, metadata: dict[str, Any] | None = None, keep_prev: bool = False) -> None:
+    """Atomically write ``tensors`` to a safetensors file; ``metadata`` values are JSON-encoded."""
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
+    _atomic(Path(path), lambda tmp: save_file(flat, tmp, metadata=meta), keep_prev)
+
+
+def load_tensors(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read a safetensors file -> (tensors, metadata). Raises :class:`CheckpointError` on a
+    missing, truncated or corrupt file, naming the file and the previous good copy if one exists."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+        meta = {k: json.loads(v) for k, v in raw.items()}
+    except Exception as e:  # safetensors raises several types for a damaged header or body
+        hint = f"; the previous good copy is {str(prev_path(path))!r}" if prev_path(path).exists() else ""
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt ({reason}){hint}") from None
+    return tensors, meta
+
+
+def write_json(obj: Any, path: str | os.PathLike, keep_prev: bool = False) -> None:
+    def w(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+
+    _atomic(Path(path), w, keep_prev)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{str(path)!r} does not exist")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{str(path)!r} is truncated or corrupt ({e})") from None
+
+
+def write_yaml(obj: Any, path: str | os.PathLike) -> None:
+    def w(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            yaml.safe_dump(obj, f, sort_keys=False)
+
+    _atomic(Path(path), w)
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{str(path)!r} does not exist")
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"{str(path)!r} is not valid YAML ({str(e).splitlines()[0]})") from None
+
+
+# --- optimizer state <-> flat tensors + JSON ----------------------------------------------------
+def flatten_optimizer(prefix: str, state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Split a ``torch.optim`` state dict into safetensors-ready tensors and a JSON skeleton."""
+    tensors: dict[str, Tensor] = {}
+    skeleton: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
+    for pid, entries in state["state"].items():
+        skeleton["state"][str(pid)] = {}
+        for k, v in entries.items():
+            if isinstance(v, Tensor):
+                key = f"{prefix}.{pid}.{k}"
+                tensors[key] = v
+                skeleton["state"][str(pid)][k] = {"tensor": key}
+            else:
+                skeleton["state"][str(pid)][k] = v
+    return tensors, skeleton
+
+
+def unflatten_optimizer(tensors: dict[str, Tensor], skeleton: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for pid, entries in skeleton["state"].items():
+        state[int(pid)] = {k: (tensors[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v) for k, v in entries.items()}
+    groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else g for g in skeleton["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def model_state(model: torch.nn.Module) -> dict[str, Tensor]:
+    """The model's state dict as plain contiguous tensors (safetensors refuses shared storage)."""
+    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}

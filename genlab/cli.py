@@ -1,0 +1,277 @@
+"""The ``genlab`` command line: train, sample, eval, datasets, models.
+
+Every error a user can cause (bad data path, unknown option, damaged checkpoint) ends the program
+with one line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
+
+import yaml
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line instead of usage + message
+        raise CLIError(f"{message} (see '{self.prog} --help')")
+
+
+def _parse_assignments(items: Sequence[str], flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item or not item.split("=", 1)[0]:
+            raise CLIError(f"{flag} expects key=value; got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = yaml.safe_load(v) if v != "" else ""
+        except yaml.YAMLError:
+            out[k.strip()] = v
+    return out
+
+
+def _split_settings(model: str, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Route flat ``key=value`` settings to the trainer or the model constructor."""
+    import dataclasses
+
+    from .protocol import model_kwargs
+    from .train import TrainConfig
+
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    model_keys = set(model_kwargs(model))
+    train, mk = {}, {}
+    for k, v in settings.items():
+        if k in train_keys:
+            train[k] = v
+        elif k in model_keys:
+            mk[k] = v
+        else:
+            raise CLIError(f"unknown setting {k!r}: not a training key ({', '.join(sorted(train_keys))}) nor an option of model {model!r} ({', '.join(sorted(model_keys))})")
+    return train, mk
+
+
+def _read_config_file(path: str | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    from .checkpoint import read_yaml
+
+    cfg = read_yaml(path)
+    if cfg is None:
+        return {}
+    if not isinstance(cfg, dict):
+        raise CLIError(f"config file {path!r} must hold a mapping of settings; got {type(cfg).__name__}")
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import build_model, load_dataset
+    from .runs import CONFIG_FILE, run_config
+    from .train import TrainConfig, Trainer
+    from .checkpoint import read_yaml, write_yaml
+
+    out = Path(args.out)
+    overrides = _parse_assignments(args.set or [], "--set")
+    data_opts = _parse_assignments(args.data_opt or [], "--data-opt")
+    if args.resume:
+        if not (out / CONFIG_FILE).exists():
+            raise CLIError(f"--resume: {str(out)!r} holds no run to resume ({CONFIG_FILE} missing)")
+        cfg = read_yaml(out / CONFIG_FILE)
+        if args.model and args.model != cfg["model"]:
+            raise CLIError(f"--resume: run {str(out)!r} trains {cfg['model']!r}, not {args.model!r}")
+        model_name, data_name, data_opts = cfg["model"], cfg["data"], cfg.get("data_opts") or {}
+        train_over, model_over = _split_settings(model_name, overrides)
+        if model_over:
+            raise CLIError(f"--resume cannot change model options ({', '.join(model_over)})")
+        train_settings = {**cfg["train"], **train_over}
+        model_settings = cfg.get("model_kwargs") or {}
+    else:
+        if not args.model:
+            raise CLIError("train needs a MODEL (see 'genlab models')")
+        if not args.data:
+            raise CLIError("train needs --data NAME|PATH (see 'genlab datasets')")
+        if (out / "trainer-state.json").exists() and not args.overwrite:
+            raise CLIError(f"{str(out)!r} already holds a run; use --resume to continue it or --overwrite to start over")
+        model_name, data_name = args.model, args.data
+        file_cfg = _read_config_file(args.config)
+        flat = {k: v for k, v in file_cfg.items() if k not in ("model", "train", "data_opts")}
+        nested = {**(file_cfg.get("train") or {}), **(file_cfg.get("model") or {})} if isinstance(file_cfg.get("model"), dict) or "train" in file_cfg else {}
+        data_opts = {**(file_cfg.get("data_opts") or {}), **data_opts}
+        train_settings, model_settings = _split_settings(model_name, {**nested, **flat, **overrides})
+    train_cfg = TrainConfig.from_dict(train_settings)
+    if args.quiet:
+        train_cfg.progress = False
+    train_data = load_dataset(data_name, "train", **data_opts)
+    val_data = load_dataset(data_name, "val", **data_opts)
+    torch.manual_seed(train_cfg.seed)
+    model = build_model(model_name, train_data.spec, **model_settings)
+    trainer = Trainer(model, train_data, val_data, train_cfg, out)
+    if trainer.is_main:
+        import dataclasses
+
+        write_yaml(run_config(model_name, model_settings, data_name, data_opts, train_data.spec, dataclasses.asdict(train_cfg)), out / CONFIG_FILE)
+    summary = trainer.fit(resume=args.resume)
+    if trainer.is_main:
+        from .viz import run_figures
+
+        figs = run_figures(model, val_data, out, seed=train_cfg.seed)
+        best = "" if summary["best"] is None else f", best val {summary['best']:.4f} at step {summary['best_step']}"
+        print(f"{summary['stopped']} at step {summary['step']} in {summary['seconds']:.1f}s{best}; run folder {out}")
+        for f in figs:
+            print(f"  wrote {f}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from .runs import load_run
+    from .viz import save_samples
+
+    model, cfg, spec = load_run(args.run, weights=args.weights)
+    gen = torch.Generator().manual_seed(args.seed)
+    cond = None
+    if model.conditional:
+        if args.cond is None:
+            cond = torch.arange(args.n) % (spec.num_classes or 1)
+        else:
+            if not spec.num_classes or not 0 <= args.cond < spec.num_classes:
+                raise CLIError(f"--cond {args.cond} is not a class id of {spec.name!r} (0..{(spec.num_classes or 1) - 1})")
+            cond = torch.full((args.n,), args.cond, dtype=torch.long)
+    elif args.cond is not None:
+        raise CLIError(f"--cond given but run {args.run!r} is not conditional")
+    kw = {"mean": True} if args.mean and "mean" in inspect.signature(model.sample).parameters else {}
+    if args.mean and not kw:
+        raise CLIError(f"--mean: model {cfg['model']!r} has no mean sample")
+    x = model.sample(args.n, cond, generator=gen, **kw)
+    out = Path(args.out)
+    if out.suffix == ".npy":
+        import numpy as np
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, x.cpu().numpy())
+        written: Path | None = out
+    else:
+        written = save_samples(x, spec, out)
+    if written is None:
+        raise CLIError(f"samples of {spec.kind} data cannot be drawn as PNG; use --out FILE.npy")
+    print(f"wrote {args.n} samples to {written}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from . import evaluate, load_dataset
+    from .runs import load_run
+
+    model, cfg, spec = load_run(args.run, weights=args.weights)
+    data = load_dataset(cfg["data"], args.split, **(cfg.get("data_opts") or {}))
+    metrics = args.metrics.split(",") if args.metrics else None
+    res = evaluate(model, data, metrics, k=args.k)
+    res = {"run": str(args.run), "weights": args.weights, "split": args.split, "data": cfg["data"], **res}
+    out = Path(args.out) if args.out else Path(args.run) / "eval.json"
+    from .checkpoint import write_json
+
+    write_json(res, out)
+    for k, v in res.items():
+        print(f"{k:>20}: {v:.4f}" if isinstance(v, float) else f"{k:>20}: {v}")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from . import list_datasets
+
+    for name, desc in list_datasets().items():
+        print(f"{name:<16} {desc}")
+    print("paths: an image folder, a .npy/.npz array file or a UTF-8 .txt file")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .protocol import list_models, model_kwargs
+
+    for name, cls in list_models().items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<10} likelihood={cls.likelihood:<6} {doc}")
+        print(f"{'':<10} capabilities: {', '.join(cls.capabilities)}")
+        opts = ", ".join(f"{k}={p.default!r}" for k, p in model_kwargs(name).items())
+        print(f"{'':<10} options: {opts}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="genlab", description="Deep generative models: train, sample, evaluate.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    t = sub.add_parser("train", help="train a model and write a run folder")
+    t.add_argument("model", nargs="?", help="model name (see 'genlab models')")
+    t.add_argument("--data", help="built-in data set name or a path (see 'genlab datasets')")
+    t.add_argument("--out", required=True, help="run folder to write")
+    t.add_argument("--config", help="YAML file of settings (flat keys, or 'model:'/'train:' sections)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="training or model setting, e.g. --set steps=500 --set z_dim=8")
+    t.add_argument("--data-opt", action="append", metavar="KEY=VALUE", help="option for the data loader, e.g. --data-opt n=5000")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    t.add_argument("--overwrite", action="store_true", help="start over in an existing run folder")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+    s = sub.add_parser("sample", help="draw samples from a trained run")
+    s.add_argument("run")
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--out", default="samples.png", help="PNG grid (images, 2-D data) or .npy")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--cond", type=int, help="class id for a conditional model (default: cycle through classes)")
+    s.add_argument("--mean", action="store_true", help="decoder means instead of random draws (VAE)")
+    s.add_argument("--weights", choices=["best", "last"], default="best")
+    s.set_defaults(func=cmd_sample)
+    e = sub.add_parser("eval", help="evaluate a trained run; writes eval.json")
+    e.add_argument("run")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--k", type=int, default=100, help="importance samples of the IWAE bound")
+    e.add_argument("--metrics", help="comma-separated subset of: likelihood, iwae, recon")
+    e.add_argument("--weights", choices=["best", "last"], default="best")
+    e.add_argument("--out", help="where to write the JSON (default RUN/eval.json)")
+    e.set_defaults(func=cmd_eval)
+    sub.add_parser("datasets", help="list built-in data sets").set_defaults(func=cmd_datasets)
+    sub.add_parser("models", help="list models with their likelihood kind and capabilities").set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``genlab`` console script; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        if getattr(args, "n", 1) is not None and getattr(args, "n", 1) < 1:
+            raise CLIError(f"--n must be >= 1; got {args.n}")
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("genlab: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line for anything the user can cause; tracebacks with GENLAB_DEBUG=1
+        import os
+
+        from .checkpoint import CheckpointError
+        from .data.base import InvalidDataError
+        from .train import NonFiniteLossError
+
+        user_errors = (CLIError, ValueError, KeyError, FileNotFoundError, CheckpointError, InvalidDataError, NonFiniteLossError, TypeError)
+        if not isinstance(e, user_errors) or os.environ.get("GENLAB_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"genlab: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

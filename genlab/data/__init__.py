@@ -1,0 +1,82 @@
+"""Built-in data sets (procedural or shipped inside a dependency; nothing is downloaded) and
+loaders for user files. ``load_dataset(name_or_path, split)`` returns a :class:`TensorDataset`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from .base import InvalidDataError, TensorDataset, split_indices
+from .spec import DataSpec
+
+Loader = Callable[..., TensorDataset]
+
+
+def _digits(split: str, **opts: Any) -> TensorDataset:
+    from .digits import load_digits
+
+    return load_digits(split, **opts)
+
+
+def _toy(name: str) -> Loader:
+    def load(split: str, **opts: Any) -> TensorDataset:
+        from .toy2d import load_toy
+
+        return load_toy(name, split, **opts)
+
+    return load
+
+
+def _shapes(split: str, **opts: Any) -> TensorDataset:
+    from .shapes import load_shapes
+
+    return load_shapes(split, **opts)
+
+
+def _shapes_captions(split: str, **opts: Any) -> TensorDataset:
+    from .shapes import load_shapes_captions
+
+    return load_shapes_captions(split, **opts)
+
+
+TOY_NAMES = ("moons", "circles", "8gaussians", "checkerboard", "pinwheel", "2spirals", "rings")
+
+_BUILTIN: dict[str, tuple[Loader, str]] = {
+    "digits": (_digits, "scikit-learn 8x8 digits: 1x8x8 images, 17 levels, 10 classes; 1000/350/447 split"),
+    **{t: (_toy(t), f"2-D toy '{t}' (FFJORD generator and scaling), continuous vectors") for t in TOY_NAMES},
+    "shapes": (_shapes, "dSprites regenerator: 1x64x64 binary images with 5 factors (737,280 combinations)"),
+    "shapes-captions": (
+        _shapes_captions,
+        "3x32x32 coloured shapes with an English caption per image ('text' tokens); captions parse back to factors",
+    ),
+}
+
+
+def list_datasets() -> dict[str, str]:
+    """Built-in data set names mapped to a one-line description."""
+    return {k: v[1] for k, v in _BUILTIN.items()}
+
+
+def load_dataset(name_or_path: str, split: str = "train", **opts: Any) -> TensorDataset:
+    """Load a built-in data set by name, or a user file/folder by path, as one split.
+
+    ``split`` is ``"train"``, ``"val"``, ``"test"`` or ``"all"``; splits are deterministic. User
+    paths: a folder of PNG/JPEG images (labels from sub-folder names), a ``.npy``/``.npz`` array
+    file, or a UTF-8 ``.txt`` file (``tokenizer="char"|"word"``). Bad input raises
+    :class:`InvalidDataError` with a one-line message.
+    """
+    if name_or_path in _BUILTIN:
+        return _BUILTIN[name_or_path][0](split, **opts)
+    if os.path.exists(name_or_path):
+        from .files import load_path
+
+        return load_path(name_or_path, split, **opts)
+    looks_like_path = os.sep in name_or_path or "." in os.path.basename(name_or_path)
+    if looks_like_path:
+        raise InvalidDataError(f"data path {name_or_path!r} does not exist")
+    raise InvalidDataError(
+        f"unknown data set {name_or_path!r}; expected a built-in name ({', '.join(_BUILTIN)}) or an existing path"
+    )
+
+
+__all__ = ["DataSpec", "TensorDataset", "InvalidDataError", "load_dataset", "list_datasets", "split_indices", "TOY_NAMES"]

@@ -1,0 +1,205 @@
+"""Character and word tokenizers, and a UTF-8 text file as blocks of token ids for language models.
+
+Both tokenizers reserve ids 0..3 for ``<pad>``, ``<bos>``, ``<eos>``, ``<unk>`` and are lossless on
+text made of known tokens: ``decode(encode(s)) == s``. The word tokenizer keeps the whitespace
+that precedes a word or punctuation mark as part of that token (``"Hello, world"`` ->
+``["Hello", ",", " world"]``), so decoding is plain concatenation and no spacing is lost.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, ClassVar, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .base import InvalidDataError, TensorDataset, check_split
+from .spec import DataSpec
+
+SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<unk>")
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
+
+#: Contiguous fractions of the token stream given to train and val; test gets the rest.
+SPLIT_FRACTIONS = (0.9, 0.05)
+
+
+class _Tokenizer:
+    """Shared vocabulary handling: ``vocab`` is a tuple of token strings, specials first."""
+
+    kind: ClassVar[str] = ""
+    unk_text: ClassVar[str] = ""
+
+    def __init__(self, vocab: Sequence[str] | None = None) -> None:
+        self.vocab: tuple[str, ...] = SPECIAL_TOKENS
+        self._ids: dict[str, int] = {}
+        self._set_vocab(SPECIAL_TOKENS if vocab is None else vocab)
+
+    def _set_vocab(self, vocab: Sequence[str]) -> None:
+        vocab = tuple(vocab)
+        if vocab[: len(SPECIAL_TOKENS)] != SPECIAL_TOKENS:
+            raise InvalidDataError(f"vocabulary starts with {list(vocab[:4])}; expected the special tokens {list(SPECIAL_TOKENS)} first")
+        if not all(isinstance(t, str) and t for t in vocab):
+            bad = next(t for t in vocab if not (isinstance(t, str) and t))
+            raise InvalidDataError(f"vocabulary entry {bad!r} is invalid; expected non-empty strings")
+        if len(set(vocab)) != len(vocab):
+            dup = next(t for i, t in enumerate(vocab) if t in vocab[:i])
+            raise InvalidDataError(f"vocabulary entry {dup!r} appears twice; expected unique tokens")
+        self.vocab = vocab
+        self._ids = {t: i for i, t in enumerate(vocab)}
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def split(self, text: str) -> list[str]:
+        """The token strings of ``text`` (before mapping to ids)."""
+        raise NotImplementedError
+
+    def fit(self, text: str) -> "_Tokenizer":
+        """Build the vocabulary from ``text``: the specials, then every distinct token sorted (so the
+        ids do not depend on where in the text a token first appears). Returns self."""
+        tokens = set(self.split(text)) - set(SPECIAL_TOKENS)
+        self._set_vocab(SPECIAL_TOKENS + tuple(sorted(tokens)))
+        return self
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` (no <bos>/<eos> added); unknown tokens map to <unk> (id 3)."""
+        return [self._ids.get(t, UNK) for t in self.split(text)]
+
+    def decode(self, ids: Iterable[int] | np.ndarray | torch.Tensor) -> str:
+        """Text of token ids: <pad>, <bos> and <eos> are dropped, <unk> becomes ``unk_text``."""
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        elif isinstance(ids, np.ndarray):
+            ids = ids.reshape(-1).tolist()
+        out = []
+        for i in ids:
+            i = int(i)
+            if i in (PAD, BOS, EOS):
+                continue
+            if not 0 <= i < len(self.vocab):
+                raise InvalidDataError(f"token id {i} is out of range; expected 0..{len(self.vocab) - 1}")
+            out.append(self.unk_text if i == UNK else self.vocab[i])
+        return "".join(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe description: ``{"type": "char"|"word", "vocab": [...]}``."""
+        return {"type": self.kind, "vocab": list(self.vocab)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "_Tokenizer":
+        """Rebuild a tokenizer from :meth:`to_dict` output (on the base class, any type)."""
+        kind = d.get("type") if isinstance(d, dict) else None
+        classes = {"char": CharTokenizer, "word": WordTokenizer}
+        if kind not in classes or (cls is not _Tokenizer and classes[kind] is not cls):
+            raise InvalidDataError(f"tokenizer type {kind!r} is invalid; expected {cls.kind or 'char or word'}")
+        if not isinstance(d.get("vocab"), list):
+            raise InvalidDataError("tokenizer dict has no 'vocab' list")
+        return classes[kind](d["vocab"])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(vocab_size={len(self.vocab)})"
+
+
+class CharTokenizer(_Tokenizer):
+    """One token per Unicode code point (newlines included). Unknown characters decode as U+FFFD."""
+
+    kind = "char"
+    unk_text = "\ufffd"
+
+    def split(self, text: str) -> list[str]:
+        return list(text)
+
+
+class WordTokenizer(_Tokenizer):
+    """Words (``\\w+``) and single punctuation marks, each carrying the whitespace before it, plus
+    trailing whitespace as its own token; decoding concatenates, so spacing round-trips exactly."""
+
+    kind = "word"
+    unk_text = " <unk>"
+    _PATTERN = re.compile(r"\s*\w+|\s*[^\w\s]|\s+")
+
+    def split(self, text: str) -> list[str]:
+        return self._PATTERN.findall(text)
+
+
+def tokenizer_from_dict(d: dict[str, Any]) -> CharTokenizer | WordTokenizer:
+    """Rebuild a char or word tokenizer from its ``to_dict()``."""
+    return _Tokenizer.from_dict(d)  # type: ignore[return-value]
+
+
+def make_tokenizer(kind: str, vocab: Sequence[str] | None = None) -> CharTokenizer | WordTokenizer:
+    """A tokenizer by name ("char" or "word"), empty or with a given vocabulary."""
+    if kind == "char":
+        return CharTokenizer(vocab)
+    if kind == "word":
+        return WordTokenizer(vocab)
+    raise InvalidDataError(f"tokenizer {kind!r} is unknown; expected 'char' or 'word'")
+
+
+def read_text(path: str) -> str:
+    """The contents of a UTF-8 text file; one-line InvalidDataError if it is missing, empty, or not
+    valid UTF-8 (naming the byte offset). A UTF-8 byte-order mark is dropped."""
+    if not os.path.isfile(path):
+        raise InvalidDataError(f"text file {path!r} does not exist")
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InvalidDataError(f"text file {path!r} is not valid UTF-8: byte 0x{raw[e.start]:02x} at offset {e.start}") from None
+    if not text.strip():
+        raise InvalidDataError(f"text file {path!r} is empty (or only whitespace); expected some UTF-8 text")
+    return text
+
+
+def load_text_file(
+    path: str,
+    split: str = "train",
+    tokenizer: str = "char",
+    block_size: int = 128,
+    vocab: Sequence[str] | None = None,
+) -> TensorDataset:
+    """A UTF-8 text file as non-overlapping blocks of token ids ``"x"`` int64 [N, block_size].
+
+    The vocabulary is built from the whole file (or given as ``vocab``, e.g. a trained run's), so
+    all splits share it; the token stream is then cut contiguously 90 % / 5 % / 5 % into
+    train/val/test (``"all"``: the whole stream) and each part into blocks, dropping the remainder.
+    Spec: kind "tokens", shape (block_size,), levels = vocabulary size, ``extra["tokenizer"]``.
+    """
+    check_split(split)
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+        raise InvalidDataError(f"block_size={block_size!r} is invalid; expected a positive integer")
+    tok = make_tokenizer(tokenizer, vocab)
+    text = read_text(path)
+    if vocab is None:
+        tok.fit(text)
+    ids = np.array(tok.encode(text), dtype=np.int64)
+    n = len(ids)
+    cut1 = int(round(SPLIT_FRACTIONS[0] * n))
+    cut2 = int(round((SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1]) * n))
+    parts = {"train": ids[:cut1], "val": ids[cut1:cut2], "test": ids[cut2:], "all": ids}
+    part = parts[split]
+    n_blocks = len(part) // block_size
+    if n_blocks == 0:
+        raise InvalidDataError(
+            f"text file {path!r} is too short: split {split!r} has {len(part)} {tokenizer} tokens "
+            f"(of {n}), fewer than block_size={block_size}"
+        )
+    x = part[: n_blocks * block_size].reshape(n_blocks, block_size)
+    spec = DataSpec(
+        name=os.path.basename(os.path.normpath(path)),
+        kind="tokens",
+        shape=(int(block_size),),
+        dtype="int64",
+        value_range=None,
+        levels=len(tok.vocab),
+        vocab=tok.vocab,
+        extra={"tokenizer": tok.kind},
+    )
+    return TensorDataset({"x": torch.from_numpy(x)}, spec, split)

@@ -1,0 +1,146 @@
+"""Observation likelihoods p(x | params) for decoders, as pure functions plus a small chooser.
+
+Each likelihood maps a decoder output of ``n_params`` channels per data dimension to a log-likelihood
+in nats summed over every dimension of an example ([B]), a mean, and a sample. Discrete ones
+(Bernoulli on binary data, categorical, discretized logistic) return a log probability *mass* on
+the data's L levels; the Gaussian returns a log *density* of the [0, 1]-scaled data.
+
+Discretized logistic: Salimans et al., "PixelCNN++", ICLR 2017, eq. (2), without the mixture.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .data.spec import DataSpec
+
+LIKELIHOODS = ("bernoulli", "gaussian", "logistic", "categorical")
+
+
+def _sum_per_example(t: Tensor) -> Tensor:
+    return t.flatten(1).sum(1)
+
+
+def to_levels(x: Tensor, levels: int) -> Tensor:
+    """Floats in [0, 1] -> integer level ids 0..L-1 (long), rounding to the nearest level."""
+    return torch.round(x * (levels - 1)).clamp_(0, levels - 1).long()
+
+
+@dataclass(frozen=True)
+class Likelihood:
+    """A decoder likelihood for data of shape ``(C, *rest)`` (images) or ``(D,)`` (vectors).
+
+    The decoder emits ``[B, n_params * C, *rest]`` (images) or ``[B, n_params * D]`` (vectors);
+    :meth:`split` reshapes that into ``[B, n_params, *data_shape]``.
+    """
+
+    kind: str
+    levels: int | None = None
+
+    @property
+    def n_params(self) -> int:
+        return {"bernoulli": 1, "gaussian": 2, "logistic": 2, "categorical": self.levels or 0}[self.kind]
+
+    @property
+    def discrete(self) -> bool:
+        """True when :meth:`log_prob` is a probability mass on the levels (not a density)."""
+        return self.kind in ("bernoulli", "categorical", "logistic")
+
+    def split(self, out: Tensor, data_shape: tuple[int, ...]) -> Tensor:
+        b = out.shape[0]
+        if len(data_shape) == 1:
+            return out.view(b, self.n_params, *data_shape)
+        c = data_shape[0]
+        return out.view(b, self.n_params, c, *data_shape[1:])
+
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        """[B] log p(x | params) in nats; ``params`` [B, n_params, *data_shape], ``x`` [B, *data_shape] in [0, 1]."""
+        if self.kind == "bernoulli":
+            return -_sum_per_example(F.binary_cross_entropy_with_logits(params[:, 0], x, reduction="none"))
+        if self.kind == "gaussian":
+            mean, log_scale = params[:, 0], params[:, 1].clamp(min=-7.0)
+            z = (x - mean) * torch.exp(-log_scale)
+            return _sum_per_example(-0.5 * z * z - log_scale - 0.5 * math.log(2 * math.pi))
+        if self.kind == "categorical":
+            ids = to_levels(x, self.levels)  # type: ignore[arg-type]
+            return -_sum_per_example(F.cross_entropy(params, ids, reduction="none"))
+        return _sum_per_example(discretized_logistic_log_prob(params[:, 0], params[:, 1], x, self.levels))  # type: ignore[arg-type]
+
+    def mean(self, params: Tensor) -> Tensor:
+        """[B, *data_shape] expected value of x under p(x | params), in [0, 1]."""
+        if self.kind == "bernoulli":
+            return torch.sigmoid(params[:, 0])
+        if self.kind == "categorical":
+            grid = torch.linspace(0, 1, self.levels, dtype=params.dtype, device=params.device)  # type: ignore[arg-type]
+            shape = [1, -1] + [1] * (params.dim() - 2)
+            return (params.softmax(1) * grid.view(shape)).sum(1)
+        return params[:, 0].clamp(0, 1)
+
+    def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """[B, *data_shape] one draw from p(x | params), on the data's levels where discrete."""
+        if self.kind == "bernoulli":
+            p = torch.sigmoid(params[:, 0])
+            return (torch.rand(p.shape, generator=generator, dtype=p.dtype, device=p.device) < p).to(p.dtype)
+        if self.kind == "categorical":
+            probs = params.movedim(1, -1).softmax(-1)
+            flat = probs.reshape(-1, probs.shape[-1])
+            ids = torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+            return ids.to(params.dtype) / (self.levels - 1)  # type: ignore[operator]
+        mean, log_scale = params[:, 0], params[:, 1].clamp(min=-7.0)
+        u = torch.rand(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device).clamp(1e-6, 1 - 1e-6)
+        if self.kind == "gaussian":
+            return mean + torch.exp(log_scale) * torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        x = mean + torch.exp(log_scale) * (torch.log(u) - torch.log1p(-u))  # logistic inverse CDF
+        return to_levels(x.clamp(0, 1), self.levels).to(mean.dtype) / (self.levels - 1)  # type: ignore[operator]
+
+
+def discretized_logistic_log_prob(mean: Tensor, log_scale: Tensor, x: Tensor, levels: int) -> Tensor:
+    """Elementwise log P(x) of a logistic discretized to ``levels`` bins on [0, 1] (PixelCNN++).
+
+    Bin i covers [(i - 0.5)/(L-1), (i + 0.5)/(L-1)]; the edge bins extend to -inf/+inf so the
+    masses over the L levels sum to exactly 1.
+    """
+    log_scale = log_scale.clamp(min=-7.0)
+    half = 0.5 / (levels - 1)
+    inv_s = torch.exp(-log_scale)
+    centered = x - mean
+    cdf_plus = torch.sigmoid(inv_s * (centered + half))
+    cdf_min = torch.sigmoid(inv_s * (centered - half))
+    log_cdf_plus = F.logsigmoid(inv_s * (centered + half))  # for the lowest bin
+    log_one_minus_cdf_min = -F.softplus(inv_s * (centered - half))  # for the highest bin
+    mid = inv_s * centered
+    # In the tails the difference of CDFs underflows; use the density at the bin centre times width.
+    log_pdf_mid = mid - log_scale - 2.0 * F.softplus(mid) + math.log(2 * half)
+    diff = (cdf_plus - cdf_min).clamp(min=1e-12)
+    inner = torch.where(diff > 1e-5, torch.log(diff), log_pdf_mid)
+    return torch.where(x < half, log_cdf_plus, torch.where(x > 1 - half, log_one_minus_cdf_min, inner))
+
+
+def choose_likelihood(spec: DataSpec, name: str = "auto") -> Likelihood:
+    """Pick the decoder likelihood from the data spec (``name="auto"``) or by name.
+
+    auto: binary data (L=2) -> Bernoulli; few levels (L <= 64, e.g. digits' 17) -> categorical;
+    more levels (8-bit images) -> discretized logistic; continuous data -> Gaussian.
+    """
+    if name not in ("auto", *LIKELIHOODS):
+        raise ValueError(f"unknown likelihood {name!r}; expected 'auto' or one of {', '.join(LIKELIHOODS)}")
+    levels = spec.levels
+    if name == "auto":
+        if levels is None:
+            name = "gaussian"
+        elif levels == 2:
+            name = "bernoulli"
+        elif levels <= 64:
+            name = "categorical"
+        else:
+            name = "logistic"
+    if name in ("categorical", "logistic") and levels is None:
+        raise ValueError(f"likelihood {name!r} needs discrete data with a number of levels; data set {spec.name!r} is continuous")
+    if name == "categorical" and levels is not None and levels > 256:
+        raise ValueError(f"categorical likelihood over {levels} levels is too large; use 'logistic'")
+    return Likelihood(name, levels)

@@ -1,0 +1,3 @@
+"""Model families. Importing this package registers each one (one line per family)."""
+
+from . import vae  # noqa: F401

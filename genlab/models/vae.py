@@ -1,0 +1,185 @@
+"""Variational autoencoders: VAE, beta-VAE (with KL warm-up) and class-conditional VAE.
+
+Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014 (ELBO, reparameterization);
+Higgins et al., "beta-VAE", ICLR 2017 (beta > 1); Burda et al., "Importance Weighted Autoencoders",
+ICLR 2016 (the IWAE-k bound used by ``log_prob``); Sohn et al., "Learning Structured Output
+Representation using Deep Conditional Generative Models", NeurIPS 2015 (conditional VAE).
+
+    log p(x) >= E_q[log p(x|z)] - KL(q(z|x) || N(0, I))                      (ELBO, k = 1)
+    log p(x) >= E[log (1/k) sum_i p(x, z_i) / q(z_i|x)],  z_i ~ q(z|x)        (IWAE-k, increases with k)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..data.spec import DataSpec
+from ..distributions import choose_likelihood
+from ..nn import MLP, ConvDecoder, ConvEncoder, activation, one_hot
+from ..protocol import GenerativeModel, register
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def gaussian_kl_standard(mu: Tensor, logvar: Tensor) -> Tensor:
+    """[B] KL(N(mu, diag exp(logvar)) || N(0, I)) in nats, summed over latent dimensions."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
+
+
+def diag_gaussian_log_prob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z; mu, diag exp(logvar)) summed over the last dimension."""
+    return -0.5 * ((z - mu).pow(2) * torch.exp(-logvar) + logvar + LOG_2PI).sum(-1)
+
+
+@register("vae")
+class VAE(GenerativeModel):
+    """Gaussian-latent VAE with an MLP or convolutional encoder/decoder.
+
+    Args (the config; everything else is read from ``spec``):
+        z_dim: latent size.
+        hidden: MLP widths (encoder order; the decoder mirrors them). For ``arch="conv"`` the last
+            width is the size of the conv feature vector.
+        arch: ``"mlp"``, ``"conv"``, or ``"auto"`` (conv for images of side >= 16, MLP otherwise).
+        channels: base channel count of the conv nets.
+        likelihood: ``"auto"`` (from the spec: Bernoulli for binary data, categorical for few
+            levels such as digits' 17, discretized logistic for 8-bit data, Gaussian for continuous
+            data) or one of ``bernoulli``, ``gaussian``, ``logistic``, ``categorical``.
+        beta: weight of the KL term (beta-VAE when > 1).
+        warmup_steps: the KL weight rises linearly from 0 to ``beta`` over this many training steps.
+        conditional: condition encoder and decoder on the class (``batch["y"]``).
+        iwae_k: importance samples used by ``log_prob`` (1 = the ELBO).
+    """
+
+    likelihood = "bound"
+    capabilities = ("log_prob (ELBO/IWAE bound)", "sample", "encode", "reconstruct", "conditional")
+
+    def __init__(
+        self,
+        spec: DataSpec,
+        z_dim: int = 16,
+        hidden: Sequence[int] = (256, 256),
+        arch: str = "auto",
+        channels: int = 32,
+        likelihood: str = "auto",
+        beta: float = 1.0,
+        warmup_steps: int = 0,
+        conditional: bool = False,
+        iwae_k: int = 1,
+        act: str = "relu",
+    ) -> None:
+        super().__init__(spec)
+        if spec.kind not in ("image", "vector"):
+            raise ValueError(f"the VAE models images or vectors; data set {spec.name!r} has kind {spec.kind!r}")
+        if z_dim < 1 or iwae_k < 1 or beta < 0 or warmup_steps < 0:
+            raise ValueError(f"need z_dim >= 1, iwae_k >= 1, beta >= 0, warmup_steps >= 0; got {z_dim}, {iwae_k}, {beta}, {warmup_steps}")
+        if arch == "auto":
+            arch = "conv" if spec.kind == "image" and min(spec.shape[1:]) >= 16 else "mlp"
+        if arch not in ("mlp", "conv") or (arch == "conv" and spec.kind != "image"):
+            raise ValueError(f"arch must be 'mlp', 'conv' (images only) or 'auto'; got {arch!r} for {spec.kind} data")
+        if conditional and not spec.num_classes:
+            raise ValueError(f"conditional=True needs class labels; data set {spec.name!r} has none")
+        self.z_dim, self.beta, self.warmup_steps, self.iwae_k = z_dim, float(beta), warmup_steps, iwae_k
+        self.conditional = conditional
+        self.c_dim = spec.num_classes if conditional else 0
+        self.lik = choose_likelihood(spec, likelihood)
+        self.discrete = self.lik.discrete
+        hidden = list(hidden)
+        d, n_par = spec.dim, self.lik.n_params
+        if arch == "mlp":
+            self.enc_body: nn.Module = nn.Sequential(MLP(d, hidden[:-1], hidden[-1], act), activation(act))
+            self.dec: nn.Module = MLP(z_dim + self.c_dim, hidden[::-1], d * n_par, act)
+        else:
+            self.enc_body = nn.Sequential(ConvEncoder(spec.shape, hidden[-1], channels, act), activation(act))
+            self.dec = ConvDecoder(z_dim + self.c_dim, spec.shape, spec.shape[0] * n_par, channels, act)
+        self.arch = arch
+        self.enc_head = nn.Linear(hidden[-1] + self.c_dim, 2 * z_dim)
+        # Counts training steps so that the KL warm-up survives checkpoint/resume exactly.
+        self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
+
+    # --- networks ---------------------------------------------------------------------------
+    def _c(self, cond: Tensor | None, ref: Tensor) -> Tensor | None:
+        if not self.conditional:
+            return None
+        if cond is None:
+            raise ValueError("this VAE is conditional: pass cond (class ids [B] or one-hot [B, K])")
+        return one_hot(cond.to(ref.device), self.c_dim, ref.dtype)
+
+    def posterior(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance of q(z | x[, c]), each [B, z_dim]."""
+        h = self.enc_body(x.flatten(1) if self.arch == "mlp" else x)
+        c = self._c(cond, x)
+        if c is not None:
+            h = torch.cat([h, c], -1)
+        mu, logvar = self.enc_head(h).chunk(2, -1)
+        return mu, logvar.clamp(-12.0, 8.0)
+
+    def decode(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Likelihood parameters [B, n_params, *data_shape] of p(x | z[, c]); z is [B, z_dim]."""
+        c = self._c(cond, z)
+        if c is not None:
+            z = torch.cat([z, c], -1)
+        return self.lik.split(self.dec(z), self.spec.shape)
+
+    # --- the protocol -----------------------------------------------------------------------
+    def current_beta(self) -> float:
+        if self.warmup_steps == 0:
+            return self.beta
+        return self.beta * min(1.0, float(self.train_step) / self.warmup_steps)
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        x, cond = batch["x"], self.condition(batch)
+        mu, logvar = self.posterior(x, cond)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # reparameterization
+        rec = self.lik.log_prob(self.decode(z, cond), x)  # [B]
+        kl = gaussian_kl_standard(mu, logvar)  # [B], analytic: lower variance than a sampled KL
+        beta = self.current_beta()
+        if self.training:
+            self.train_step += 1
+        return {
+            "loss": (beta * kl - rec).mean(),
+            "elbo": (rec - kl).mean().detach(),
+            "recon_nll": -rec.mean().detach(),
+            "kl": kl.mean().detach(),
+            "beta": torch.tensor(beta),
+        }
+
+    def log_prob(self, x: Tensor, cond: Tensor | None = None, k: int | None = None) -> Tensor:
+        """[B] IWAE-k lower bound on log p(x[|c]) in nats (k = ``iwae_k`` by default; k=1 is the ELBO)."""
+        k = self.iwae_k if k is None else k
+        mu, logvar = self.posterior(x, cond)
+        std = torch.exp(0.5 * logvar)
+        chunks: list[Tensor] = []
+        chunk = max(1, 4096 // max(1, x.shape[0]))  # bound memory at k * B decoder passes
+        for start in range(0, k, chunk):
+            kk = min(chunk, k - start)
+            eps = torch.randn(kk, *mu.shape, dtype=mu.dtype, device=mu.device)
+            z = mu + std * eps  # (kk, B, z)
+            zf = z.flatten(0, 1)
+            xr = x.unsqueeze(0).expand(kk, *x.shape).flatten(0, 1)
+            cr = None if cond is None else cond.unsqueeze(0).expand(kk, *cond.shape).flatten(0, 1)
+            log_px_z = self.lik.log_prob(self.decode(zf, cr), xr).view(kk, -1)
+            log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+            log_qz = diag_gaussian_log_prob(z, mu, logvar)
+            chunks.append(log_px_z + log_pz - log_qz)
+        log_w = torch.cat(chunks, 0)  # (k, B)
+        return torch.logsumexp(log_w, 0) - math.log(k)
+
+    @torch.no_grad()
+    def sample(self, n: int, cond: Tensor | None = None, *, generator: torch.Generator | None = None, mean: bool = False) -> Tensor:
+        """[n, *data_shape] draws of x ~ p(x|z) p(z) (``mean=True``: the decoder mean E[x|z] instead)."""
+        z = torch.randn(n, self.z_dim, generator=generator, device=self.device, dtype=self.enc_head.weight.dtype)
+        params = self.decode(z, cond)
+        return self.lik.mean(params) if mean else self.lik.sample(params, generator)
+
+    def encode(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """[B, z_dim] posterior mean E_q[z | x]."""
+        return self.posterior(x, cond)[0]
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """[B, *data_shape] decoder mean at the posterior mean: E[x | z = E_q[z|x]]."""
+        return self.lik.mean(self.decode(self.posterior(x, cond)[0], cond))

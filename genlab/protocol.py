@@ -1,0 +1,139 @@
+"""The protocol every genlab model follows, and the one explicit model registry.
+
+A model is a ``torch.nn.Module`` subclass of :class:`GenerativeModel`. Its typed constructor
+arguments *are* its config: :func:`build_model` passes the data set's :class:`~genlab.data.DataSpec`
+plus user keyword arguments, and checkpoints store ``{name, kwargs, weights}`` so the model can be
+rebuilt without pickle.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from .data.spec import DataSpec
+
+Modalities = "Tensor | dict[str, Tensor]"
+
+
+class GenerativeModel(nn.Module):
+    """Base class: one generative model of p(x) or p(x | c).
+
+    Subclasses implement :meth:`loss` and whichever of :meth:`log_prob`, :meth:`sample` and
+    :meth:`encode` they support; the unsupported ones raise ``NotImplementedError`` with a reason.
+    ``likelihood`` says what ``log_prob`` returns: ``"exact"`` log-likelihood, a lower ``"bound"``
+    (ELBO / IWAE), or ``"none"``. ``discrete`` says whether ``log_prob`` is a log probability *mass*
+    on the data's levels (True) or a log *density* of the dequantized data in [0, 1] (False); the
+    bits-per-dimension helper needs it to make the two comparable.
+    """
+
+    likelihood: ClassVar[Literal["exact", "bound", "none"]] = "none"
+    #: Human-readable list of what the model supports, shown by ``genlab models``.
+    capabilities: ClassVar[tuple[str, ...]] = ()
+    #: Name under which the class is registered (set by :func:`register`).
+    registry_name: ClassVar[str] = ""
+
+    def __init__(self, spec: DataSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.conditional = False
+        self.discrete = False
+
+    # --- the protocol -------------------------------------------------------------------------
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Training objective(s) for one batch: ``{"loss": scalar}`` for one optimizer, or one key
+        per parameter group (see :meth:`parameter_groups`). Extra keys are logged only."""
+        raise NotImplementedError(f"{type(self).__name__} does not define a training loss")
+
+    def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """[B] log-likelihood of each example in nats (exact, or a lower bound; see ``likelihood``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no likelihood (likelihood='none')")
+
+    def sample(self, n: int, cond: Tensor | None = None, *, generator: torch.Generator | None = None) -> Tensor:
+        """[n, *data_shape] samples in the same space and range as the training data."""
+        raise NotImplementedError(f"{type(self).__name__} cannot sample")
+
+    def encode(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """[B, z_dim] representation of each example."""
+        raise NotImplementedError(f"{type(self).__name__} has no encoder")
+
+    # --- helpers shared by the trainer and the CLI ----------------------------------------------
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters stepped by each loss key. Default: every parameter under ``"loss"``."""
+        return {"loss": [p for p in self.parameters() if p.requires_grad]}
+
+    def condition(self, batch: dict[str, Tensor]) -> Tensor | None:
+        """What this model conditions on in ``batch`` (``"cond"``, else class ids ``"y"``), or None."""
+        if not self.conditional:
+            return None
+        if "cond" in batch:
+            return batch["cond"]
+        if "y" in batch:
+            return batch["y"]
+        raise KeyError("conditional model needs 'cond' or 'y' in the batch; the data set has neither")
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+
+_REGISTRY: dict[str, type[GenerativeModel]] = {}
+
+
+def register(name: str) -> Callable[[type[GenerativeModel]], type[GenerativeModel]]:
+    """Class decorator: make ``cls`` buildable as ``build_model(name, spec, **kwargs)``."""
+
+    def deco(cls: type[GenerativeModel]) -> type[GenerativeModel]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"model name {name!r} is already registered to {_REGISTRY[name].__name__}")
+        cls.registry_name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def _ensure_models_imported() -> None:
+    # Importing the package registers every built-in family exactly once.
+    from . import models  # noqa: F401
+
+
+def list_models() -> dict[str, type[GenerativeModel]]:
+    """Registered model names mapped to their classes, sorted by name."""
+    _ensure_models_imported()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def model_kwargs(name: str) -> dict[str, inspect.Parameter]:
+    """The constructor parameters (the config) of model ``name``, excluding ``spec``."""
+    cls = get_model_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    return {k: p for k, p in params.items() if k not in ("self", "spec")}
+
+
+def get_model_class(name: str) -> type[GenerativeModel]:
+    _ensure_models_imported()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; expected one of: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def build_model(name: str, data_spec: DataSpec, **config: Any) -> GenerativeModel:
+    """Build registered model ``name`` sized from ``data_spec``; ``config`` sets constructor keys.
+
+    Unknown keys raise a one-line ``ValueError`` that lists the valid ones, so a typo in
+    ``--set z_dim=16`` never silently trains the default model.
+    """
+    cls = get_model_class(name)
+    valid = model_kwargs(name)
+    bad = [k for k in config if k not in valid]
+    if bad:
+        raise ValueError(f"model {name!r} has no option {bad[0]!r}; valid options: {', '.join(valid)}")
+    model = cls(data_spec, **config)
+    model.init_kwargs = dict(config)  # stored in checkpoints to rebuild the model
+    return model

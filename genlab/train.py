@@ -1,0 +1,458 @@
+"""The one training loop: it knows nothing of any model family.
+
+It steps one AdamW optimizer per key of ``model.loss(batch)`` named by ``model.parameter_groups()``,
+with an optional cosine schedule, gradient clipping and EMA; evaluates on the validation split every
+``eval_every`` steps (negative log-likelihood where the model has one, else the mean loss) and
+keeps the best weights as well as the last; writes ``metrics.jsonl``, sample PNGs and atomic
+safetensors checkpoints; resumes bit for bit; stops cleanly on Ctrl-C or a non-finite loss; and
+runs data-parallel under ``torchrun`` (gradients all-reduced over ranks, gloo on CPU, nccl on GPU).
+
+Reproducibility: the data order comes from its own generator, evaluation and sampling run inside
+``torch.random.fork_rng`` with fixed seeds, so neither the evaluation schedule nor a resume changes
+the training stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from . import checkpoint as ckpt
+from .data.base import TensorDataset
+from .metrics.likelihood import likelihood_metrics
+from .protocol import GenerativeModel
+from .viz import save_samples
+
+STATE_FILE = "trainer-state.safetensors"
+STATE_JSON = "trainer-state.json"
+MODEL_FILE = "model.safetensors"
+BEST_FILE = "best.safetensors"
+METRICS_FILE = "metrics.jsonl"
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the message names the step, the loss key and the batch."""
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (every field is settable with ``--set key=value``).
+
+    ``eval_every``/``sample_every``/``checkpoint_every`` are in optimizer steps (0 disables; a final
+    evaluation, sample grid and checkpoint always happen at the end). ``patience`` is the number
+    of evaluations without improvement of the validation metric before stopping early. ``ema`` is
+    the decay of an exponential moving average of the weights (used for evaluation, sampling and
+    the saved model), or None.
+    """
+
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    schedule: str = "constant"
+    warmup: int = 0
+    grad_clip: float | None = None
+    ema: float | None = None
+    seed: int = 0
+    eval_every: int = 250
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    log_every: int = 10
+    patience: int | None = None
+    eval_batch_size: int = 512
+    max_eval_examples: int | None = None
+    n_samples: int = 64
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        checks = {
+            "steps": self.steps >= 1,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "schedule": self.schedule in ("constant", "cosine"),
+            "warmup": self.warmup >= 0,
+            "eval_every": self.eval_every >= 0,
+            "sample_every": self.sample_every >= 0,
+            "checkpoint_every": self.checkpoint_every >= 0,
+            "log_every": self.log_every >= 1,
+            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
+            "ema": self.ema is None or 0.0 < self.ema < 1.0,
+            "patience": self.patience is None or self.patience >= 1,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ValueError(f"bad training setting {key}={getattr(self, key)!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        bad = [k for k in d if k not in names]
+        if bad:
+            raise ValueError(f"unknown training setting {bad[0]!r}; valid: {', '.join(sorted(names))}")
+        return cls(**d)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1); returns (rank, world)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _dist_info()
+
+
+class Trainer:
+    """Train ``model`` on ``train_data``; evaluate/select on ``val_data``; write a run folder.
+
+    ``out_dir`` receives ``config.yaml`` (written by the caller or :meth:`write_config`),
+    ``model.safetensors`` (last weights), ``best.safetensors`` (best validation weights),
+    ``trainer-state.*`` (everything needed to resume), ``metrics.jsonl`` and ``samples/``.
+    With ``out_dir=None`` nothing is written (handy in notebooks and tests).
+    """
+
+    def __init__(
+        self,
+        model: GenerativeModel,
+        train_data: TensorDataset,
+        val_data: TensorDataset | None = None,
+        config: TrainConfig | None = None,
+        out_dir: str | os.PathLike | None = None,
+    ) -> None:
+        self.cfg = config or TrainConfig()
+        self.device = resolve_device(self.cfg.device)
+        self.rank, self.world = init_distributed(self.device)
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        self.model = model.to(self.device)
+        self.train_data = TensorDataset({k: v.to(self.device) for k, v in train_data.tensors.items()}, train_data.spec, train_data.split)
+        self.val_data = val_data
+        self.out = Path(out_dir) if out_dir is not None else None
+        self.is_main = self.rank == 0
+        self.groups = model.parameter_groups()
+        if not self.groups:
+            raise ValueError(f"{type(model).__name__}.parameter_groups() is empty: nothing to train")
+        self.optimizers = {
+            key: torch.optim.AdamW(params, lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), weight_decay=self.cfg.weight_decay)
+            for key, params in self.groups.items()
+        }
+        self.ema: dict[str, Tensor] | None = None
+        if self.cfg.ema is not None:
+            self.ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.step = 0
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.bad_evals = 0
+        self.data_gen = torch.Generator().manual_seed(self.cfg.seed)
+        self.perm = torch.empty(0, dtype=torch.long)
+        self.pos = 0
+        self._stop_requested = False
+        if self.world > 1:
+            for t in model.state_dict().values():  # every rank starts from rank 0's weights
+                dist.broadcast(t.data, 0)
+
+    # --- batching ---------------------------------------------------------------------------
+    def _next_indices(self) -> Tensor:
+        n = len(self.train_data)
+        bs = min(self.cfg.batch_size, n)
+        if self.pos + bs > len(self.perm):  # new epoch; the incomplete tail is dropped
+            self.perm = torch.randperm(n, generator=self.data_gen)
+            self.pos = 0
+        idx = self.perm[self.pos : self.pos + bs]
+        self.pos += bs
+        return idx[self.rank :: self.world] if self.world > 1 else idx
+
+    def _lr(self, step: int) -> float:
+        f = 1.0
+        if self.cfg.warmup and step < self.cfg.warmup:
+            f = (step + 1) / self.cfg.warmup
+        elif self.cfg.schedule == "cosine":
+            span = max(1, self.cfg.steps - self.cfg.warmup)
+            f = 0.5 * (1 + math.cos(math.pi * min(1.0, (step - self.cfg.warmup) / span)))
+        return self.cfg.lr * f
+
+    # --- one optimizer step -----------------------------------------------------------------
+    def train_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        self.model.train()
+        losses = self.model.loss(batch)
+        missing = [k for k in self.groups if k not in losses]
+        if missing:
+            raise KeyError(f"model.loss() returned no {missing[0]!r}, which parameter_groups() names")
+        opt_vals = torch.stack([losses[k].detach().float() for k in self.groups])
+        if not bool(torch.isfinite(opt_vals).all()):
+            bad = {k: float(losses[k]) for k in self.groups}
+            raise NonFiniteLossError(f"non-finite loss at step {self.step + 1}: {bad}")
+        lr = self._lr(self.step)
+        keys = list(self.groups)
+        for i, key in enumerate(keys):
+            params = self.groups[key]
+            for p in self.model.parameters():
+                p.grad = None
+            losses[key].backward(retain_graph=i < len(keys) - 1)
+            if self.world > 1:
+                for p in params:
+                    if p.grad is not None:
+                        dist.all_reduce(p.grad)
+                        p.grad /= self.world
+            if self.cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+            opt = self.optimizers[key]
+            for g in opt.param_groups:
+                g["lr"] = lr
+            opt.step()
+        if self.ema is not None:
+            with torch.no_grad():
+                d = self.cfg.ema
+                for k, v in self.model.state_dict().items():
+                    if v.dtype.is_floating_point:
+                        self.ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
+                    else:
+                        self.ema[k].copy_(v)
+        self.step += 1
+        return losses
+
+    @contextmanager
+    def averaged_weights(self) -> Iterator[None]:
+        """Temporarily load the EMA weights (no-op without EMA)."""
+        if self.ema is None:
+            yield
+            return
+        saved = ckpt.model_state(self.model)
+        self.model.load_state_dict(self.ema)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(saved)
+
+    # --- evaluation, samples, checkpoints ----------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Validation metrics: ``val_nll``/``val_bpd`` for models with a likelihood, else
+        ``val_loss`` (mean of the optimized losses). Model selection uses the first of these."""
+        assert self.val_data is not None
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), self.averaged_weights():
+            torch.manual_seed(self.cfg.seed + 1)
+            self.model.eval()
+            if self.model.likelihood != "none":
+                m = likelihood_metrics(self.model, self.val_data, batch_size=self.cfg.eval_batch_size, max_examples=self.cfg.max_eval_examples)
+                return {"val_nll": m["nll"], "val_bpd": m["bpd"]}
+            total, count = 0.0, 0
+            for batch in self.val_data.batches(self.cfg.eval_batch_size):
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                losses = self.model.loss(batch)
+                total += sum(float(losses[k]) for k in self.groups) * len(batch["x"])
+                count += len(batch["x"])
+            return {"val_loss": total / max(count, 1)}
+
+    @torch.no_grad()
+    def save_sample_grid(self, name: str) -> Path | None:
+        if self.out is None:
+            return None
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), self.averaged_weights():
+            self.model.eval()
+            gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 2)
+            n = self.cfg.n_samples
+            cond = None
+            if self.model.conditional and self.model.spec.num_classes:
+                cond = torch.arange(n, device=self.device) % self.model.spec.num_classes
+            try:
+                x = self.model.sample(n, cond, generator=gen)
+            except NotImplementedError:
+                return None
+            return save_samples(x, self.model.spec, self.out / "samples" / f"{name}.png", reference=self.train_data.tensors["x"][:20000])
+
+    def _export_weights(self) -> dict[str, Tensor]:
+        return {k: v.detach().clone().contiguous() for k, v in (self.ema or self.model.state_dict()).items()}
+
+    def _weights_meta(self) -> dict[str, Any]:
+        return {"step": self.step, "model": self.model.registry_name, "kwargs": getattr(self.model, "init_kwargs", {})}
+
+    def save_checkpoint(self) -> None:
+        """Atomically write the last weights and the full trainer state (rank 0 only)."""
+        if self.out is None or not self.is_main:
+            return
+        tensors: dict[str, Tensor] = {f"model.{k}": v for k, v in ckpt.model_state(self.model).items()}
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.items()})
+        skeletons = {}
+        for key, opt in self.optimizers.items():
+            t, skel = ckpt.flatten_optimizer(f"opt.{key}", opt.state_dict())
+            tensors.update(t)
+            skeletons[key] = skel
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.data"] = self.data_gen.get_state()
+        tensors["data.perm"] = self.perm.clone()
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        state = {
+            "step": self.step,
+            "pos": self.pos,
+            "best": self.best,
+            "best_step": self.best_step,
+            "bad_evals": self.bad_evals,
+            "optimizers": skeletons,
+            "config": dataclasses.asdict(self.cfg),
+        }
+        ckpt.save_tensors(tensors, self.out / STATE_FILE, {"step": self.step}, keep_prev=True)
+        ckpt.write_json(state, self.out / STATE_JSON, keep_prev=True)
+        ckpt.save_tensors(self._export_weights(), self.out / MODEL_FILE, self._weights_meta())
+
+    def load_checkpoint(self) -> None:
+        """Restore the state written by :meth:`save_checkpoint` from ``out_dir``."""
+        assert self.out is not None
+        state = ckpt.read_json(self.out / STATE_JSON)
+        tensors, meta = ckpt.load_tensors(self.out / STATE_FILE)
+        if meta.get("step") != state["step"]:
+            # A crash between the two atomic writes: the previous tensors match this JSON.
+            prev = ckpt.prev_path(self.out / STATE_FILE)
+            tensors, meta = ckpt.load_tensors(prev)
+            if meta.get("step") != state["step"]:
+                raise ckpt.CheckpointError(f"{self.out / STATE_FILE} (step {meta.get('step')}) does not match {self.out / STATE_JSON} (step {state['step']})")
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        if self.ema is not None:
+            ema = {k[4:]: v.to(self.device) for k, v in tensors.items() if k.startswith("ema.")}
+            self.ema = ema or {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        for key, opt in self.optimizers.items():
+            if key not in state["optimizers"]:
+                raise ckpt.CheckpointError(f"checkpoint has no optimizer state for loss key {key!r}")
+            opt.load_state_dict(ckpt.unflatten_optimizer(tensors, state["optimizers"][key]))
+        torch.set_rng_state(tensors["rng.torch"])
+        self.data_gen.set_state(tensors["rng.data"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.perm = tensors["data.perm"]
+        self.step, self.pos = state["step"], state["pos"]
+        self.best, self.best_step, self.bad_evals = state["best"], state["best_step"], state["bad_evals"]
+        self._truncate_metrics()
+
+    def _truncate_metrics(self) -> None:
+        # Lines written after the checkpoint belong to steps that will be re-run.
+        path = self.out / METRICS_FILE  # type: ignore[operator]
+        if not path.exists():
+            return
+        kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
+        path.write_text("".join(ln + "\n" for ln in kept))
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.out is not None and self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.out / METRICS_FILE, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _after_eval(self, metrics: dict[str, float]) -> bool:
+        """Record a validation result; save best weights; return True to stop early."""
+        key = next(iter(metrics))
+        value = metrics[key]
+        improved = math.isfinite(value) and (self.best is None or value < self.best)
+        if improved:
+            self.best, self.best_step, self.bad_evals = value, self.step, 0
+            if self.out is not None and self.is_main:
+                ckpt.save_tensors(self._export_weights(), self.out / BEST_FILE, dict(self._weights_meta(), **{key: value}))
+        else:
+            self.bad_evals += 1
+        self._log({"step": self.step, "split": "val", **metrics, "best_step": self.best_step})
+        return self.cfg.patience is not None and self.bad_evals >= self.cfg.patience
+
+    # --- the loop ---------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Train to ``config.steps`` (continuing from the checkpoint with ``resume=True``).
+
+        Returns a summary: final step, why it stopped (``completed``, ``early_stop``,
+        ``interrupted``), best validation metric and its step, wall-clock seconds.
+        """
+        cfg = self.cfg
+        if resume:
+            self.load_checkpoint()
+        else:
+            torch.manual_seed(cfg.seed + self.rank)
+            if self.out is not None and self.is_main:
+                (self.out / METRICS_FILE).unlink(missing_ok=True)
+        bar = None
+        if cfg.progress and self.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=self.step, desc="train", dynamic_ncols=True, file=sys.stderr)
+        old_handler = None
+        try:
+            old_handler = signal.signal(signal.SIGINT, self._request_stop)
+        except ValueError:  # not the main thread
+            pass
+        t0, reason = time.time(), "completed"
+        acc: dict[str, Tensor] = {}
+        n_acc = 0
+        try:
+            while self.step < cfg.steps:
+                idx = self._next_indices()
+                batch = self.train_data[idx]
+                try:
+                    losses = self.train_step(batch)
+                except NonFiniteLossError as e:
+                    where = f"; batch indices {idx[:16].tolist()}{'...' if len(idx) > 16 else ''}"
+                    keep = f"; the last good checkpoint is in {self.out}" if self.out is not None else ""
+                    raise NonFiniteLossError(f"{e}{where}{keep}") from None
+                for k, v in losses.items():
+                    acc[k] = acc.get(k, 0) + v.detach().float()
+                n_acc += 1
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    rec = {k: float(v) / n_acc for k, v in acc.items()}
+                    self._log({"step": self.step, "split": "train", **rec, "lr": self._lr(self.step - 1)})
+                    if bar is not None:
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in list(rec.items())[:3]}, refresh=False)
+                    acc, n_acc = {}, 0
+                if bar is not None:
+                    bar.update(1)
+                last = self.step == cfg.steps
+                if self.val_data is not None and ((cfg.eval_every and self.step % cfg.eval_every == 0) or last):
+                    if self._after_eval(self.evaluate()):
+                        reason = "early_stop"
+                if (cfg.sample_every and self.step % cfg.sample_every == 0) or last or reason == "early_stop":
+                    if self.is_main:
+                        self.save_sample_grid(f"step-{self.step:06d}")
+                if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or last or reason == "early_stop":
+                    self.save_checkpoint()
+                if reason == "early_stop":
+                    break
+                if self._stop_requested:
+                    reason = "interrupted"
+                    self.save_checkpoint()
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+        summary = {"step": self.step, "stopped": reason, "best": self.best, "best_step": self.best_step, "seconds": time.time() - t0}
+        if self.out is not None and self.is_main and reason == "completed" and self.val_data is None:
+            ckpt.save_tensors(self._export_weights(), self.out / BEST_FILE, self._weights_meta())
+        return summary
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        if self._stop_requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self._stop_requested = True
