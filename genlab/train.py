@@ -158,10 +158,8 @@ class Trainer:
         self.groups = model.parameter_groups()
         if not self.groups:
             raise ValueError(f"{type(model).__name__}.parameter_groups() is empty: nothing to train")
-        self.optimizers = {
-            key: torch.optim.AdamW(params, lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), weight_decay=self.cfg.weight_decay)
-            for key, params in self.groups.items()
-        }
+        self.optimizers = {key: self._make_optimizer(params) for key, params in self.groups.items()}
+        self._all_params = list(self.model.parameters())
         self.ema: dict[str, Tensor] | None = None
         if self.cfg.ema is not None:
             self.ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -176,6 +174,13 @@ class Trainer:
         if self.world > 1:
             for t in model.state_dict().values():  # every rank starts from rank 0's weights
                 dist.broadcast(t.data, 0)
+
+    def _make_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        kw = dict(lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), weight_decay=self.cfg.weight_decay)
+        try:  # the fused kernel is one launch for all parameters (CPU support since torch 2.4)
+            return torch.optim.AdamW(params, fused=True, **kw)
+        except (RuntimeError, TypeError, ValueError):
+            return torch.optim.AdamW(params, **kw)
 
     # --- batching ---------------------------------------------------------------------------
     def _next_indices(self) -> Tensor:
@@ -212,7 +217,7 @@ class Trainer:
         keys = list(self.groups)
         for i, key in enumerate(keys):
             params = self.groups[key]
-            for p in self.model.parameters():
+            for p in self._all_params:
                 p.grad = None
             losses[key].backward(retain_graph=i < len(keys) - 1)
             if self.world > 1:

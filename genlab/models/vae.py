@@ -72,13 +72,14 @@ class VAE(GenerativeModel):
         act: str = "relu",
     ) -> None:
         super().__init__(spec)
-        if spec.kind not in ("image", "vector"):
+        is_image = len(spec.shape) == 3
+        if spec.kind not in ("image", "vector", "multimodal") or (spec.kind == "multimodal" and not is_image):
             raise ValueError(f"the VAE models images or vectors; data set {spec.name!r} has kind {spec.kind!r}")
         if z_dim < 1 or iwae_k < 1 or beta < 0 or warmup_steps < 0:
             raise ValueError(f"need z_dim >= 1, iwae_k >= 1, beta >= 0, warmup_steps >= 0; got {z_dim}, {iwae_k}, {beta}, {warmup_steps}")
         if arch == "auto":
-            arch = "conv" if spec.kind == "image" and min(spec.shape[1:]) >= 16 else "mlp"
-        if arch not in ("mlp", "conv") or (arch == "conv" and spec.kind != "image"):
+            arch = "conv" if is_image and min(spec.shape[1:]) >= 16 else "mlp"
+        if arch not in ("mlp", "conv") or (arch == "conv" and not is_image):
             raise ValueError(f"arch must be 'mlp', 'conv' (images only) or 'auto'; got {arch!r} for {spec.kind} data")
         if conditional and not spec.num_classes:
             raise ValueError(f"conditional=True needs class labels; data set {spec.name!r} has none")
@@ -90,13 +91,18 @@ class VAE(GenerativeModel):
         hidden = list(hidden)
         d, n_par = spec.dim, self.lik.n_params
         if arch == "mlp":
-            self.enc_body: nn.Module = nn.Sequential(MLP(d, hidden[:-1], hidden[-1], act), activation(act))
+            # hidden=() gives a linear encoder and decoder (a linear-Gaussian model with known log p(x)).
+            self.enc_body: nn.Module = nn.Sequential(MLP(d, hidden[:-1], hidden[-1], act), activation(act)) if hidden else nn.Identity()
             self.dec: nn.Module = MLP(z_dim + self.c_dim, hidden[::-1], d * n_par, act)
+            feat = hidden[-1] if hidden else d
         else:
+            if not hidden:
+                raise ValueError("arch='conv' needs at least one hidden width (the conv feature size)")
             self.enc_body = nn.Sequential(ConvEncoder(spec.shape, hidden[-1], channels, act), activation(act))
             self.dec = ConvDecoder(z_dim + self.c_dim, spec.shape, spec.shape[0] * n_par, channels, act)
+            feat = hidden[-1]
         self.arch = arch
-        self.enc_head = nn.Linear(hidden[-1] + self.c_dim, 2 * z_dim)
+        self.enc_head = nn.Linear(feat + self.c_dim, 2 * z_dim)
         # Counts training steps so that the KL warm-up survives checkpoint/resume exactly.
         self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
 
