@@ -211,7 +211,7 @@ class Trainer:
             raise KeyError(f"model.loss() returned no {missing[0]!r}, which parameter_groups() names")
         opt_vals = torch.stack([losses[k].detach().float() for k in self.groups])
         if not bool(torch.isfinite(opt_vals).all()):
-            bad = {k: float(losses[k]) for k in self.groups}
+            bad = {k: float(losses[k].detach()) for k in self.groups}
             raise NonFiniteLossError(f"non-finite loss at step {self.step + 1}: {bad}")
         lr = self._lr(self.step)
         keys = list(self.groups)

@@ -1,0 +1,93 @@
+"""The command line end to end, as a user runs it, including what happens on bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from genlab.cli import main
+
+FAST = ["--set", "steps=40", "--set", "eval_every=20", "--set", "sample_every=20", "--set", "batch_size=64", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "vae-digits"
+    assert main(["train", "vae", "--data", "digits", "--out", str(out), *FAST, "--set", "z_dim=4"]) == 0
+    return out
+
+
+def test_train_writes_the_run_folder(run_dir):
+    for f in ["config.yaml", "model.safetensors", "best.safetensors", "trainer-state.safetensors", "trainer-state.json", "metrics.jsonl", "samples.png", "reconstructions.png", "traversal.png", "interpolation.png"]:
+        assert (run_dir / f).exists(), f
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["step-000020.png", "step-000040.png"]
+    img = np.asarray(Image.open(run_dir / "samples.png"))
+    assert img.ndim == 3 and img.shape[0] > 100 and img.std() > 0  # a real, non-blank grid
+
+
+def test_sample_eval_and_resume(run_dir, tmp_path, capsys):
+    assert main(["sample", str(run_dir), "--n", "16", "--out", str(tmp_path / "grid.png")]) == 0
+    assert (tmp_path / "grid.png").exists()
+    assert main(["sample", str(run_dir), "--n", "8", "--out", str(tmp_path / "s.npy")]) == 0
+    s = np.load(tmp_path / "s.npy")
+    assert s.shape == (8, 1, 8, 8) and np.allclose(s * 16, np.round(s * 16), atol=1e-5)
+    assert main(["eval", str(run_dir), "--k", "10"]) == 0
+    res = json.loads((run_dir / "eval.json").read_text())
+    assert res["iwae_k"] == 10 and res["elbo_nats"] <= res["iwae_nats"] + 0.5
+    assert res["elbo_bpd"] == pytest.approx(-res["elbo_nats"] / (64 * np.log(2)))
+    assert main(["train", "--out", str(run_dir), "--resume", "--set", "steps=60", "--quiet"]) == 0
+    assert json.loads((run_dir / "trainer-state.json").read_text())["step"] == 60
+
+
+def test_listing_commands(capsys):
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert "digits" in out and "shapes-captions" in out and "checkerboard" in out
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "vae" in out and "likelihood=bound" in out and "encode" in out
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["train", "nosuchmodel", "--data", "digits", "--out", "{tmp}/r"], "unknown model 'nosuchmodel'"),
+        (["train", "vae", "--data", "nosuchdata", "--out", "{tmp}/r"], "unknown data set 'nosuchdata'"),
+        (["train", "vae", "--data", "{tmp}/missing.npy", "--out", "{tmp}/r"], "does not exist"),
+        (["train", "vae", "--data", "digits", "--out", "{tmp}/r", "--set", "zdim=3"], "unknown setting 'zdim'"),
+        (["train", "vae", "--data", "digits", "--out", "{tmp}/r", "--set", "steps"], "expects key=value"),
+        (["train", "vae", "--data", "digits", "--out", "{tmp}/r", "--set", "steps=-5"], "steps=-5"),
+        (["train", "vae", "--data", "digits", "--out", "{tmp}/r", "--set", "likelihood=poisson"], "poisson"),
+        (["train", "--out", "{tmp}/none", "--resume"], "no run to resume"),
+        (["eval", "{tmp}/nothing"], "does not exist"),
+        (["sample", "{tmp}/nothing"], "does not exist"),
+        (["train", "vae", "--out", "{tmp}/r"], "needs --data"),
+        (["frobnicate"], "invalid choice"),
+        (["sample", "{tmp}/nothing", "--n", "0"], "--n must be >= 1"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(argv, needle, tmp_path, capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("genlab: error:") and "\n" not in err and needle in err, err
+
+
+def test_corrupt_checkpoint_in_cli(run_dir, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir, broken)
+    (broken / "best.safetensors").write_bytes(b"\x00" * 10)
+    assert main(["eval", str(broken)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "truncated or corrupt" in err and "\n" not in err
+
+
+def test_console_entry_has_no_traceback(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "genlab", "train", "vae", "--data", str(tmp_path / "x.npz"), "--out", str(tmp_path / "r")], capture_output=True, text=True)
+    assert p.returncode == 2
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
