@@ -1,4 +1,5 @@
-"""Shared network blocks: MLP and convolutional encoder/decoder sized from a data shape."""
+"""Shared network blocks: MLP, convolutional encoder/decoder sized from a data shape, and the masked
+layers of autoregressive models (MaskedLinear + made_masks for MADE/MAF, MaskedConv2d for PixelCNN)."""
 
 from __future__ import annotations
 
@@ -39,10 +40,16 @@ def _num_downsamples(h: int, w: int, min_size: int = 4) -> int:
     return n
 
 
+def _stage_channels(base: int, i: int) -> int:
+    # base, 2*base, 2*base, ...: the beta-VAE literature's 32-64-64-64 (Burgess et al. 2018) rather
+    # than doubling at every stage, which costs 4x more per stage on 64x64 images for little gain.
+    return base * (2 if i > 0 else 1)
+
+
 class ConvEncoder(nn.Module):
     """Strided conv net: images [B, C, H, W] -> [B, out_dim].
 
-    Each stage halves H and W (4x4 kernels, stride 2) and doubles the channels from ``base``,
+    Each stage halves H and W (4x4 kernels, stride 2; channels ``base``, then ``2 * base``),
     until the side reaches 4 (or stops being even); a linear layer maps the flat feature map to
     ``out_dim``.
     """
@@ -54,7 +61,7 @@ class ConvEncoder(nn.Module):
         layers: list[nn.Module] = []
         ch = c
         for i in range(n):
-            nxt = base * 2**i
+            nxt = _stage_channels(base, i)
             layers += [nn.Conv2d(ch, nxt, 4, stride=2, padding=1), activation(act)]
             ch = nxt
         if n == 0:  # tiny images: one same-size conv so the encoder still sees local structure
@@ -75,12 +82,12 @@ class ConvDecoder(nn.Module):
         super().__init__()
         _, h, w = out_shape
         n = _num_downsamples(h, w)
-        ch = base * 2 ** max(n - 1, 0)
+        ch = _stage_channels(base, n - 1) if n > 0 else base
         self.start = (ch, h // 2**n, w // 2**n)
         self.head = nn.Sequential(nn.Linear(in_dim, ch * self.start[1] * self.start[2]), activation(act))
         layers: list[nn.Module] = []
         for i in reversed(range(n)):
-            nxt = base * 2 ** (i - 1) if i > 0 else base
+            nxt = _stage_channels(base, i - 1) if i > 0 else base
             layers += [nn.ConvTranspose2d(ch, nxt, 4, stride=2, padding=1), activation(act)]
             ch = nxt
         layers.append(nn.Conv2d(ch, out_channels, 3, padding=1))
@@ -97,3 +104,83 @@ def one_hot(y: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
             raise ValueError(f"class id out of range: got {int(y.min())}..{int(y.max())}, expected 0..{num_classes - 1}")
         return nn.functional.one_hot(y.long(), num_classes).to(dtype)
     return y.to(dtype)
+
+
+# --- masked layers for autoregressive models (MADE, MAF, PixelCNN) -------------------------------
+
+
+class MaskedLinear(nn.Linear):
+    """``nn.Linear`` whose weight is multiplied elementwise by a fixed 0/1 ``mask`` [out, in].
+
+    Germain et al., "MADE: Masked Autoencoder for Distribution Estimation", ICML 2015 (also the
+    conditioner of MAF/IAF). The mask is a buffer saved with the weights, so a model built with
+    random degrees still round-trips; :meth:`set_mask` swaps it (order-agnostic training).
+    Input [..., in_features] -> output [..., out_features].
+    """
+
+    def __init__(self, in_features: int, out_features: int, mask: Tensor | None = None, bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias)
+        self.register_buffer("mask", torch.ones(out_features, in_features))
+        if mask is not None:
+            self.set_mask(mask)
+
+    def set_mask(self, mask: Tensor) -> None:
+        if mask.shape != self.weight.shape:
+            raise ValueError(f"mask has shape {tuple(mask.shape)}; expected {tuple(self.weight.shape)} (out, in)")
+        self.mask.copy_(mask.to(self.mask.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.linear(x, self.weight * self.mask, self.bias)
+
+
+def made_masks(in_degrees: Tensor, hidden_degrees: Sequence[Tensor], out_degrees: Tensor) -> list[Tensor]:
+    """The MADE connectivity masks [out, in] of an MLP, from the degree of every unit.
+
+    Degrees are integers: inputs carry their position 1..D in the autoregressive order, hidden
+    units a degree k in [1, D-1] ("this unit may see inputs of degree <= k"), outputs the degree
+    of the input they predict. Hidden layers use ``>=`` and the output layer ``>`` (strict), so
+    output d depends only on inputs of degree < d (Germain et al. 2015, eqs. 12-13).
+    """
+    degs = [in_degrees, *hidden_degrees]
+    masks = [(d_out[:, None] >= d_in[None, :]).float() for d_in, d_out in zip(degs[:-1], degs[1:])]
+    masks.append((out_degrees[:, None] > degs[-1][None, :]).float())
+    return masks
+
+
+class MaskedConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with a causal mask on its kernel, for raster-scan image models (PixelCNN).
+
+    van den Oord et al., "Pixel Recurrent Neural Networks", ICML 2016, Fig. 2 and Sec. 3.4. With
+    kernel centre (cy, cx): rows above the centre are visible; in the centre row the columns left
+    of the centre are visible; at the centre pixel itself, channel groups follow the R -> G -> B
+    order: mask ``"A"`` (first layer) lets output group g see input groups < g, mask ``"B"``
+    (later layers) groups <= g. Mask ``"V"`` is the vertical stack of the gated PixelCNN: every row
+    up to and including the centre row (its output is shifted down one row before use).
+
+    Channel j of a tensor with ``data_channels`` = C belongs to group ``j % C``; so with hidden
+    widths that are multiples of C, a ``chunk(2)`` of the channels keeps groups aligned. Odd kernel
+    sides are padded to keep H and W; a ``(1, k)`` kernel is a horizontal-stack convolution.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], mask_type: str = "B", data_channels: int = 1, bias: bool = True) -> None:
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        if mask_type not in ("A", "B", "V"):
+            raise ValueError(f"mask_type must be 'A', 'B' or 'V'; got {mask_type!r}")
+        if kh % 2 == 0 or kw % 2 == 0:
+            raise ValueError(f"MaskedConv2d needs odd kernel sides; got {(kh, kw)}")
+        super().__init__(in_channels, out_channels, (kh, kw), padding=(kh // 2, kw // 2), bias=bias)
+        cy, cx = kh // 2, kw // 2
+        mask = torch.zeros(out_channels, in_channels, kh, kw)
+        mask[:, :, :cy, :] = 1  # rows above
+        if mask_type == "V":
+            mask[:, :, cy, :] = 1  # the whole centre row; the caller shifts the output down
+        else:
+            mask[:, :, cy, :cx] = 1  # left of the centre
+            g_out = torch.arange(out_channels)[:, None] % data_channels
+            g_in = torch.arange(in_channels)[None, :] % data_channels
+            mask[:, :, cy, cx] = (g_out > g_in) if mask_type == "A" else (g_out >= g_in)
+        self.mask_type = mask_type
+        self.register_buffer("mask", mask)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.weight * self.mask, self.bias)

@@ -3,6 +3,7 @@ traversals and interpolations, and 2-D densities. Pillow and numpy only (no matp
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from pathlib import Path
@@ -132,7 +133,7 @@ def interpolation(model: Any, x_a: Tensor, x_b: Tensor, path: str | os.PathLike,
 @torch.no_grad()
 def run_figures(model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n: int = 64) -> list[Path]:
     """The end-of-training pictures of a run folder, as far as the model supports them:
-    ``samples.png``, ``reconstructions.png`` (odd rows data, even rows reconstructions),
+    ``samples.png`` (and ``samples-mean.png``, decoder means, for models that have them), ``reconstructions.png`` (odd rows data, even rows reconstructions),
     ``traversal.png`` and ``interpolation.png`` (models with ``encode`` and ``decode``)."""
     out = Path(out)
     model.eval()
@@ -145,6 +146,9 @@ def run_figures(model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n:
         p = save_samples(model.sample(n, cond, generator=gen), model.spec, out / "samples.png", reference=data.tensors["x"])
         if p is not None:
             written.append(p)
+        if model.spec.kind == "image" and "mean" in inspect.signature(model.sample).parameters:
+            gen.manual_seed(seed)  # the same latents as samples.png, shown as decoder means
+            written.append(save_image_grid(model.sample(n, cond, generator=gen, mean=True), out / "samples-mean.png"))
     except NotImplementedError:
         pass
     if model.spec.kind != "image":

@@ -12,6 +12,8 @@ SPECS = [
     DataSpec(name="img17", kind="image", shape=(1, 8, 8), levels=17, num_classes=3),
     DataSpec(name="rgb16", kind="image", shape=(3, 16, 16), levels=256, num_classes=3),
     DataSpec(name="vec", kind="vector", shape=(2,), value_range=None, num_classes=3),
+    DataSpec(name="tokens", kind="tokens", shape=(7,), dtype="int64", value_range=None, levels=5, vocab=tuple("<>abc"), num_classes=3),
+    DataSpec(name="audio", kind="audio", shape=(12,), value_range=(-1.0, 1.0), num_classes=3),
 ]
 
 
@@ -23,7 +25,9 @@ def cases():
 
 def fake_batch(spec, n=6):
     g = torch.Generator().manual_seed(0)
-    if spec.levels:
+    if spec.kind == "tokens":  # token ids, not levels scaled to [0, 1]
+        x = torch.randint(0, spec.levels, (n, *spec.shape), generator=g)
+    elif spec.levels:
         x = torch.randint(0, spec.levels, (n, *spec.shape), generator=g).double() / (spec.levels - 1)
     else:
         x = torch.randn(n, *spec.shape, generator=g, dtype=torch.float64)
