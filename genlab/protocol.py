@@ -33,6 +33,9 @@ class GenerativeModel(nn.Module):
     likelihood: ClassVar[Literal["exact", "bound", "none"]] = "none"
     #: Human-readable list of what the model supports, shown by ``genlab models``.
     capabilities: ClassVar[tuple[str, ...]] = ()
+    #: Call ``loss(batch)`` afresh before stepping each loss key after the first (alternating
+    #: updates, e.g. a GAN's generator against the just-updated discriminator).
+    recompute_loss_per_group: ClassVar[bool] = False
     #: Name under which the class is registered (set by :func:`register`).
     registry_name: ClassVar[str] = ""
 
@@ -64,6 +67,11 @@ class GenerativeModel(nn.Module):
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters stepped by each loss key. Default: every parameter under ``"loss"``."""
         return {"loss": [p for p in self.parameters() if p.requires_grad]}
+
+    def optimizer_settings(self) -> dict[str, dict[str, Any]]:
+        """Per loss key AdamW settings that differ from the training config, e.g. a GAN's
+        ``{"generator": {"lr": 2e-4, "betas": (0.5, 0.999)}}``; the schedule scales each ``lr``."""
+        return {}
 
     def condition(self, batch: dict[str, Tensor]) -> Tensor | None:
         """What this model conditions on in ``batch`` (``"cond"``, else class ids ``"y"``), or None."""

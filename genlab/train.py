@@ -158,7 +158,12 @@ class Trainer:
         self.groups = model.parameter_groups()
         if not self.groups:
             raise ValueError(f"{type(model).__name__}.parameter_groups() is empty: nothing to train")
-        self.optimizers = {key: self._make_optimizer(params) for key, params in self.groups.items()}
+        overrides = model.optimizer_settings()
+        unknown = [k for k in overrides if k not in self.groups]
+        if unknown:
+            raise ValueError(f"optimizer_settings() names {unknown[0]!r}, which is not a parameter group ({', '.join(self.groups)})")
+        self.base_lr = {k: float(overrides.get(k, {}).get("lr", self.cfg.lr)) for k in self.groups}
+        self.optimizers = {key: self._make_optimizer(params, overrides.get(key, {})) for key, params in self.groups.items()}
         self._all_params = list(self.model.parameters())
         self.ema: dict[str, Tensor] | None = None
         if self.cfg.ema is not None:
@@ -175,8 +180,9 @@ class Trainer:
             for t in model.state_dict().values():  # every rank starts from rank 0's weights
                 dist.broadcast(t.data, 0)
 
-    def _make_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        kw = dict(lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), weight_decay=self.cfg.weight_decay)
+    def _make_optimizer(self, params: list[torch.nn.Parameter], override: dict[str, Any]) -> torch.optim.Optimizer:
+        kw: dict[str, Any] = dict(lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), weight_decay=self.cfg.weight_decay)
+        kw.update(override)
         try:  # the fused kernel is one launch for all parameters (CPU support since torch 2.4)
             return torch.optim.AdamW(params, fused=True, **kw)
         except (RuntimeError, TypeError, ValueError):
@@ -203,23 +209,35 @@ class Trainer:
         return self.cfg.lr * f
 
     # --- one optimizer step -----------------------------------------------------------------
+    def _check_finite(self, losses: dict[str, Tensor], keys: list[str]) -> None:
+        vals = torch.stack([losses[k].detach().float() for k in keys])
+        if not bool(torch.isfinite(vals).all()):
+            bad = {k: float(losses[k].detach()) for k in keys}
+            raise NonFiniteLossError(f"non-finite loss at step {self.step + 1}: {bad}")
+
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """One step: every loss key the model returns steps its own optimizer, in the order of
+        ``parameter_groups()``. A key absent from this step's losses is not stepped (e.g. a GAN
+        generator updated once every ``n_critic`` steps). Models with
+        ``recompute_loss_per_group = True`` get a fresh ``loss(batch)`` before each key after the
+        first, so that e.g. the generator is trained against the just-updated discriminator."""
         self.model.train()
         losses = self.model.loss(batch)
-        missing = [k for k in self.groups if k not in losses]
-        if missing:
-            raise KeyError(f"model.loss() returned no {missing[0]!r}, which parameter_groups() names")
-        opt_vals = torch.stack([losses[k].detach().float() for k in self.groups])
-        if not bool(torch.isfinite(opt_vals).all()):
-            bad = {k: float(losses[k].detach()) for k in self.groups}
-            raise NonFiniteLossError(f"non-finite loss at step {self.step + 1}: {bad}")
-        lr = self._lr(self.step)
-        keys = list(self.groups)
+        keys = [k for k in self.groups if k in losses]
+        if not keys:
+            raise KeyError(f"model.loss() returned none of the keys {list(self.groups)} named by parameter_groups()")
+        self._check_finite(losses, keys)
+        schedule = self._lr(self.step) / self.cfg.lr
+        recompute = getattr(self.model, "recompute_loss_per_group", False)
         for i, key in enumerate(keys):
+            if recompute and i > 0:
+                fresh = self.model.loss(batch)
+                self._check_finite(fresh, [key])
+                losses = {**losses, key: fresh[key]}
             params = self.groups[key]
             for p in self._all_params:
                 p.grad = None
-            losses[key].backward(retain_graph=i < len(keys) - 1)
+            losses[key].backward(retain_graph=not recompute and i < len(keys) - 1)
             if self.world > 1:
                 for p in params:
                     if p.grad is not None:
@@ -229,7 +247,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
             opt = self.optimizers[key]
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = self.base_lr[key] * schedule
             opt.step()
         if self.ema is not None:
             with torch.no_grad():
