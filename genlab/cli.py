@@ -161,7 +161,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         np.save(out, x.cpu().numpy())
         written: Path | None = out
     else:
-        written = save_samples(x, spec, out)
+        nrow = spec.num_classes if model.conditional and args.cond is None else None  # a column per class
+        written = save_samples(x, spec, out, nrow=nrow)
     if written is None:
         raise CLIError(f"samples of {spec.kind} data cannot be drawn as PNG; use --out FILE.npy")
     print(f"wrote {args.n} samples to {written}")

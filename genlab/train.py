@@ -308,7 +308,8 @@ class Trainer:
                 x = self.model.sample(n, cond, generator=gen)
             except NotImplementedError:
                 return None
-            return save_samples(x, self.model.spec, self.out / "samples" / f"{name}.png", reference=self.train_data.tensors["x"][:20000])
+            nrow = self.model.spec.num_classes if cond is not None else None
+            return save_samples(x, self.model.spec, self.out / "samples" / f"{name}.png", reference=self.train_data.tensors["x"][:20000], nrow=nrow)
 
     def _export_weights(self) -> dict[str, Tensor]:
         return {k: v.detach().clone().contiguous() for k, v in (self.ema or self.model.state_dict()).items()}

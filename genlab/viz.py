@@ -87,11 +87,11 @@ def side_by_side(*images: np.ndarray, pad: int = 4) -> np.ndarray:
     return np.concatenate(parts[:-1], axis=1)
 
 
-def save_samples(samples: Tensor, spec: DataSpec, path: str | os.PathLike, reference: Tensor | None = None) -> Path | None:
+def save_samples(samples: Tensor, spec: DataSpec, path: str | os.PathLike, reference: Tensor | None = None, nrow: int | None = None) -> Path | None:
     """Save model samples in the form that suits the data: a PNG grid for images, a PNG density
     (next to ``reference`` data when given) for 2-D vectors; other kinds are skipped (None)."""
     if spec.kind == "image":
-        return save_image_grid(samples.view(-1, *spec.shape), path)
+        return save_image_grid(samples.view(-1, *spec.shape), path, nrow)
     if spec.kind == "vector" and spec.shape == (2,):
         s = samples.detach().cpu().numpy()
         if reference is None:
@@ -143,12 +143,13 @@ def run_figures(model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n:
     if model.conditional and model.spec.num_classes:
         cond = torch.arange(n, device=model.device) % model.spec.num_classes
     try:
-        p = save_samples(model.sample(n, cond, generator=gen), model.spec, out / "samples.png", reference=data.tensors["x"])
+        nrow = model.spec.num_classes if cond is not None else None  # one column per class
+        p = save_samples(model.sample(n, cond, generator=gen), model.spec, out / "samples.png", reference=data.tensors["x"], nrow=nrow)
         if p is not None:
             written.append(p)
         if model.spec.kind == "image" and "mean" in inspect.signature(model.sample).parameters:
             gen.manual_seed(seed)  # the same latents as samples.png, shown as decoder means
-            written.append(save_image_grid(model.sample(n, cond, generator=gen, mean=True), out / "samples-mean.png"))
+            written.append(save_image_grid(model.sample(n, cond, generator=gen, mean=True), out / "samples-mean.png", nrow))
     except NotImplementedError:
         pass
     if model.spec.kind != "image":
