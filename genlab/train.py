@@ -34,7 +34,7 @@ from . import checkpoint as ckpt
 from .data.base import TensorDataset
 from .metrics.likelihood import likelihood_metrics
 from .protocol import GenerativeModel
-from .viz import save_samples
+from .viz import display_count, save_samples
 
 STATE_FILE = "trainer-state.safetensors"
 STATE_JSON = "trainer-state.json"
@@ -300,7 +300,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), self.averaged_weights():
             self.model.eval()
             gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 2)
-            n = self.cfg.n_samples
+            n = display_count(self.model.spec, self.cfg.n_samples)
             cond = None
             if self.model.conditional and self.model.spec.num_classes:
                 cond = torch.arange(n, device=self.device) % self.model.spec.num_classes

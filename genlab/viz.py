@@ -87,6 +87,22 @@ def side_by_side(*images: np.ndarray, pad: int = 4) -> np.ndarray:
     return np.concatenate(parts[:-1], axis=1)
 
 
+def display_count(spec: DataSpec, n: int = 64) -> int:
+    """How many samples make a good picture: ``n`` images for a grid, 5,000 points for a 2-D density."""
+    return 5000 if spec.kind == "vector" and spec.shape == (2,) else n
+
+
+def titled(img: np.ndarray, title: str) -> np.ndarray:
+    """Put a one-line caption above a uint8 image ([H, W] or [H, W, 3])."""
+    from PIL import ImageDraw
+
+    rgb = np.repeat(img[..., None], 3, -1) if img.ndim == 2 else img
+    canvas = Image.new("RGB", (rgb.shape[1], rgb.shape[0] + 14), (255, 255, 255))
+    canvas.paste(Image.fromarray(rgb), (0, 14))
+    ImageDraw.Draw(canvas).text((3, 1), title, fill=(0, 0, 0))
+    return np.asarray(canvas)
+
+
 def save_samples(samples: Tensor, spec: DataSpec, path: str | os.PathLike, reference: Tensor | None = None, nrow: int | None = None) -> Path | None:
     """Save model samples in the form that suits the data: a PNG grid for images, a PNG density
     (next to ``reference`` data when given) for 2-D vectors; other kinds are skipped (None)."""
@@ -98,7 +114,9 @@ def save_samples(samples: Tensor, spec: DataSpec, path: str | os.PathLike, refer
             return save_png(density_image(s), path)
         r = reference.detach().cpu().numpy()
         lim = float(np.quantile(np.abs(r), 0.995)) * 1.1 + 1e-6
-        return save_png(side_by_side(density_image(r, bounds=(-lim, lim)), density_image(s, bounds=(-lim, lim))), path)
+        data_img = titled(density_image(r, bounds=(-lim, lim)), f"data ({len(r)} points)")
+        model_img = titled(density_image(s, bounds=(-lim, lim)), f"samples ({len(s)} points)")
+        return save_png(side_by_side(data_img, model_img), path)
     return None
 
 
@@ -131,7 +149,7 @@ def interpolation(model: Any, x_a: Tensor, x_b: Tensor, path: str | os.PathLike,
 
 
 @torch.no_grad()
-def run_figures(model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n: int = 64) -> list[Path]:
+def run_figures(model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n: int | None = None) -> list[Path]:
     """The end-of-training pictures of a run folder, as far as the model supports them:
     ``samples.png`` (and ``samples-mean.png``, decoder means, for models that have them), ``reconstructions.png`` (odd rows data, even rows reconstructions),
     ``traversal.png`` and ``interpolation.png`` (models with ``encode`` and ``decode``)."""
@@ -139,6 +157,7 @@ def run_figures(model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n:
     model.eval()
     written: list[Path] = []
     gen = torch.Generator(device=model.device).manual_seed(seed)
+    n = display_count(model.spec) if n is None else n
     cond = None
     if model.conditional and model.spec.num_classes:
         cond = torch.arange(n, device=model.device) % model.spec.num_classes
