@@ -79,6 +79,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, Trainer
     from .checkpoint import read_yaml, write_yaml
 
+    if args.out is None:
+        if args.resume or not args.model or not args.data:
+            raise CLIError("train needs --out RUN_FOLDER (or MODEL and --data, to default to runs/MODEL-DATA)")
+        args.out = str(Path("runs") / f"{args.model}-{Path(args.data.rstrip('/')).stem}")
     out = Path(args.out)
     overrides = _parse_assignments(args.set or [], "--set")
     data_opts = _parse_assignments(args.data_opt or [], "--data-opt")
@@ -215,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model and write a run folder")
     t.add_argument("model", nargs="?", help="model name (see 'genlab models')")
     t.add_argument("--data", help="built-in data set name or a path (see 'genlab datasets')")
-    t.add_argument("--out", required=True, help="run folder to write")
+    t.add_argument("--out", help="run folder to write (default runs/MODEL-DATA)")
     t.add_argument("--config", help="YAML file of settings (flat keys, or 'model:'/'train:' sections)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="training or model setting, e.g. --set steps=500 --set z_dim=8")
     t.add_argument("--data-opt", action="append", metavar="KEY=VALUE", help="option for the data loader, e.g. --data-opt n=5000")
