@@ -55,7 +55,9 @@ class TrainConfig:
     evaluation, sample grid and checkpoint always happen at the end). ``patience`` is the number
     of evaluations without improvement of the validation metric before stopping early. ``ema`` is
     the decay of an exponential moving average of the weights (used for evaluation, sampling and
-    the saved model), or None.
+    the saved model), or None. ``precision="bf16"`` runs the training losses under bfloat16
+    autocast (weights, optimizer and evaluation stay float32): faster matrix products on GPUs and
+    on CPUs with bf16 instructions, at a small cost in precision.
     """
 
     steps: int = 2000
@@ -78,6 +80,7 @@ class TrainConfig:
     max_eval_examples: int | None = None
     n_samples: int = 64
     device: str = "auto"
+    precision: str = "fp32"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -94,6 +97,7 @@ class TrainConfig:
             "grad_clip": self.grad_clip is None or self.grad_clip > 0,
             "ema": self.ema is None or 0.0 < self.ema < 1.0,
             "patience": self.patience is None or self.patience >= 1,
+            "precision": self.precision in ("fp32", "bf16"),
         }
         for key, ok in checks.items():
             if not ok:
@@ -215,6 +219,11 @@ class Trainer:
             bad = {k: float(losses[k].detach()) for k in keys}
             raise NonFiniteLossError(f"non-finite loss at step {self.step + 1}: {bad}")
 
+    def _loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
+            losses = self.model.loss(batch)
+        return {k: v.float() for k, v in losses.items()}
+
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """One step: every loss key the model returns steps its own optimizer, in the order of
         ``parameter_groups()``. A key absent from this step's losses is not stepped (e.g. a GAN
@@ -222,7 +231,7 @@ class Trainer:
         ``recompute_loss_per_group = True`` get a fresh ``loss(batch)`` before each key after the
         first, so that e.g. the generator is trained against the just-updated discriminator."""
         self.model.train()
-        losses = self.model.loss(batch)
+        losses = self._loss(batch)
         keys = [k for k in self.groups if k in losses]
         if not keys:
             raise KeyError(f"model.loss() returned none of the keys {list(self.groups)} named by parameter_groups()")
@@ -231,7 +240,7 @@ class Trainer:
         recompute = getattr(self.model, "recompute_loss_per_group", False)
         for i, key in enumerate(keys):
             if recompute and i > 0:
-                fresh = self.model.loss(batch)
+                fresh = self._loss(batch)
                 self._check_finite(fresh, [key])
                 losses = {**losses, key: fresh[key]}
             params = self.groups[key]
