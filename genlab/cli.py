@@ -175,19 +175,29 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from . import evaluate, load_dataset
+    from .evaluate import AVAILABLE
     from .runs import load_run
 
     model, cfg, spec = load_run(args.run, weights=args.weights)
-    data = load_dataset(cfg["data"], args.split, **(cfg.get("data_opts") or {}))
-    metrics = args.metrics.split(",") if args.metrics else None
-    res = evaluate(model, data, metrics, k=args.k)
-    res = {"run": str(args.run), "weights": args.weights, "split": args.split, "data": cfg["data"], **res}
+    data_opts = cfg.get("data_opts") or {}
+    data = load_dataset(cfg["data"], args.split, **data_opts)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    for m in metrics or []:
+        if m not in AVAILABLE:
+            raise CLIError(f"--metrics: unknown metric {m!r}; expected a comma-separated subset of {', '.join(AVAILABLE)}")
+    if args.n_samples < 2:
+        raise CLIError(f"--n-samples must be >= 2; got {args.n_samples}")
     out = Path(args.out) if args.out else Path(args.run) / "eval.json"
+    # The training split (loaded only if a sample metric needs it) trains the feature classifier
+    # and is the 'train' side of the memorization audit.
+    reference = (lambda: data) if args.split == "train" else (lambda: load_dataset(cfg["data"], "train", **data_opts))
+    res = evaluate(model, data, metrics, k=args.k, n_samples=args.n_samples, reference=reference, features=args.features, seed=args.seed, out_dir=out.parent)
+    res = {"run": str(args.run), "weights": args.weights, "split": args.split, "data": cfg["data"], **res}
     from .checkpoint import write_json
 
     write_json(res, out)
     for k, v in res.items():
-        print(f"{k:>20}: {v:.4f}" if isinstance(v, float) else f"{k:>20}: {v}")
+        print(f"{k:>28}: {v:.4f}" if isinstance(v, float) else f"{k:>28}: {v}")
     print(f"wrote {out}")
     return 0
 
@@ -240,7 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--k", type=int, default=100, help="importance samples of the IWAE bound")
-    e.add_argument("--metrics", help="comma-separated subset of: likelihood, iwae, recon")
+    e.add_argument("--metrics", help="comma-separated subset of: likelihood, iwae, recon, fid, kid, pr, dc, classes, mmd, c2st, memorization (default: all that apply to the model)")
+    e.add_argument("--n-samples", type=int, default=1000, help="samples drawn for the sample-based metrics")
+    e.add_argument("--features", default="auto", choices=["auto", "classifier", "random", "inception"], help="feature network of FID/KID/PR/MMD/C2ST (auto: a cached classifier for labelled data, else random features)")
+    e.add_argument("--seed", type=int, default=0)
     e.add_argument("--weights", choices=["best", "last"], default="best")
     e.add_argument("--out", help="where to write the JSON (default RUN/eval.json)")
     e.set_defaults(func=cmd_eval)

@@ -1,22 +1,42 @@
-"""``genlab.evaluate``: the metrics that apply to a model, chosen from its capabilities."""
+"""``genlab.evaluate``: the metrics that apply to a model, chosen from its capabilities.
+
+Likelihood metrics need ``log_prob`` (``likelihood`` exact or bound); the IWAE bound needs a bound
+model whose ``log_prob`` takes ``k``; ``recon`` needs ``reconstruct``. Sample-based metrics need
+``sample`` on image or vector data and run on a feature network (:mod:`genlab.metrics.features`):
+so every family -- VAE, flow, autoregressive, GAN -- is compared on the same footing.
+"""
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Sequence
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from .data.base import TensorDataset
 from .metrics.likelihood import likelihood_metrics
 from .protocol import GenerativeModel
 
-AVAILABLE = ("likelihood", "iwae", "recon")
+LIKELIHOOD_METRICS = ("likelihood", "iwae", "recon")
+#: fid: FID (+ fid_reference, the real-vs-real floor); kid: KID mean/std; pr: precision/recall;
+#: dc: density/coverage; classes: classes covered (mode collapse); mmd: kernel two-sample test;
+#: c2st: classifier two-sample test; memorization: nearest-train vs nearest-held-out audit.
+SAMPLE_METRICS = ("fid", "kid", "pr", "dc", "classes", "mmd", "c2st", "memorization")
+AVAILABLE = LIKELIHOOD_METRICS + SAMPLE_METRICS
+
+
+def can_sample(model: GenerativeModel) -> bool:
+    """True if the model's class overrides :meth:`GenerativeModel.sample`."""
+    return type(model).sample is not GenerativeModel.sample
 
 
 def applicable_metrics(model: GenerativeModel) -> list[str]:
-    """The metric names that make sense for ``model``: ``likelihood`` unless it has none,
-    ``iwae`` for bound models whose ``log_prob`` takes ``k``, ``recon`` if it can reconstruct."""
+    """The metric names that make sense for ``model``: ``likelihood`` unless it has none, ``iwae``
+    for bound models whose ``log_prob`` takes ``k``, ``recon`` if it can reconstruct, and the
+    sample-based metrics if it can sample images or vectors (``classes`` only for labelled data)."""
     out = []
     if model.likelihood != "none":
         out.append("likelihood")
@@ -24,11 +44,117 @@ def applicable_metrics(model: GenerativeModel) -> list[str]:
             out.append("iwae")
     if hasattr(model, "reconstruct"):
         out.append("recon")
+    spec = model.spec
+    if can_sample(model) and spec.kind in ("image", "vector") and not spec.dtype.startswith("int"):
+        labelled = bool(spec.num_classes or spec.factor_sizes)
+        out += [m for m in SAMPLE_METRICS if m != "classes" or labelled]
+    return out
+
+
+def _resolve_reference(dataset: TensorDataset, reference: TensorDataset | Callable[[], TensorDataset] | None) -> TensorDataset | None:
+    """The training split: given, the data set itself if it is the train split, or the built-in
+    data set's train split by name; None for user data evaluated without one."""
+    if callable(reference):
+        return reference()
+    if reference is not None:
+        return reference
+    if dataset.split == "train":
+        return dataset
+    from .data import list_datasets, load_dataset
+
+    if dataset.spec.name in list_datasets():
+        return load_dataset(dataset.spec.name, "train")
+    return None
+
+
+@torch.no_grad()
+def draw_samples(model: GenerativeModel, n: int, dataset: TensorDataset, *, seed: int = 0, chunk: int = 500) -> torch.Tensor:
+    """[n, *shape] samples on the CPU; a conditional model gets class labels drawn (seeded, with
+    replacement) from ``dataset``'s labels, so its samples follow the data's class frequencies."""
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    cond = None
+    if model.conditional:
+        labels = dataset.tensors.get("cond", dataset.tensors.get("y"))
+        if labels is None:
+            raise ValueError(f"conditional model: data set {dataset.spec.name!r} has no 'y' or 'cond' to draw conditions from")
+        idx = torch.from_numpy(np.random.default_rng(seed).integers(0, len(labels), n))
+        cond = labels[idx].to(model.device)
+    parts = [model.sample(min(chunk, n - i), None if cond is None else cond[i : i + chunk], generator=gen).cpu() for i in range(0, n, chunk)]
+    return torch.cat(parts).float()
+
+
+def sample_metrics(samples: torch.Tensor, dataset: TensorDataset, chosen: Sequence[str], *, reference: TensorDataset | None = None, features: str = "auto", seed: int = 0, permutations: int = 500, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The sample-based metrics of ``chosen`` for ``samples`` [N, *shape] against ``dataset`` (the
+    evaluated split); ``reference`` (the training split) trains the feature classifier and is the
+    'train' side of the memorization audit. Usable for any source of samples (not only models)."""
+    from .metrics import features as F
+    from .metrics.fid import density_coverage, frechet_distance, kid, precision_recall
+    from .metrics.memorization import memorization_audit
+    from .metrics.twosample import c2st, mmd_test
+
+    ref = reference if reference is not None else dataset
+    kind = features
+    if kind == "auto":
+        kind = "classifier" if F._targets(ref) else "random"
+    fx = F.feature_extractor(ref, kind)
+    out: dict[str, Any] = {"n_samples": len(samples), "features": fx.name}
+    if isinstance(fx, F.ClassifierFeatures):
+        out["feature_classifier_accuracy"] = fx.accuracy
+    real_x = dataset.tensors["x"].float()
+    real, fake = fx.features(real_x), fx.features(samples)
+    if "fid" in chosen:
+        out["fid"] = frechet_distance(real, fake)
+        if reference is not None and reference is not dataset:
+            # What a perfect model scores at these sample sizes: FID is biased upwards at small N.
+            idx = torch.from_numpy(np.random.default_rng(seed).choice(len(reference), min(len(samples), len(reference)), replace=False))
+            out["fid_reference"] = frechet_distance(real, fx.features(reference.tensors["x"][idx].float()))
+    if "kid" in chosen:
+        out["kid_mean"], out["kid_std"] = kid(real, fake, seed=seed)
+    if "pr" in chosen:
+        out["precision"], out["recall"] = precision_recall(real, fake)
+    if "dc" in chosen:
+        out["density"], out["coverage"] = density_coverage(real, fake)
+    if "classes" in chosen:
+        pred = fx.predict(samples)
+        if pred is None:
+            raise ValueError(f"metric 'classes' needs a classifier feature network; features={fx.name!r} has no class head")
+        k = int(fx.num_classes)
+        hist = torch.bincount(pred.cpu(), minlength=k).double()
+        real_hist = torch.bincount(fx.predict(real_x).cpu(), minlength=k).double()  # classifier errors cancel
+        p, q = hist / hist.sum(), real_hist / real_hist.sum()
+        # A class is covered if it gets at least 10% of the samples the data's frequency predicts.
+        out["classes_covered"] = int((hist >= 0.1 * q * len(samples)).logical_and(q > 0).sum())
+        out["classes_total"] = int((q > 0).sum())
+        out["class_tv"] = float(0.5 * (p - q).abs().sum())
+        out["class_histogram"] = [int(v) for v in hist]
+    if "mmd" in chosen:
+        out["mmd2"], out["mmd_p_value"] = mmd_test(real, fake, permutations=permutations, seed=seed)
+    if "c2st" in chosen:
+        out["c2st_accuracy"] = c2st(real, fake, seed=seed)
+    if "memorization" in chosen:
+        if reference is None or reference is dataset:
+            raise ValueError("metric 'memorization' needs the training split (reference=...) distinct from the evaluated split")
+        png = None if out_dir is None else Path(out_dir) / "memorization.png"
+        audit = memorization_audit(samples, reference.tensors["x"].float(), real_x, png=png if samples.dim() == 4 else None)
+        out.update({f"mem_{k}" if k != "png" else "memorization_png": v for k, v in audit.items()})
     return out
 
 
 @torch.no_grad()
-def evaluate(model: GenerativeModel, dataset: TensorDataset, metrics: Sequence[str] | None = None, *, k: int = 100, batch_size: int = 256, seed: int = 0) -> dict[str, Any]:
+def evaluate(
+    model: GenerativeModel,
+    dataset: TensorDataset,
+    metrics: Sequence[str] | None = None,
+    *,
+    k: int = 100,
+    batch_size: int = 256,
+    seed: int = 0,
+    n_samples: int = 1000,
+    reference: TensorDataset | Callable[[], TensorDataset] | None = None,
+    features: str = "auto",
+    permutations: int = 500,
+    out_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset``; returns a flat JSON-safe dict.
 
     ``likelihood``: mean log-likelihood in nats per example and bits/dim (``log_prob_nats``,
@@ -36,18 +162,25 @@ def evaluate(model: GenerativeModel, dataset: TensorDataset, metrics: Sequence[s
     ``iwae``: the IWAE-k bound (``iwae_nats``, ``iwae_bpd``, ``iwae_k``), tighter than the ELBO.
     ``recon``: mean squared reconstruction error per example, summed over dimensions, in the
     [0, 1] data units (``recon_mse``), and per dimension (``recon_mse_per_dim``).
+    Sample-based (``n_samples`` draws against ``dataset``; see :func:`sample_metrics`): ``fid``,
+    ``fid_reference``, ``kid_mean``/``kid_std``, ``precision``/``recall``, ``density``/``coverage``,
+    ``classes_covered``/``classes_total``/``class_tv``, ``mmd2``/``mmd_p_value``,
+    ``c2st_accuracy``, ``mem_*`` (and ``memorization.png`` in ``out_dir``). ``reference`` is the
+    training split (default: the built-in data set's train split); ``features`` picks the feature
+    network (``auto``, ``classifier``, ``random``, ``inception``).
     """
-    chosen = applicable_metrics(model) if metrics is None else list(metrics)
+    applicable = applicable_metrics(model)
+    chosen = applicable if metrics is None else list(metrics)
     for m in chosen:
         if m not in AVAILABLE:
             raise ValueError(f"unknown metric {m!r}; expected one of {', '.join(AVAILABLE)}")
-        if m not in applicable_metrics(model):
-            raise ValueError(f"metric {m!r} does not apply to {type(model).__name__} (applicable: {', '.join(applicable_metrics(model))})")
+        if m not in applicable:
+            raise ValueError(f"metric {m!r} does not apply to {type(model).__name__} (applicable: {', '.join(applicable)})")
     model.eval()
     torch.manual_seed(seed)
     out: dict[str, Any] = {"n_examples": len(dataset), "likelihood_kind": model.likelihood}
     if "likelihood" in chosen:
-        kw = {"k": 1} if model.likelihood == "bound" and "iwae" in applicable_metrics(model) else {}
+        kw = {"k": 1} if model.likelihood == "bound" and "iwae" in applicable else {}
         m = likelihood_metrics(model, dataset, batch_size=batch_size, **kw)
         name = "elbo" if model.likelihood == "bound" else "log_prob"
         out[f"{name}_nats"], out[f"{name}_bpd"] = -m["nll"], m["bpd"]
@@ -63,4 +196,13 @@ def evaluate(model: GenerativeModel, dataset: TensorDataset, metrics: Sequence[s
             n += len(batch["x"])
         out["recon_mse"] = se / max(n, 1)
         out["recon_mse_per_dim"] = out["recon_mse"] / dataset.spec.dim
+    wanted = [m for m in chosen if m in SAMPLE_METRICS]
+    if wanted:
+        samples = draw_samples(model, n_samples, dataset, seed=seed)
+        ref = _resolve_reference(dataset, reference)
+        if (ref is None or ref is dataset) and "memorization" in wanted:
+            if metrics is not None:
+                raise ValueError("metric 'memorization' needs the training split: pass reference=<train TensorDataset>")
+            wanted.remove("memorization")  # user data without a known train split: skip quietly
+        out.update(sample_metrics(samples, dataset, wanted, reference=ref, features=features, seed=seed, permutations=permutations, out_dir=out_dir))
     return out

@@ -63,6 +63,12 @@ class GenerativeModel(nn.Module):
         """[B, z_dim] representation of each example."""
         raise NotImplementedError(f"{type(self).__name__} has no encoder")
 
+    def validation_metrics(self, data: Any) -> dict[str, float] | None:
+        """Optional validation for models without a likelihood: metrics on ``data`` (a validation
+        split), the first of which the trainer minimizes to select the best weights. Default None:
+        the trainer falls back to the mean training loss."""
+        return None
+
     # --- helpers shared by the trainer and the CLI ----------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters stepped by each loss key. Default: every parameter under ``"loss"``."""

@@ -285,7 +285,8 @@ class Trainer:
     # --- evaluation, samples, checkpoints ----------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Validation metrics: ``val_nll``/``val_bpd`` for models with a likelihood, else
+        """Validation metrics: ``val_nll``/``val_bpd`` for models with a likelihood, else the
+        model's ``validation_metrics(val_data)`` if it defines them (e.g. a GAN's ``val_fd``), else
         ``val_loss`` (mean of the optimized losses). Model selection uses the first of these."""
         assert self.val_data is not None
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), self.averaged_weights():
@@ -294,6 +295,9 @@ class Trainer:
             if self.model.likelihood != "none":
                 m = likelihood_metrics(self.model, self.val_data, batch_size=self.cfg.eval_batch_size, max_examples=self.cfg.max_eval_examples)
                 return {"val_nll": m["nll"], "val_bpd": m["bpd"]}
+            hook = self.model.validation_metrics(self.val_data)
+            if hook:
+                return hook
             total, count = 0.0, 0
             for batch in self.val_data.batches(self.cfg.eval_batch_size):
                 batch = {k: v.to(self.device) for k, v in batch.items()}

@@ -1,5 +1,31 @@
-"""Metrics on plain arrays/tensors and on models."""
+"""Metrics on plain arrays/tensors and on models.
 
+Likelihood (:mod:`.likelihood`), sample quality on features (:mod:`.fid`: FID, KID,
+precision/recall, density/coverage), two-sample tests (:mod:`.twosample`: MMD permutation test,
+C2ST), the feature networks they run on (:mod:`.features`) and the memorization audit
+(:mod:`.memorization`).
+"""
+
+from .features import FeatureNetworkError, RandomFeatures, cache_dir, feature_extractor, train_classifier
+from .fid import density_coverage, frechet_distance, kid, precision_recall
 from .likelihood import bits_per_dim, likelihood_metrics
+from .memorization import memorization_audit
+from .twosample import c2st, c2st_p_value, mmd_test
 
-__all__ = ["bits_per_dim", "likelihood_metrics"]
+__all__ = [
+    "FeatureNetworkError",
+    "RandomFeatures",
+    "bits_per_dim",
+    "c2st",
+    "c2st_p_value",
+    "cache_dir",
+    "density_coverage",
+    "feature_extractor",
+    "frechet_distance",
+    "kid",
+    "likelihood_metrics",
+    "memorization_audit",
+    "mmd_test",
+    "precision_recall",
+    "train_classifier",
+]
