@@ -72,8 +72,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads for both libraries (0: torch's default)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "vae_vs_pythae.json"))
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     import pythae
 
     x_tr, x_te = load_digits_split()
@@ -97,7 +100,7 @@ def main() -> None:
     ratio = summary["genlab"]["steps_per_s_median"] / summary["pythae"]["steps_per_s_median"]
     result = {
         "benchmark": "MLP VAE on sklearn digits (64-256-256-16, Bernoulli), Adam lr 1e-3, batch 128",
-        "command": f"{os.path.relpath(sys.executable)} benchmarks/vae_vs_pythae.py --steps {args.steps} --repeats {args.repeats}",
+        "command": f"{os.path.relpath(sys.executable)} benchmarks/vae_vs_pythae.py --steps {args.steps} --repeats {args.repeats} --threads {args.threads}",
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
         "versions": {"genlab": genlab.__version__, "pythae": pythae.__version__ if hasattr(pythae, "__version__") else "0.1.2"},
