@@ -149,10 +149,43 @@ def interpolation(model: Any, x_a: Tensor, x_b: Tensor, path: str | os.PathLike,
 
 
 @torch.no_grad()
+def density_grid(model: Any, bounds: tuple[float, float], bins: int = 128, labels: Tensor | None = None) -> np.ndarray:
+    """p(x) of a 2-D model with exact ``log_prob`` on a bins x bins grid of cell centres over
+    ``bounds``^2, as a [bins, bins] array laid out like :func:`density_image` (x right, y up).
+    A conditional model shows the marginal sum_c p(c) p(x | c), p(c) from ``labels`` (else uniform)."""
+    lo, hi = bounds
+    centres = lo + (torch.arange(bins, dtype=torch.float64) + 0.5) * (hi - lo) / bins
+    gy, gx = torch.meshgrid(centres.flip(0), centres, indexing="ij")  # row 0 = top (largest y)
+    pts = torch.stack([gx.flatten(), gy.flatten()], 1).to(device=model.device, dtype=next(model.parameters()).dtype)
+    if not model.conditional:
+        return torch.cat([model.log_prob(b).exp() for b in pts.split(4096)]).view(bins, bins).cpu().double().numpy()
+    k = model.spec.num_classes
+    prior = torch.full((k,), 1.0 / k, dtype=torch.float64)
+    if labels is not None and len(labels):
+        prior = torch.bincount(labels.long().cpu(), minlength=k).double() / len(labels)
+    dens = torch.zeros(bins * bins, dtype=torch.float64)
+    for c in range(k):
+        for i, b in enumerate(pts.split(4096)):
+            lp = model.log_prob(b, torch.full((len(b),), c, dtype=torch.long, device=model.device))
+            dens[i * 4096 : i * 4096 + len(b)] += prior[c] * lp.exp().double().cpu()
+    return dens.view(bins, bins).numpy()
+
+
+def save_learned_density(model: Any, data: Tensor, path: str | os.PathLike, bins: int = 128, labels: Tensor | None = None) -> Path:
+    """PNG of the data histogram (log counts, left) next to the learned density p(x) on a grid
+    (linear, right), both over the same square around the data (2-D models with exact log_prob)."""
+    r = data.detach().cpu().numpy()
+    lim = float(np.quantile(np.abs(r), 0.995)) * 1.1 + 1e-6
+    dens = density_grid(model, (-lim, lim), bins, labels)
+    return save_png(side_by_side(density_image(r, bins=bins, bounds=(-lim, lim)), values_image(dens)), path)
+
+
+@torch.no_grad()
 def run_figures(model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n: int | None = None) -> list[Path]:
     """The end-of-training pictures of a run folder, as far as the model supports them:
     ``samples.png`` (and ``samples-mean.png``, decoder means, for models that have them), ``reconstructions.png`` (odd rows data, even rows reconstructions),
-    ``traversal.png`` and ``interpolation.png`` (models with ``encode`` and ``decode``)."""
+    ``traversal.png`` and ``interpolation.png`` (models with ``encode`` and ``decode``), and for
+    2-D models with exact ``log_prob`` ``density.png`` (data histogram next to the learned density)."""
     out = Path(out)
     model.eval()
     written: list[Path] = []
@@ -171,6 +204,8 @@ def run_figures(model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n:
             written.append(save_image_grid(model.sample(n, cond, generator=gen, mean=True), out / "samples-mean.png", nrow))
     except NotImplementedError:
         pass
+    if model.likelihood == "exact" and model.spec.kind == "vector" and model.spec.shape == (2,):
+        written.append(save_learned_density(model, data.tensors["x"], out / "density.png", labels=data.tensors.get("y")))
     if model.spec.kind != "image":
         return written
     batch = {k: v[:32].to(model.device) for k, v in data.tensors.items()}

@@ -39,6 +39,12 @@ def _shapes_captions(split: str, **opts: Any) -> TensorDataset:
     return load_shapes_captions(split, **opts)
 
 
+def _tones(split: str, **opts: Any) -> TensorDataset:
+    from .audio import load_tones
+
+    return load_tones(split, **opts)
+
+
 TOY_NAMES = ("moons", "circles", "8gaussians", "checkerboard", "pinwheel", "2spirals", "rings")
 
 _BUILTIN: dict[str, tuple[Loader, str]] = {
@@ -49,6 +55,7 @@ _BUILTIN: dict[str, tuple[Loader, str]] = {
         _shapes_captions,
         "3x32x32 coloured shapes with an English caption per image ('text' tokens); captions parse back to factors",
     ),
+    "tones": (_tones, "procedural melodies: 1,024-sample clips at 4 kHz, 8-bit mu-law audio in [-1, 1]; 2000/200/200"),
 }
 
 

@@ -1,0 +1,276 @@
+"""genlab's flows against normflows, zuko and nflows: same architecture, data, batches, optimizer
+and number of steps, in one process. Run in the benchmark venv (peers installed there):
+
+    /work/main/.venv-bench/bin/python benchmarks/flows_vs_peers.py            # writes results/flows_vs_peers.json
+
+Tasks
+-----
+realnvp-moons   RealNVP: 8 affine couplings, each net an MLP 1 -> 256 -> 256 -> 2 (ReLU), halves
+                alternating, N(0, I) base; 2-D moons (genlab's generator: 20,000 train, 5,000 test).
+maf-digits64    MAF: 5 MADE layers (64 -> 256 -> 256 -> 128, ReLU), orders alternating natural /
+                reversed, N(0, I) base; sklearn digits flattened to 64-d continuous vectors: levels
+                dequantized once with fixed uniform noise, (level + u) / 17, standardized with the
+                training mean and std (1,000 train / 447 test, the digits split).
+
+What is timed
+-------------
+genlab: its real training loop, ``genlab.Trainer(...).fit()`` with evaluation, sampling,
+checkpoints and the progress bar off (it still checks every loss for NaN and logs metrics).
+Peers: the plain loop their documentation shows, ``loss = -log_prob(batch).mean(); zero_grad;
+backward; step``. Everything else is identical: the data already in memory as one tensor, the same
+index batches (a seeded ``randperm`` per epoch, incomplete tail dropped, exactly as the Trainer
+draws them), the same optimizer (``torch.optim.AdamW(lr, weight_decay=0, fused=True)``, which is
+Adam, the Trainer's optimizer), the same steps and the same torch thread count. Each repeat trains
+a fresh model from the same seed; libraries run in a rotating order inside every repeat so machine
+noise spreads over all of them; we report the median steps/s over repeats (after one short warm-up
+run per library) and the held-out log-likelihood (nats per example, mean over the test set) of the
+trained model. Differences in how each library parameterizes the affine scale (genlab:
+3 tanh(a/3); normflows: exp(a); zuko: a soft-clipped exp; nflows: sigmoid(a + 2) + 1e-3) are each
+library's own choice and kept. normflows' MAF layer is wrapped in ``nf.flows.Reverse`` so that its
+density pass is one MADE evaluation (unwrapped, normflows trains a MaskedAffineAutoregressive layer
+through its D-pass inverse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import genlab
+from genlab import DataSpec, TrainConfig, Trainer
+from genlab.data.base import TensorDataset
+
+HERE = Path(__file__).resolve().parent
+LIBS = ("genlab", "normflows", "zuko", "nflows")
+TASKS: dict[str, dict[str, Any]] = {
+    "realnvp-moons": dict(dim=2, couplings=8, hidden=256, batch=256, steps=1000, lr=1e-3),
+    "maf-digits64": dict(dim=64, layers=5, hidden=256, batch=128, steps=1000, lr=1e-3),
+}
+
+
+# --- data -------------------------------------------------------------------------------------
+def load_task_data(task: str) -> tuple[Tensor, Tensor]:
+    """(train, test) float32 tensors [N, D], identical for every library."""
+    if task == "realnvp-moons":
+        return genlab.load_dataset("moons", "train").tensors["x"], genlab.load_dataset("moons", "test").tensors["x"]
+    rng = np.random.default_rng(0)
+    out = []
+    for split in ("train", "test"):
+        lv = genlab.load_dataset("digits", split).tensors["x"].reshape(-1, 64).numpy() * 16  # levels 0..16
+        out.append((np.round(lv) + rng.random(lv.shape)) / 17.0)
+    mean, std = out[0].mean(0), out[0].std(0)
+    return tuple(torch.from_numpy(((a - mean) / std).astype(np.float32)) for a in out)  # type: ignore[return-value]
+
+
+# --- models: (module, log_prob(x) -> [B]) ---------------------------------------------------------
+Built = tuple[nn.Module, Callable[[Tensor], Tensor]]
+
+
+def mlp(i: int, h: int, o: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(i, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, o))
+
+
+def build(lib: str, task: str, cfg: dict[str, Any]) -> Built:
+    d, h = cfg["dim"], cfg["hidden"]
+    if lib == "genlab":
+        spec = DataSpec(name=task, kind="vector", shape=(d,), value_range=None)
+        if task == "realnvp-moons":
+            m = genlab.build_model("realnvp", spec, n_couplings=cfg["couplings"], hidden=h, depth=2, actnorm=False)
+        else:
+            m = genlab.build_model("maf", spec, n_layers=cfg["layers"], hidden=(h, h), actnorm=False)
+        return m, m.log_prob
+    if lib == "normflows":
+        import normflows as nf
+
+        flows: list[nn.Module] = []
+        if task == "realnvp-moons":
+            for _ in range(cfg["couplings"]):
+                net = nf.nets.MLP([d // 2, h, h, 2 * (d - d // 2)], leaky=0.0, init_zeros=True)
+                flows += [nf.flows.AffineCouplingBlock(net, scale_map="exp", split_mode="channel"), nf.flows.Permute(d, mode="swap")]
+        else:
+            for i in range(cfg["layers"]):
+                made = nf.flows.MaskedAffineAutoregressive(d, h, num_blocks=1, use_residual_blocks=False)
+                flows.append(nf.flows.Reverse(made))  # one MADE pass in the density direction
+                if i < cfg["layers"] - 1:
+                    p = nf.flows.Permute(d, mode="shuffle")
+                    p.perm.copy_(torch.arange(d - 1, -1, -1))
+                    p.inv_perm.copy_(torch.arange(d - 1, -1, -1))
+                    flows.append(p)
+        model = nf.NormalizingFlow(nf.distributions.DiagGaussian(d, trainable=False), flows)
+        return model, model.log_prob
+    if lib == "zuko":
+        import zuko
+
+        if task == "realnvp-moons":
+            flow = zuko.flows.RealNVP(d, transforms=cfg["couplings"], hidden_features=(h, h))
+        else:
+            flow = zuko.flows.MAF(d, transforms=cfg["layers"], hidden_features=(h, h))
+        return flow, lambda x: flow().log_prob(x)
+    if lib == "nflows":
+        from nflows.distributions import StandardNormal
+        from nflows.flows import Flow, MaskedAutoregressiveFlow
+        from nflows.transforms import AffineCouplingTransform, CompositeTransform
+
+        if task == "maf-digits64":
+            flow = MaskedAutoregressiveFlow(d, h, num_layers=cfg["layers"], num_blocks_per_layer=1, use_residual_blocks=False)
+        else:
+
+            class Net(nn.Module):
+                def __init__(self, i: int, o: int) -> None:
+                    super().__init__()
+                    self.net = mlp(i, h, o)
+
+                def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+                    return self.net(x)
+
+            masks = [torch.tensor([1 if (j + i) % 2 else -1 for j in range(d)]) for i in range(cfg["couplings"])]
+            flow = Flow(CompositeTransform([AffineCouplingTransform(m, Net) for m in masks]), StandardNormal([d]))
+        return flow, flow.log_prob
+    raise ValueError(f"unknown library {lib!r}")
+
+
+# --- training ---------------------------------------------------------------------------------
+def make_optimizer(params: Any, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=0.0, fused=True)  # = genlab's Trainer
+
+
+class Run:
+    """One library training one fresh model; ``advance(k)`` runs k more steps and returns the
+    seconds they took. Runs are advanced chunk by chunk in turn, so that a change in machine load
+    hits every library alike."""
+
+    def __init__(self, lib: str, task: str, cfg: dict[str, Any], x: Tensor, seed: int = 0) -> None:
+        torch.manual_seed(seed)
+        self.lib, self.x, self.cfg = lib, x, cfg
+        self.model, self.log_prob = build(lib, task, cfg)
+        if lib == "genlab":
+            spec = DataSpec(name=task, kind="vector", shape=(cfg["dim"],), value_range=None)
+            tc = TrainConfig(steps=1, batch_size=cfg["batch"], lr=cfg["lr"], seed=seed, eval_every=0, sample_every=0, checkpoint_every=0, progress=False)
+            self.trainer = Trainer(self.model, TensorDataset({"x": x}, spec), None, tc, out_dir=None)  # type: ignore[arg-type]
+            self.trainer.cfg.steps = 0  # advance() raises it chunk by chunk; fit() continues from self.step
+            return
+        self.opt = make_optimizer(self.model.parameters(), cfg["lr"])
+        self.gen = torch.Generator().manual_seed(seed)  # the Trainer's batching, step for step
+        self.perm, self.pos = torch.empty(0, dtype=torch.long), 0
+
+    def advance(self, k: int) -> float:
+        if self.lib == "genlab":  # the real loop: Trainer.fit continues up to cfg.steps
+            self.trainer.cfg.steps += k
+            t0 = time.perf_counter()
+            self.trainer.fit()
+            return time.perf_counter() - t0
+        x, n, bs = self.x, len(self.x), min(self.cfg["batch"], len(self.x))
+        self.model.train()
+        t0 = time.perf_counter()
+        for _ in range(k):
+            if self.pos + bs > len(self.perm):
+                self.perm, self.pos = torch.randperm(n, generator=self.gen), 0
+            batch = x[self.perm[self.pos : self.pos + bs]]
+            self.pos += bs
+            loss = -self.log_prob(batch).mean()
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        return time.perf_counter() - t0
+
+
+def train_all(libs: list[str], task: str, cfg: dict[str, Any], x: Tensor, steps: int, chunk: int, shift: int = 0) -> dict[str, tuple[float, Run]]:
+    """Train one fresh model per library for ``steps`` steps, interleaved every ``chunk`` steps
+    (rotating which library goes first). Returns {lib: (seconds, run)}."""
+    runs = {lib: Run(lib, task, cfg, x) for lib in libs}
+    secs = {lib: 0.0 for lib in libs}
+    done, i = 0, shift
+    while done < steps:
+        k = min(chunk, steps - done)
+        order = libs[i % len(libs) :] + libs[: i % len(libs)]
+        for lib in order:
+            secs[lib] += runs[lib].advance(k)
+        done, i = done + k, i + 1
+    return {lib: (secs[lib], runs[lib]) for lib in libs}
+
+
+@torch.no_grad()
+def heldout(model: nn.Module, log_prob: Callable[[Tensor], Tensor], x: Tensor) -> float:
+    """Mean log-likelihood (nats per example) of the test set."""
+    model.eval()
+    return float(torch.cat([log_prob(b) for b in x.split(1000)]).double().mean())
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--libs", default=",".join(LIBS))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=None, help="override the steps of every task")
+    ap.add_argument("--batch", type=int, default=None, help="override the batch size of every task")
+    ap.add_argument("--chunk", type=int, default=50, help="steps each library runs before the next one takes over")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for every library (1: robust on a shared, busy CPU)")
+    ap.add_argument("--out", default=str(HERE / "results" / "flows_vs_peers.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    libs = args.libs.split(",")
+    results: dict[str, Any] = {
+        "command": "python " + " ".join([os.path.relpath(__file__, HERE.parent), *sys.argv[1:]]),
+        "torch": torch.__version__,
+        "versions": {lib: version(lib) for lib in libs},
+        "threads": args.threads,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "load_avg_at_start": os.getloadavg()[0],
+        "repeats": args.repeats,
+        "chunk": args.chunk,
+        "optimizer": "torch.optim.AdamW(weight_decay=0, fused=True) for every library",
+        "tasks": {},
+    }
+    for task in args.tasks.split(","):
+        cfg = dict(TASKS[task])
+        if args.steps:
+            cfg["steps"] = args.steps
+        if args.batch:
+            cfg["batch"] = args.batch
+        x_train, x_test = load_task_data(task)
+        train_all(libs, task, cfg, x_train, 20, 10)  # warm-up: imports, allocator, thread pool
+        times: dict[str, list[float]] = {lib: [] for lib in libs}
+        lls: dict[str, list[float]] = {lib: [] for lib in libs}
+        for r in range(args.repeats):
+            for lib, (sec, run) in train_all(libs, task, cfg, x_train, cfg["steps"], args.chunk, shift=r).items():
+                times[lib].append(cfg["steps"] / sec)
+                lls[lib].append(heldout(run.model, run.log_prob, x_test))
+                print(f"{task:14s} repeat {r} {lib:10s} {times[lib][-1]:8.1f} steps/s  held-out {lls[lib][-1]:8.4f} nats", flush=True)
+        med = {lib: statistics.median(times[lib]) for lib in libs}
+        res = {
+            "config": cfg,
+            "n_train": len(x_train),
+            "n_test": len(x_test),
+            "steps_per_s": {lib: round(med[lib], 2) for lib in libs},
+            "steps_per_s_all": {lib: [round(v, 2) for v in times[lib]] for lib in libs},
+            "heldout_loglik_nats": {lib: round(statistics.median(lls[lib]), 4) for lib in libs},
+            "genlab_speedup": {lib: round(med["genlab"] / med[lib], 2) for lib in libs if lib != "genlab" and "genlab" in med},
+        }
+        results["tasks"][task] = res
+        print(f"\n{task}: steps/s (median of {args.repeats}), speed-up of genlab, held-out log-likelihood (nats/example)")
+        for lib in libs:
+            ratio = "" if lib == "genlab" else f"  genlab x{med.get('genlab', float('nan')) / med[lib]:5.2f}"
+            print(f"  {lib:10s} {med[lib]:8.1f} steps/s{ratio:>18s}  held-out {res['heldout_loglik_nats'][lib]:8.4f}")
+        print(flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""A causal transformer language model (GPT) with KV-cache sampling and embedding prefixes.
+
+Vaswani et al., "Attention Is All You Need", NeurIPS 2017 (self-attention); Radford et al.,
+"Language Models are Unsupervised Multitask Learners", 2019 (GPT-2: decoder-only, pre-LayerNorm,
+learned positions, tied input/output embeddings); Holtzman et al., "The Curious Case of Neural
+Text Degeneration", ICLR 2020 (top-p / nucleus sampling). Layout after Karpathy's nanoGPT.
+
+    log p(x | prefix) = sum_t log p(x_t | prefix, x_<t)        (chain rule, exact, in nats)
+
+The input sequence is ``[prefix_embeds (P), <start>, x_1 .. x_{T-1}]``: a learned start vector
+lets the model predict x_1 with or without a prefix, so a prefix (e.g. image features mapped by
+an adapter, for a frozen LM) can be added in front of any token sequence. Class-conditional
+models put a class embedding first in the prefix. Sampling feeds one token at a time and keeps
+each layer's keys and values (KV cache): O(T) work per token instead of O(T^2) for re-running.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.spec import DataSpec
+from ..protocol import GenerativeModel, register
+
+KVCache = list[dict[str, Tensor]]  # one {"k": (B, nh, S, hs), "v": ...} per layer
+
+
+def sample_categorical(logits: Tensor, generator: torch.Generator | None = None, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> Tensor:
+    """One draw per row of ``logits`` [B, V] -> ids [B] (long), after temperature, top-k and top-p.
+
+    top-k keeps the k most likely ids; top-p keeps the smallest set of most likely ids whose mass
+    reaches p (Holtzman et al. 2020). Exactly one uniform per row is drawn from ``generator``
+    (inverse CDF), so two samplers that compute the same logits make the same choices; this is
+    what lets cached and naive sampling be compared draw for draw. ``temperature=0`` is greedy.
+    """
+    u = 1.0 - torch.rand(logits.shape[0], 1, generator=generator, dtype=logits.dtype, device=logits.device)  # (0, 1]
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop_sorted = probs.cumsum(-1) - probs >= top_p  # the mass before this id already reaches p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to id order
+        logits = logits.masked_fill(drop, float("-inf"))
+    cdf = logits.softmax(-1).cumsum(-1)  # (B, V)
+    return (cdf < u * cdf[:, -1:]).sum(-1).clamp_(max=logits.shape[-1] - 1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x: Tensor, cache: dict[str, Tensor] | None = None) -> Tensor:
+        b, s, d = x.shape  # (B, S, d): S new positions
+        q, k, v = (t.view(b, s, self.n_heads, -1).transpose(1, 2) for t in self.qkv(x).split(d, -1))  # (B, nh, S, hs)
+        past = 0
+        if cache is not None:
+            if "k" in cache:
+                past = cache["k"].shape[2]
+                k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+            cache["k"], cache["v"] = k, v
+        mask = None
+        if past and s > 1:  # new queries see all cached keys and the new ones causally
+            mask = torch.ones(s, past + s, dtype=torch.bool, device=x.device).tril(past)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=past == 0 and s > 1)
+        return self.proj(y.transpose(1, 2).reshape(b, s, d))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.attn = CausalSelfAttention(d_model, n_heads, dropout)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model), nn.Dropout(dropout))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, cache: dict[str, Tensor] | None = None) -> Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), cache))
+        return x + self.mlp(self.ln2(x))
+
+
+@register("transformer")
+class TransformerLM(GenerativeModel):
+    """Causal transformer language model (GPT-2 style) over token ids, with a KV cache.
+
+    Args (the config; vocabulary and length come from ``spec``):
+        d_model, n_layers, n_heads: width, depth and attention heads.
+        dropout: dropout on attention weights and residual branches (0 for short CPU runs).
+        max_prefix: the most prefix positions (class embedding + ``prefix_embeds``) allowed.
+        source: the batch key of the tokens: ``"x"`` (token data sets, e.g. a .txt file) or
+            ``"text"`` (the captions of ``shapes-captions``).
+        conditional: condition on the class (``batch["y"]``) through a one-position prefix.
+    """
+
+    likelihood = "exact"
+    capabilities = ("log_prob (exact, nats)", "sample (KV cache, temperature/top-k/top-p)", "encode (mean hidden state)", "prefix_embeds", "conditional")
+    #: Training settings for a ~1-minute CPU run (applied by `genlab train` once the CLI reads them).
+    train_defaults = {"steps": 500, "batch_size": 32, "lr": 2e-3, "eval_every": 100}
+
+    def __init__(self, spec: DataSpec, d_model: int = 128, n_layers: int = 4, n_heads: int = 4, dropout: float = 0.0, max_prefix: int = 16, source: str = "x", conditional: bool = False) -> None:
+        super().__init__(spec)
+        if source == "x" and spec.kind != "tokens":
+            raise ValueError(f"the transformer models token ids; data set {spec.name!r} has kind {spec.kind!r} (captions: source='text')")
+        if source == "text" and not (spec.vocab and "text_len" in spec.extra):
+            raise ValueError(f"source='text' needs a data set with captions ('text' tokens); {spec.name!r} has none")
+        if source not in ("x", "text"):
+            raise ValueError(f"source must be 'x' or 'text'; got {source!r}")
+        if source == "text" and conditional:
+            raise ValueError("conditional=True with source='text' is not supported yet (needs a data-key hook in the trainer)")
+        if conditional and not spec.num_classes:
+            raise ValueError(f"conditional=True needs class labels; data set {spec.name!r} has none")
+        if d_model % n_heads or min(d_model, n_layers, n_heads) < 1 or max_prefix < 0:
+            raise ValueError(f"need d_model divisible by n_heads, positive sizes and max_prefix >= 0; got {d_model}, {n_layers}, {n_heads}, {max_prefix}")
+        self.source, self.conditional, self.discrete = source, conditional, True
+        self.data_key = source  # the batch key this model scores (for a trainer that asks)
+        self.vocab_size = len(spec.vocab) if source == "text" else int(spec.levels or spec.vocab_size or 0)
+        self.seq_len = int(spec.extra["text_len"]) if source == "text" else spec.shape[0]
+        if self.vocab_size < 2:
+            raise ValueError(f"token data set {spec.name!r} needs levels (vocabulary size) >= 2")
+        self.d_model, self.max_prefix = d_model, max_prefix
+        self.tok_emb = nn.Embedding(self.vocab_size, d_model)
+        self.pos_emb = nn.Embedding(max_prefix + self.seq_len + 1, d_model)  # prefix, <start>, x_1..x_T
+        self.start = nn.Parameter(torch.zeros(d_model))
+        self.cls_emb = nn.Embedding(spec.num_classes, d_model) if conditional else None
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout) for _ in range(n_layers))
+        self.ln_f = nn.LayerNorm(d_model)
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
+            if name.endswith("attn.proj.weight") or name.endswith("mlp.2.weight"):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * n_layers))
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    # --- the network --------------------------------------------------------------------------
+    def head(self, h: Tensor) -> Tensor:
+        """Logits [..., V] from hidden states [..., d]: the output layer is the token embedding
+        (tied, GPT-2), applied functionally so checkpoints hold no shared tensors."""
+        return F.linear(h, self.tok_emb.weight)
+
+    def _prefix(self, n: int, cond: Tensor | None, prefix_embeds: Tensor | None) -> Tensor:
+        """[n, P+1, d]: class embedding (conditional), ``prefix_embeds``, then the <start> vector."""
+        parts = []
+        if self.conditional:
+            if cond is None:
+                raise ValueError("this transformer is conditional: pass cond (class ids [B])")
+            parts.append(self.cls_emb(cond.long())[:, None])  # (n, 1, d)
+        if prefix_embeds is not None:
+            if prefix_embeds.dim() != 3 or prefix_embeds.shape[0] != n or prefix_embeds.shape[2] != self.d_model:
+                raise ValueError(f"prefix_embeds must be [{n}, P, {self.d_model}]; got {tuple(prefix_embeds.shape)}")
+            parts.append(prefix_embeds.to(self.start.dtype))
+        if sum(p.shape[1] for p in parts) > self.max_prefix:
+            raise ValueError(f"prefix of {sum(p.shape[1] for p in parts)} positions exceeds max_prefix={self.max_prefix}")
+        parts.append(self.start.expand(n, 1, -1))
+        return torch.cat(parts, 1)
+
+    def _run(self, h: Tensor, pos0: int = 0, cache: KVCache | None = None) -> Tensor:
+        """Final hidden states [B, S, d] of input embeddings ``h`` [B, S, d] at positions pos0.."""
+        pos = torch.arange(pos0, pos0 + h.shape[1], device=h.device)
+        h = self.drop(h + self.pos_emb(pos))
+        for i, block in enumerate(self.blocks):
+            h = block(h, None if cache is None else cache[i])
+        return self.ln_f(h)
+
+    def forward(self, x: Tensor, cond: Tensor | None = None, prefix_embeds: Tensor | None = None) -> Tensor:
+        """Teacher-forced logits [B, T, V]: row t holds log-odds of p(x_t | prefix, x_<t)."""
+        pre = self._prefix(x.shape[0], cond, prefix_embeds)  # (B, P+1, d)
+        h = self._run(torch.cat([pre, self.tok_emb(x[:, :-1])], 1))  # (B, P+T, d)
+        return self.head(h[:, pre.shape[1] - 1 :])  # (B, T, V)
+
+    # --- the protocol -------------------------------------------------------------------------
+    def condition(self, batch: dict[str, Tensor]) -> Tensor | None:
+        # The trainer and likelihood metrics call log_prob(batch["x"], model.condition(batch)). On
+        # captions "x" is the image, so the caption tokens travel as cond (see log_prob) until the
+        # trainer can ask a model which batch key it models.
+        return batch["text"] if self.source == "text" else super().condition(batch)
+
+    def _check(self, x: Tensor) -> Tensor:
+        if x.is_floating_point() or x.dim() != 2 or x.shape[1] > self.seq_len:
+            raise ValueError(f"expected token ids long [B, T <= {self.seq_len}]; got {x.dtype} {tuple(x.shape)}")
+        return x.long()
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Mean NLL per *token* in nats ("loss"), and the same in bits ("bits_per_token")."""
+        x = self._check(batch[self.source])
+        logits = self(x, None if self.source == "text" else self.condition(batch))
+        nll = F.cross_entropy(logits.reshape(-1, self.vocab_size), x.reshape(-1))
+        return {"loss": nll, "bits_per_token": nll.detach() / math.log(2)}
+
+    def log_prob(self, x: Tensor, cond: Tensor | None = None, prefix_embeds: Tensor | None = None) -> Tensor:
+        """[B] log p(x | cond, prefix) in nats, summed over the T tokens (bits/token: -lp / (T ln 2))."""
+        if self.source == "text" and x.is_floating_point() and cond is not None:
+            x, cond = cond, None  # the image came as x and the captions as cond (see condition)
+        x = self._check(x)
+        logp = self(x, cond, prefix_embeds).log_softmax(-1)  # (B, T, V)
+        return logp.gather(-1, x[..., None])[..., 0].sum(-1)
+
+    @torch.no_grad()
+    def sample(self, n: int, cond: Tensor | None = None, *, generator: torch.Generator | None = None, prefix_embeds: Tensor | None = None, length: int | None = None, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, use_cache: bool = True) -> Tensor:
+        """[n, length] token ids (long; length = the data's T by default) drawn one at a time.
+
+        ``use_cache=False`` re-runs the whole sequence for every token (the naive sampler); with the
+        same ``generator`` state both give identical tokens.
+        """
+        length = self.seq_len if length is None else length
+        if not 1 <= length <= self.seq_len:
+            raise ValueError(f"length must be in 1..{self.seq_len}; got {length}")
+        pre = self._prefix(n, cond, prefix_embeds)  # (n, P+1, d)
+        out = torch.zeros(n, length, dtype=torch.long, device=pre.device)
+        cache: KVCache | None = [{} for _ in self.blocks] if use_cache else None
+        h = self._run(pre, 0, cache)[:, -1]  # (n, d): predicts x_1
+        for t in range(length):
+            out[:, t] = sample_categorical(self.head(h), generator, temperature, top_k, top_p)
+            if t + 1 == length:
+                break
+            if use_cache:  # only the new token goes through the network
+                h = self._run(self.tok_emb(out[:, t : t + 1]), pre.shape[1] + t, cache)[:, -1]
+            else:
+                h = self._run(torch.cat([pre, self.tok_emb(out[:, : t + 1])], 1))[:, -1]
+        return out
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, cond: Tensor | None = None, prefix_embeds: Tensor | None = None) -> Tensor:
+        """[B, d_model] mean of the final hidden states at the positions of x_1..x_T (a sentence
+        feature; a language model has no latent variable, this is a representation only)."""
+        if self.source == "text" and x.is_floating_point() and cond is not None:
+            x, cond = cond, None
+        x = self._check(x)
+        pre = self._prefix(x.shape[0], cond, prefix_embeds)
+        h = self._run(torch.cat([pre, self.tok_emb(x)], 1))
+        return h[:, pre.shape[1] :].mean(1)
+
+
+def tokens_to_text(ids: Tensor, spec: DataSpec) -> list[str]:
+    """Token ids [N, T] -> N strings: a text file's tokenizer (``spec.extra["tokenizer"]``) joins
+    tokens as they are; caption vocabularies (words) are joined with spaces up to <eos>."""
+    from ..data.text import make_tokenizer
+
+    vocab = spec.vocab or ()
+    if spec.extra.get("tokenizer") in ("char", "word"):
+        tok = make_tokenizer(spec.extra["tokenizer"], vocab)
+        return [tok.decode(row) for row in ids.tolist()]
+    texts = []
+    for row in ids.tolist():
+        words = []
+        for i in row:
+            if vocab[i] == "<eos>":
+                break
+            if vocab[i] not in ("<pad>", "<bos>"):
+                words.append(vocab[i])
+        texts.append(" ".join(words))
+    return texts
