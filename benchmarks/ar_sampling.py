@@ -18,6 +18,7 @@ import math
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ VIM_MANUAL = "/usr/share/vim/vim90/doc/usr_*.txt"
 
 
 def env() -> dict:
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
+    return {"command": " ".join(["python", *sys.argv]), "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
 
 
 def timed(fn, repeats: int = 1) -> tuple[float, object]:

@@ -32,9 +32,15 @@ def _parse_assignments(items: Sequence[str], flag: str) -> dict[str, Any]:
             raise CLIError(f"{flag} expects key=value; got {item!r}")
         k, v = item.split("=", 1)
         try:
-            out[k.strip()] = yaml.safe_load(v) if v != "" else ""
+            val = yaml.safe_load(v) if v != "" else ""
         except yaml.YAMLError:
-            out[k.strip()] = v
+            val = v
+        if isinstance(val, str):  # YAML 1.1 reads 2e-3 (no dot) as a string; a number was meant
+            try:
+                val = float(val)
+            except ValueError:
+                pass
+        out[k.strip()] = val
     return out
 
 
@@ -111,6 +117,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         nested = {**(file_cfg.get("train") or {}), **(file_cfg.get("model") or {})} if isinstance(file_cfg.get("model"), dict) or "train" in file_cfg else {}
         data_opts = {**(file_cfg.get("data_opts") or {}), **data_opts}
         train_settings, model_settings = _split_settings(model_name, {**nested, **flat, **overrides})
+        from .protocol import get_model_class
+
+        train_settings = {**get_model_class(model_name).train_defaults, **train_settings}
     train_cfg = TrainConfig.from_dict(train_settings)
     if args.quiet:
         train_cfg.progress = False
@@ -125,9 +134,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         write_yaml(run_config(model_name, model_settings, data_name, data_opts, train_data.spec, dataclasses.asdict(train_cfg)), out / CONFIG_FILE)
     summary = trainer.fit(resume=args.resume)
     if trainer.is_main:
-        from .viz import run_figures
+        from .viz import display_count, run_figures
 
-        figs = run_figures(model, val_data, out, seed=train_cfg.seed)
+        # Final pictures with the configured sample count: sequential samplers (PixelCNN on 64x64)
+        # pay per sample.
+        figs = run_figures(model, val_data, out, seed=train_cfg.seed, n=display_count(model.spec, train_cfg.n_samples))
         best = "" if summary["best"] is None else f", best val {summary['best']:.4f} at step {summary['best_step']}"
         print(f"{summary['stopped']} at step {summary['step']} in {summary['seconds']:.1f}s{best}; run folder {out}")
         for f in figs:
@@ -240,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run")
     s.add_argument("--n", type=int, default=64)
-    s.add_argument("--out", default="samples.png", help="PNG grid (images, 2-D data) or .npy")
+    s.add_argument("--out", default="samples.png", help="PNG grid (images, 2-D data), .txt (tokens), .wav (audio) or .npy")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--cond", type=int, help="class id for a conditional model (default: cycle through classes)")
     s.add_argument("--mean", action="store_true", help="decoder means instead of random draws (VAE)")

@@ -38,12 +38,17 @@ class GenerativeModel(nn.Module):
     recompute_loss_per_group: ClassVar[bool] = False
     #: Name under which the class is registered (set by :func:`register`).
     registry_name: ClassVar[str] = ""
+    #: Training settings this family needs to train in about a minute on a CPU (e.g. a smaller
+    #: batch for sequence models); ``genlab train`` applies them under the user's settings.
+    train_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, spec: DataSpec) -> None:
         super().__init__()
         self.spec = spec
         self.conditional = False
         self.discrete = False
+        #: The batch key holding what the model models ("x"; a language model on captions: "text").
+        self.data_key = "x"
 
     # --- the protocol -------------------------------------------------------------------------
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -105,7 +105,19 @@ def titled(img: np.ndarray, title: str) -> np.ndarray:
 
 def save_samples(samples: Tensor, spec: DataSpec, path: str | os.PathLike, reference: Tensor | None = None, nrow: int | None = None) -> Path | None:
     """Save model samples in the form that suits the data: a PNG grid for images, a PNG density
-    (next to ``reference`` data when given) for 2-D vectors; other kinds are skipped (None)."""
+    (next to ``reference`` data when given) for 2-D vectors, a ``.txt`` file (one sample per
+    paragraph) for token ids, a ``.wav`` file for audio; other kinds are skipped (None)."""
+    if samples.dtype == torch.long and spec.vocab:  # tokens, or an LM's captions
+        from .models.transformer import tokens_to_text
+
+        path = Path(path).with_suffix(".txt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n\n".join(tokens_to_text(samples.cpu(), spec)) + "\n", encoding="utf-8")
+        return path
+    if spec.kind == "audio":
+        from .data.audio import write_wav
+
+        return write_wav(Path(path).with_suffix(".wav"), samples, int(spec.extra.get("sample_rate", 16000)))
     if spec.kind == "image":
         return save_image_grid(samples.view(-1, *spec.shape), path, nrow)
     if spec.kind == "vector" and spec.shape == (2,):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -31,14 +32,18 @@ def likelihood_metrics(model: Any, data: Any, *, k: int | None = None, batch_siz
     For a model with ``likelihood == "bound"`` this is the bound it reports (ELBO, or IWAE-k when
     ``k`` is given and the model's ``log_prob`` accepts ``k``). Returns ``{"nll", "bpd"}``.
     """
+    key = getattr(model, "data_key", "x")
+    spec = data.spec
+    if key != "x":  # e.g. captions: bits per token of the text, not per pixel of the image
+        spec = dataclasses.replace(spec, kind="tokens", shape=tuple(data.tensors[key].shape[1:]), levels=spec.vocab_size)
     total, count = 0.0, 0
     n = len(data) if max_examples is None else min(len(data), max_examples)
     for start in range(0, n, batch_size):
         batch = data[slice(start, min(n, start + batch_size))]
         batch = {kk: v.to(model.device) for kk, v in batch.items()}
         cond = model.condition(batch)
-        lp = model.log_prob(batch["x"], cond) if k is None else model.log_prob(batch["x"], cond, k=k)
+        lp = model.log_prob(batch[key], cond) if k is None else model.log_prob(batch[key], cond, k=k)
         total += float(lp.double().sum())
         count += lp.shape[0]
     mean_lp = total / max(count, 1)
-    return {"nll": -mean_lp, "bpd": float(bits_per_dim(mean_lp, data.spec, model.discrete))}
+    return {"nll": -mean_lp, "bpd": float(bits_per_dim(mean_lp, spec, model.discrete))}

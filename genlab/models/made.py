@@ -54,6 +54,8 @@ class MADE(GenerativeModel):
         super().__init__(spec)
         if spec.kind not in ("image", "vector", "multimodal") or not spec.levels:
             raise ValueError(f"MADE models discrete images or vectors (with levels); data set {spec.name!r} is {spec.kind} with levels={spec.levels}")
+        if spec.levels > 64:  # D * L softmax outputs: 196,608 units for 16x16 RGB at 256 levels
+            raise ValueError(f"MADE's categorical output needs D*L units; levels={spec.levels} is too many (<= 64; use pixelcnn for 8-bit images)")
         hidden = [int(h) for h in hidden]
         if not hidden or min(hidden) < 1 or num_masks < 1:
             raise ValueError(f"MADE needs at least one hidden layer of positive width and num_masks >= 1; got hidden={hidden}, num_masks={num_masks}")
