@@ -14,3 +14,11 @@ os.environ["GENLAB_CACHE"] = tempfile.mkdtemp(prefix="genlab-test-cache-")
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture()
+def cache(tmp_path_factory, monkeypatch):
+    """A feature-network cache shared by the test session, never the user's ~/.cache."""
+    path = tmp_path_factory.getbasetemp() / "genlab-cache"
+    monkeypatch.setenv("GENLAB_CACHE", str(path))
+    return path

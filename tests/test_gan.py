@@ -12,22 +12,6 @@ from genlab.data.base import TensorDataset
 from genlab.models.gan import discriminator_value, gradient_penalty, jsd_estimate
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: intra-op threads only add contention on a shared 2-core machine (10x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture()
-def cache(tmp_path_factory, monkeypatch):
-    path = tmp_path_factory.getbasetemp() / "genlab-cache"  # shared with test_metrics.py
-    monkeypatch.setenv("GENLAB_CACHE", str(path))
-    return path
-
-
 def jsd(p, q):
     m = (p + q) / 2
     return 0.5 * (p * (p / m).log()).sum() + 0.5 * (q * (q / m).log()).sum()

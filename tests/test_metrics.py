@@ -23,23 +23,6 @@ from genlab.metrics import (
 from genlab.metrics.fid import gaussian_frechet, mmd2_unbiased, polynomial_kernel
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: intra-op threads only add contention on a shared 2-core machine (10x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture()
-def cache(tmp_path_factory, monkeypatch):
-    # One cache per test session (shared with test_gan.py), never the user's ~/.cache.
-    path = tmp_path_factory.getbasetemp() / "genlab-cache"
-    monkeypatch.setenv("GENLAB_CACHE", str(path))
-    return path
-
-
 def exact_gaussian_sample(mean, cov, n, seed):
     """n points whose empirical mean and unbiased covariance equal ``mean`` and ``cov`` exactly."""
     x = np.random.default_rng(seed).normal(size=(n, len(mean)))
