@@ -210,6 +210,19 @@ def train_all(libs: list[str], task: str, cfg: dict[str, Any], x: Tensor, steps:
     return {lib: (secs[lib], runs[lib]) for lib in libs}
 
 
+def gemm_share(run: Run, steps: int = 10) -> float:
+    """Fraction of the CPU time of ``steps`` training steps spent in matrix products (mm/addmm):
+    the work every library must do for the same architecture, whatever its overheads."""
+    from torch.profiler import ProfilerActivity, profile
+
+    run.advance(2)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run.advance(steps)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm")) / max(total, 1)
+
+
 @torch.no_grad()
 def heldout(model: nn.Module, log_prob: Callable[[Tensor], Tensor], x: Tensor) -> float:
     """Mean log-likelihood (nats per example) of the test set."""
@@ -261,6 +274,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 times[lib].append(cfg["steps"] / sec)
                 lls[lib].append(heldout(run.model, run.log_prob, x_test))
                 print(f"{label:24s} repeat {r} {lib:10s} {times[lib][-1]:8.1f} steps/s  held-out {lls[lib][-1]:8.4f} nats", flush=True)
+        shares = {lib: round(gemm_share(Run(lib, task, cfg, x_train)), 3) for lib in libs}
         med = {lib: statistics.median(times[lib]) for lib in libs}
         res = {
             "config": cfg,
@@ -269,13 +283,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "steps_per_s": {lib: round(med[lib], 2) for lib in libs},
             "steps_per_s_all": {lib: [round(v, 2) for v in times[lib]] for lib in libs},
             "heldout_loglik_nats": {lib: round(statistics.median(lls[lib]), 4) for lib in libs},
+            "gemm_share_of_cpu_time": shares,
             "genlab_speedup": {lib: round(med["genlab"] / med[lib], 2) for lib in libs if lib != "genlab" and "genlab" in med},
         }
         results["tasks"][label] = res
         print(f"\n{label}: steps/s (median of {args.repeats}), speed-up of genlab, held-out log-likelihood (nats/example)")
         for lib in libs:
             ratio = "" if lib == "genlab" else f"  genlab x{med.get('genlab', float('nan')) / med[lib]:5.2f}"
-            print(f"  {lib:10s} {med[lib]:8.1f} steps/s{ratio:>18s}  held-out {res['heldout_loglik_nats'][lib]:8.4f}")
+            print(f"  {lib:10s} {med[lib]:8.1f} steps/s{ratio:>18s}  held-out {res['heldout_loglik_nats'][lib]:8.4f}  matmul share {shares[lib]:.0%}")
         print(flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
