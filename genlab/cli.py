@@ -147,11 +147,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    import math
+
     import torch
 
     from .runs import load_run
     from .viz import save_samples
 
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise CLIError(f"--temperature must be a finite number > 0; got {args.temperature}")
     model, cfg, spec = load_run(args.run, weights=args.weights)
     gen = torch.Generator().manual_seed(args.seed)
     cond = None
@@ -164,9 +168,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
             cond = torch.full((args.n,), args.cond, dtype=torch.long)
     elif args.cond is not None:
         raise CLIError(f"--cond given but run {args.run!r} is not conditional")
-    kw = {"mean": True} if args.mean and "mean" in inspect.signature(model.sample).parameters else {}
+    params = inspect.signature(model.sample).parameters
+    kw: dict[str, Any] = {"mean": True} if args.mean and "mean" in params else {}
     if args.mean and not kw:
         raise CLIError(f"--mean: model {cfg['model']!r} has no mean sample")
+    if "temperature" in params:
+        kw["temperature"] = args.temperature
+    elif args.temperature != 1.0:
+        raise CLIError(f"--temperature: model {cfg['model']!r} does not support sampling temperature")
     x = model.sample(args.n, cond, generator=gen, **kw)
     out = Path(args.out)
     if out.suffix == ".npy":
@@ -255,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--cond", type=int, help="class id for a conditional model (default: cycle through classes)")
     s.add_argument("--mean", action="store_true", help="decoder means instead of random draws (VAE)")
+    s.add_argument("--temperature", type=float, default=1.0, help="sampling temperature T > 0 for models that take one (flows: z ~ N(0, T^2 I); autoregressive models: logits / T)")
     s.add_argument("--weights", choices=["best", "last"], default="best")
     s.set_defaults(func=cmd_sample)
     e = sub.add_parser("eval", help="evaluate a trained run; writes eval.json")

@@ -54,10 +54,14 @@ class TrainConfig:
     ``eval_every``/``sample_every``/``checkpoint_every`` are in optimizer steps (0 disables; a final
     evaluation, sample grid and checkpoint always happen at the end). ``patience`` is the number
     of evaluations without improvement of the validation metric before stopping early. ``ema`` is
-    the decay of an exponential moving average of the weights (used for evaluation, sampling and
-    the saved model), or None. ``precision="bf16"`` runs the training losses under bfloat16
-    autocast (weights, optimizer and evaluation stay float32): faster matrix products on GPUs and
-    on CPUs with bf16 instructions, at a small cost in precision.
+    the decay d of an exponential moving average of the weights (used for evaluation, sampling and
+    the saved model), or None; it is warmed up as min(d, (1 + t) / (10 + t)) after t completed
+    steps, so the average forgets the initial weights (and e.g. ActNorm's pre-initialization values)
+    within a few steps. ``threads`` sets ``torch.set_num_threads`` (process-wide) when the Trainer
+    is built (None: leave it); on small models and shared CPUs fewer threads can be faster.
+    ``precision="bf16"`` runs the training losses under bfloat16 autocast (weights, optimizer and
+    evaluation stay float32): faster matrix products on GPUs and on CPUs with bf16 instructions, at
+    a small cost in precision.
     """
 
     steps: int = 2000
@@ -81,6 +85,7 @@ class TrainConfig:
     n_samples: int = 64
     device: str = "auto"
     precision: str = "fp32"
+    threads: int | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -98,6 +103,7 @@ class TrainConfig:
             "ema": self.ema is None or 0.0 < self.ema < 1.0,
             "patience": self.patience is None or self.patience >= 1,
             "precision": self.precision in ("fp32", "bf16"),
+            "threads": self.threads is None or (isinstance(self.threads, int) and not isinstance(self.threads, bool) and self.threads >= 1),
         }
         for key, ok in checks.items():
             if not ok:
@@ -150,6 +156,8 @@ class Trainer:
         out_dir: str | os.PathLike | None = None,
     ) -> None:
         self.cfg = config or TrainConfig()
+        if self.cfg.threads is not None:
+            torch.set_num_threads(self.cfg.threads)
         self.device = resolve_device(self.cfg.device)
         self.rank, self.world = init_distributed(self.device)
         if self.device.type == "cuda" and self.world > 1:
@@ -260,7 +268,9 @@ class Trainer:
             opt.step()
         if self.ema is not None:
             with torch.no_grad():
-                d = self.cfg.ema
+                d = self.ema_decay(self.step)
+                # The whole state dict: buffers and values set outside the optimizer (ActNorm's
+                # data-dependent init) are averaged too; non-float buffers are copied.
                 for k, v in self.model.state_dict().items():
                     if v.dtype.is_floating_point:
                         self.ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
@@ -268,6 +278,13 @@ class Trainer:
                         self.ema[k].copy_(v)
         self.step += 1
         return losses
+
+    def ema_decay(self, step: int) -> float:
+        """Decay of the EMA update after ``step`` completed updates: min(ema, (1 + step) / (10 + step)),
+        the warm-up of TensorFlow's ExponentialMovingAverage (num_updates). It depends on the step
+        only, so a resumed run averages exactly as an uninterrupted one."""
+        assert self.cfg.ema is not None
+        return min(self.cfg.ema, (1 + step) / (10 + step))
 
     @contextmanager
     def averaged_weights(self) -> Iterator[None]:

@@ -91,3 +91,36 @@ def test_console_entry_has_no_traceback(tmp_path):
     p = subprocess.run([sys.executable, "-m", "genlab", "train", "vae", "--data", str(tmp_path / "x.npz"), "--out", str(tmp_path / "r")], capture_output=True, text=True)
     assert p.returncode == 2
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_sample_temperature_reaches_the_flow(tmp_path, capsys):
+    import torch
+
+    from genlab import load_run
+
+    run = tmp_path / "flow"
+    tiny = ["--set", "n_couplings=2", "--set", "hidden=16", "--set", "depth=1", "--set", "threads=1"]
+    before = torch.get_num_threads()
+    try:
+        assert main(["train", "realnvp", "--data", "moons", "--out", str(run), "--set", "steps=5", "--set", "eval_every=0", "--set", "sample_every=0", *tiny, "--quiet"]) == 0
+        assert torch.get_num_threads() == 1  # --set threads=1 reached the Trainer as an int
+    finally:
+        torch.set_num_threads(before)
+    for t in ("0.5", "1"):
+        assert main(["sample", str(run), "--n", "32", "--seed", "3", "--temperature", t, "--out", str(tmp_path / f"t{t}.npy")]) == 0
+    model, _, _ = load_run(run)
+    want = model.sample(32, generator=torch.Generator().manual_seed(3), temperature=0.5)
+    got = np.load(tmp_path / "t0.5.npy")
+    assert np.allclose(got, want.numpy(), atol=1e-6) and not np.allclose(got, np.load(tmp_path / "t1.npy"))
+    assert main(["sample", str(run), "--temperature", "0", "--out", str(tmp_path / "z.npy")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("genlab: error:") and "\n" not in err and "--temperature" in err and "got 0.0" in err
+
+
+def test_sample_temperature_unsupported_is_a_clear_error(run_dir, tmp_path, capsys):
+    assert main(["sample", str(run_dir), "--temperature", "1.0", "--n", "4", "--out", str(tmp_path / "ok.npy")]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(run_dir), "--temperature", "0.7", "--out", str(tmp_path / "s.npy")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("genlab: error:") and "\n" not in err and "'vae' does not support sampling temperature" in err, err
+    assert not (tmp_path / "s.npy").exists()

@@ -165,3 +165,59 @@ def test_ddp_two_cpu_ranks_equal_single_process(tmp_path):
     for k in single:
         assert torch.equal(r0[k], r1[k])  # ranks stay in sync
         assert torch.allclose(r0[k], single[k], atol=1e-10)  # and match the one-process run
+
+
+def test_threads_setting_is_validated_and_applied():
+    with pytest.raises(ValueError, match="threads"):
+        TrainConfig(threads=0)
+    tr, va = small_digits()
+    model = genlab.build_model("vae", tr.spec, z_dim=4, hidden=(32,))
+    before = torch.get_num_threads()
+    try:
+        Trainer(model, tr, None, TrainConfig(steps=1, threads=1, progress=False))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+class Lin(genlab.GenerativeModel):
+    """A linear regression: enough to check the EMA arithmetic."""
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.lin = torch.nn.Linear(3, 1)
+
+    def loss(self, batch):
+        return {"loss": (self.lin(batch["x"]) - batch["x"].sum(1, keepdim=True)).pow(2).mean()}
+
+
+def test_ema_warm_up_weights_the_first_update_on_the_new_weights():
+    spec = genlab.DataSpec(name="q", kind="vector", shape=(3,), value_range=None)
+    data = TensorDataset({"x": torch.randn(32, 3, generator=torch.Generator().manual_seed(0))}, spec)
+    torch.manual_seed(0)
+    model = Lin(spec)
+    t = Trainer(model, data, None, TrainConfig(steps=3, batch_size=8, lr=0.1, ema=0.999, progress=False, device="cpu"))
+    w0 = {k: v.clone() for k, v in model.state_dict().items()}
+    t.train_step(data[torch.arange(8)])
+    for k, v in model.state_dict().items():
+        assert not torch.equal(v, w0[k])
+        assert torch.allclose(t.ema[k], 0.1 * w0[k] + 0.9 * v, atol=1e-6)  # d_0 = (1 + 0) / (10 + 0)
+    assert t.ema_decay(1) == pytest.approx(2 / 11) and t.ema_decay(10**6) == 0.999
+
+
+def test_ema_tracks_actnorm_data_dependent_init():
+    from genlab.models.flows.transforms import ActNorm
+
+    tr = genlab.load_dataset("moons", "train")
+    torch.manual_seed(0)
+    model = genlab.build_model("realnvp", tr.spec, n_couplings=2, hidden=16, depth=1)
+    t = Trainer(model, tr, None, TrainConfig(steps=5, batch_size=64, ema=0.999, progress=False, eval_every=0, sample_every=0, checkpoint_every=0, device="cpu"))
+    t.fit()
+    names = [n for n, m in model.named_modules() if isinstance(m, ActNorm)]
+    assert names
+    state = model.state_dict()
+    for n in names:
+        assert bool(t.ema[f"{n}.initialized"])
+        for p in ("log_scale", "bias"):
+            cur, avg = state[f"{n}.{p}"], t.ema[f"{n}.{p}"]
+            assert (cur - avg).abs().max() < 0.05 * cur.abs().max(), (n, p, cur, avg)  # defaults are zeros
