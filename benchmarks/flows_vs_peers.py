@@ -160,13 +160,13 @@ class Run:
     seconds they took. Runs are advanced chunk by chunk in turn, so that a change in machine load
     hits every library alike."""
 
-    def __init__(self, lib: str, task: str, cfg: dict[str, Any], x: Tensor, seed: int = 0) -> None:
+    def __init__(self, lib: str, task: str, cfg: dict[str, Any], x: Tensor, seed: int = 0, precision: str = "fp32") -> None:
         torch.manual_seed(seed)
-        self.lib, self.x, self.cfg = lib, x, cfg
+        self.lib, self.x, self.cfg, self.bf16 = lib, x, cfg, precision == "bf16"
         self.model, self.log_prob = build(lib, task, cfg)
         if lib == "genlab":
             spec = DataSpec(name=task, kind="vector", shape=(cfg["dim"],), value_range=None)
-            tc = TrainConfig(steps=1, batch_size=cfg["batch"], lr=cfg["lr"], seed=seed, eval_every=0, sample_every=0, checkpoint_every=0, progress=False)
+            tc = TrainConfig(steps=1, batch_size=cfg["batch"], lr=cfg["lr"], seed=seed, eval_every=0, sample_every=0, checkpoint_every=0, progress=False, precision=precision)
             self.trainer = Trainer(self.model, TensorDataset({"x": x}, spec), None, tc, out_dir=None)  # type: ignore[arg-type]
             self.trainer.cfg.steps = 0  # advance() raises it chunk by chunk; fit() continues from self.step
             return
@@ -188,17 +188,18 @@ class Run:
                 self.perm, self.pos = torch.randperm(n, generator=self.gen), 0
             batch = x[self.perm[self.pos : self.pos + bs]]
             self.pos += bs
-            loss = -self.log_prob(batch).mean()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):  # what genlab's precision="bf16" does
+                loss = -self.log_prob(batch).float().mean()
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
         return time.perf_counter() - t0
 
 
-def train_all(libs: list[str], task: str, cfg: dict[str, Any], x: Tensor, steps: int, chunk: int, shift: int = 0) -> dict[str, tuple[float, Run]]:
+def train_all(libs: list[str], task: str, cfg: dict[str, Any], x: Tensor, steps: int, chunk: int, shift: int = 0, precision: str = "fp32") -> dict[str, tuple[float, Run]]:
     """Train one fresh model per library for ``steps`` steps, interleaved every ``chunk`` steps
     (rotating which library goes first). Returns {lib: (seconds, run)}."""
-    runs = {lib: Run(lib, task, cfg, x) for lib in libs}
+    runs = {lib: Run(lib, task, cfg, x, precision=precision) for lib in libs}
     secs = {lib: 0.0 for lib in libs}
     done, i = 0, shift
     while done < steps:
@@ -223,6 +224,54 @@ def gemm_share(run: Run, steps: int = 10) -> float:
     return sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm")) / max(total, 1)
 
 
+def gemm_shapes(task: str, cfg: dict[str, Any]) -> list[tuple[int, int, int]]:
+    """The (m, k, n) matrix products of one training step of the task's architecture, whatever the
+    library: per linear layer d_in -> d_out on a batch B, the forward (B, d_in, d_out), the weight
+    gradient (d_out, B, d_in) and the input gradient (B, d_out, d_in) -- except for the very first
+    layer, whose input is the data and needs no gradient."""
+    d, h, bs = cfg["dim"], cfg["hidden"], cfg["batch"]
+    if task == "realnvp-moons":
+        nets = [[d // 2, h, h, 2 * (d - d // 2)]] * cfg["couplings"]
+    else:
+        nets = [[d, h, h, 2 * d]] * cfg["layers"]
+    shapes = []
+    for j, dims in enumerate(nets):
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            shapes += [(bs, a, b), (b, bs, a)] + ([] if i == 0 and j == 0 else [(bs, b, a)])
+    return shapes
+
+
+def _product_time(m: int, k: int, n: int, dtype: torch.dtype, reps: int = 200) -> float:
+    """Seconds of one (m, k) @ (k, n) product at its best: operands hot in cache, the fastest of
+    the layouts a library may choose (each operand row- or column-major, or the transposed
+    product B^T A^T: BLAS speed varies up to ~7x over these on skinny shapes), median of 5."""
+    a, b, at, bt = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype), torch.randn(k, m, dtype=dtype), torch.randn(n, k, dtype=dtype)
+    calls: list[Callable[[], Tensor]] = [
+        lambda: torch.mm(a, b), lambda: torch.mm(a, bt.t()), lambda: torch.mm(at.t(), b),
+        lambda: torch.mm(at.t(), bt.t()), lambda: torch.mm(bt, at),
+    ]
+    best = math.inf
+    for f in calls:
+        for _ in range(10):
+            f()
+        runs = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                f()
+            runs.append((time.perf_counter() - t0) / reps)
+        best = min(best, statistics.median(runs))
+    return best
+
+
+def gemm_floor(task: str, cfg: dict[str, Any], dtype: torch.dtype = torch.float32) -> float:
+    """Seconds per training step spent in its matrix products alone (``gemm_shapes``), each at its
+    best (``_product_time``: hot operands, fastest layout): an optimistic lower bound on any
+    library's step time with this architecture, data, dtype and torch build."""
+    shapes = gemm_shapes(task, cfg)
+    return sum(shapes.count(s) * _product_time(*s, dtype) for s in set(shapes))
+
+
 @torch.no_grad()
 def heldout(model: nn.Module, log_prob: Callable[[Tensor], Tensor], x: Tensor) -> float:
     """Mean log-likelihood (nats per example) of the test set."""
@@ -240,8 +289,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--small-batch", type=int, default=16, help="also run every task at this batch size for 300 steps (the overhead-bound regime); 0: skip")
     ap.add_argument("--chunk", type=int, default=50, help="steps each library runs before the next one takes over")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for every library (1: robust on a shared, busy CPU)")
-    ap.add_argument("--out", default=str(HERE / "results" / "flows_vs_peers.json"))
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: every library trains under torch.autocast(bfloat16) (genlab: precision='bf16')")
+    ap.add_argument("--out", default=None, help="default: results/flows_vs_peers.json (fp32) or flows_vs_peers_bf16.json")
     args = ap.parse_args(argv)
+    args.out = args.out or str(HERE / "results" / ("flows_vs_peers.json" if args.precision == "fp32" else "flows_vs_peers_bf16.json"))
     torch.set_num_threads(args.threads)
     libs = args.libs.split(",")
     results: dict[str, Any] = {
@@ -249,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "versions": {lib: version(lib) for lib in libs},
         "threads": args.threads,
+        "precision": args.precision,
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "load_avg_at_start": os.getloadavg()[0],
@@ -266,16 +318,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs += [(f"{task}@batch{args.small_batch}", task, dict(cfg, batch=args.small_batch, steps=300)) for _, task, cfg in list(runs)]
     for label, task, cfg in runs:
         x_train, x_test = load_task_data(task)
-        train_all(libs, task, cfg, x_train, 20, 10)  # warm-up: imports, allocator, thread pool
+        train_all(libs, task, cfg, x_train, 20, 10, precision=args.precision)  # warm-up: imports, allocator, thread pool
         times: dict[str, list[float]] = {lib: [] for lib in libs}
         lls: dict[str, list[float]] = {lib: [] for lib in libs}
         for r in range(args.repeats):
-            for lib, (sec, run) in train_all(libs, task, cfg, x_train, cfg["steps"], args.chunk, shift=r).items():
+            for lib, (sec, run) in train_all(libs, task, cfg, x_train, cfg["steps"], args.chunk, shift=r, precision=args.precision).items():
                 times[lib].append(cfg["steps"] / sec)
                 lls[lib].append(heldout(run.model, run.log_prob, x_test))
                 print(f"{label:24s} repeat {r} {lib:10s} {times[lib][-1]:8.1f} steps/s  held-out {lls[lib][-1]:8.4f} nats", flush=True)
-        shares = {lib: round(gemm_share(Run(lib, task, cfg, x_train)), 3) for lib in libs}
+        shares = {lib: round(gemm_share(Run(lib, task, cfg, x_train, precision=args.precision)), 3) for lib in libs}
         med = {lib: statistics.median(times[lib]) for lib in libs}
+        floor = gemm_floor(task, cfg, torch.bfloat16 if args.precision == "bf16" else torch.float32)
         res = {
             "config": cfg,
             "n_train": len(x_train),
@@ -285,12 +338,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "heldout_loglik_nats": {lib: round(statistics.median(lls[lib]), 4) for lib in libs},
             "gemm_share_of_cpu_time": shares,
             "genlab_speedup": {lib: round(med["genlab"] / med[lib], 2) for lib in libs if lib != "genlab" and "genlab" in med},
+            # The step's matrix products alone, back to back: no library can step faster, so
+            # 1 / (floor * steps_per_s) is the largest speed-up over a library that any
+            # implementation of this architecture could reach (with zero other work).
+            "matmul_floor_ms_per_step": round(1e3 * floor, 3),
+            "max_possible_speedup": {lib: round(1 / (floor * med[lib]), 2) for lib in libs},
         }
         results["tasks"][label] = res
         print(f"\n{label}: steps/s (median of {args.repeats}), speed-up of genlab, held-out log-likelihood (nats/example)")
         for lib in libs:
             ratio = "" if lib == "genlab" else f"  genlab x{med.get('genlab', float('nan')) / med[lib]:5.2f}"
-            print(f"  {lib:10s} {med[lib]:8.1f} steps/s{ratio:>18s}  held-out {res['heldout_loglik_nats'][lib]:8.4f}  matmul share {shares[lib]:.0%}")
+            print(f"  {lib:10s} {med[lib]:8.1f} steps/s{ratio:>18s}  held-out {res['heldout_loglik_nats'][lib]:8.4f}  matmul share {shares[lib]:.0%}"
+                  f"  max possible speed-up over it x{res['max_possible_speedup'][lib]:.2f}")
+        print(f"  matmul floor: {1e3 * floor:.2f} ms per step ({1 / floor:.0f} steps/s)")
         print(flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

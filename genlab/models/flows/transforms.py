@@ -29,6 +29,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...nn import made_masks
+
 Shape = tuple[int, ...]
 
 
@@ -459,14 +461,13 @@ class MADE(nn.Module):
         self.dim, self.n_params = dim, n_params
         deg_in = torch.empty(dim, dtype=torch.long)
         deg_in[order] = torch.arange(1, dim + 1)
-        degs = [deg_in] + [torch.arange(h) % max(1, dim - 1) + 1 for h in hidden]
-        deg_out = deg_in.repeat(n_params)  # output unit p * D + d has the degree of input d
-        masks = [(d_out[:, None] >= d_in[None, :]) for d_in, d_out in zip(degs[:-1], degs[1:])]
-        masks.append(deg_out[:, None] > degs[-1][None, :])
+        hidden_degs = [torch.arange(h) % max(1, dim - 1) + 1 for h in hidden]
+        # output unit p * D + d has the degree of input d
+        masks = made_masks(deg_in, hidden_degs, deg_in.repeat(n_params))
         dims = [dim, *hidden, n_params * dim]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         for i, m in enumerate(masks):
-            self.register_buffer(f"mask{i}", m.float(), persistent=False)
+            self.register_buffer(f"mask{i}", m, persistent=False)
             with torch.no_grad():
                 self.layers[i].weight.mul_(m)
         nn.init.zeros_(self.layers[-1].weight)
