@@ -1,4 +1,4 @@
-"""The ``genlab`` command line: train, sample, eval, datasets, models.
+"""The ``genlab`` command line: train, sample, eval, encode, compare, datasets, models.
 
 Every error a user can cause (bad data path, unknown option, damaged checkpoint) ends the program
 with one line on stderr and a non-zero exit status, never a traceback.
@@ -222,6 +222,53 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import load_dataset
+    from .encode import encode_dataset, latent_scatter
+    from .runs import load_run
+
+    if args.limit is not None and args.limit < 1:
+        raise CLIError(f"--limit must be >= 1; got {args.limit}")
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be >= 1; got {args.batch_size}")
+    if args.out is not None and Path(args.out).suffix != ".npz":
+        raise CLIError(f"--out must name a .npz file; got {args.out!r}")
+    model, cfg, spec = load_run(args.run, weights=args.weights)
+    own = args.data is None or args.data == cfg["data"]
+    data = load_dataset(cfg["data"], args.split, **(cfg.get("data_opts") or {})) if own else load_dataset(args.data, args.split)
+    if not own and (data.spec.kind, tuple(data.spec.shape)) != (spec.kind, tuple(spec.shape)):
+        raise CLIError(f"--data {args.data!r} holds {data.spec.kind} data of shape {tuple(data.spec.shape)}, but run {str(args.run)!r} models {spec.kind} data of shape {tuple(spec.shape)}")
+    if model.conditional and "cond" not in data.tensors and "y" not in data.tensors:
+        raise CLIError(f"run {str(args.run)!r} is conditional but data set {data.spec.name!r} has no labels to condition on")
+    try:
+        res = encode_dataset(model, data, batch_size=args.batch_size, limit=args.limit)
+    except NotImplementedError as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else "encode is not implemented"
+        raise CLIError(f"model {cfg['model']!r} has no encoder: {reason}") from None
+    stem = "latents" if own else f"latents-{Path(args.data.rstrip('/')).stem}"
+    out = Path(args.out) if args.out else Path(args.run) / f"{stem}-{args.split}.npz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, **res)
+    n, z_dim = res["z"].shape
+    png = latent_scatter(res["z"], out.with_suffix(".png"), labels=res.get("y"), class_names=data.spec.class_names) if n else None
+    print(f"wrote {out}: z [{n}, {z_dim}] of {n} {args.split} examples" + ("" if png is None else f"; scatter {png}"))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_runs, text_table
+
+    res = compare_runs(args.runs, args.out)
+    print(text_table(res["header"], res["rows"]))
+    for note in res["notes"]:
+        print(f"note: {note}")
+    for f in res["written"]:
+        print(f"wrote {f}")
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from . import list_datasets
 
@@ -278,6 +325,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--weights", choices=["best", "last"], default="best")
     e.add_argument("--out", help="where to write the JSON (default RUN/eval.json)")
     e.set_defaults(func=cmd_eval)
+    en = sub.add_parser("encode", help="encode a data split with a trained run; writes latents (.npz) and a scatter (.png)")
+    en.add_argument("run")
+    en.add_argument("--data", help="data set name or path to encode (default: the run's own data set and options); must match the run's data shape")
+    en.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    en.add_argument("--out", help="where to write z (and y, factors) as .npz (default RUN/latents-SPLIT.npz); the scatter goes next to it as .png")
+    en.add_argument("--batch-size", type=int, default=512)
+    en.add_argument("--weights", choices=["best", "last"], default="best")
+    en.add_argument("--limit", type=int, help="encode only the first N examples of the split")
+    en.set_defaults(func=cmd_encode)
+    c = sub.add_parser("compare", help="compare runs: eval.json metrics as a table (.md, .csv) and validation curves (.png)")
+    c.add_argument("runs", nargs="+", metavar="RUN", help="run folders, each evaluated with 'genlab eval RUN'")
+    c.add_argument("--out", default="compare.md", help="Markdown table to write (default ./compare.md); .csv and .png go next to it")
+    c.set_defaults(func=cmd_compare)
     sub.add_parser("datasets", help="list built-in data sets").set_defaults(func=cmd_datasets)
     sub.add_parser("models", help="list models with their likelihood kind and capabilities").set_defaults(func=cmd_models)
     return p

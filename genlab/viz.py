@@ -7,11 +7,11 @@ import inspect
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch import Tensor
 
 from .data.spec import DataSpec
@@ -231,3 +231,20 @@ def run_figures(model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n:
         written.append(latent_traversal(model, x[:1], out / "traversal.png", cond=None if c is None else c[:1]))
         written.append(interpolation(model, x[:4], x[4:8], out / "interpolation.png", cond=None if c is None else c[:4]))
     return written
+
+
+#: Categorical colours (matplotlib's "tab10"), cycled for more classes or curves.
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+)
+
+
+def legend(draw: ImageDraw.ImageDraw, x: int, y: int, names: Sequence[str], max_items: int = 20) -> None:
+    """Coloured squares with names, one per line, from (x, y) down (colours from :data:`PALETTE`)."""
+    for i, name in enumerate(names[:max_items]):
+        col = PALETTE[i % len(PALETTE)]
+        draw.rectangle([x, y + 14 * i + 2, x + 8, y + 14 * i + 10], fill=col)
+        draw.text((x + 13, y + 14 * i), str(name), fill=(0, 0, 0))
+    if len(names) > max_items:
+        draw.text((x, y + 14 * max_items), f"... {len(names) - max_items} more", fill=(0, 0, 0))

@@ -67,6 +67,13 @@ def test_listing_commands(capsys):
         (["train", "vae", "--out", "{tmp}/r"], "needs --data"),
         (["frobnicate"], "invalid choice"),
         (["sample", "{tmp}/nothing", "--n", "0"], "--n must be >= 1"),
+        (["encode", "{tmp}/nothing"], "does not exist"),
+        (["encode", "{tmp}/nothing", "--limit", "0"], "--limit must be >= 1"),
+        (["encode", "{tmp}/nothing", "--split", "training"], "invalid choice"),
+        (["encode", "{tmp}/nothing", "--out", "{tmp}/z.npy"], "--out must name a .npz file"),
+        (["compare"], "required: RUN"),
+        (["compare", "{tmp}/nothing"], "does not exist"),
+        (["compare", "{tmp}"], "run 'genlab eval"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(argv, needle, tmp_path, capsys):
@@ -124,3 +131,96 @@ def test_sample_temperature_unsupported_is_a_clear_error(run_dir, tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert err.startswith("genlab: error:") and "\n" not in err and "'vae' does not support sampling temperature" in err, err
     assert not (tmp_path / "s.npy").exists()
+
+
+# --- encode and compare -------------------------------------------------------------------------
+TINY_FLOW = ["--set", "n_couplings=2", "--set", "hidden=16", "--set", "depth=1", "--data-opt", "n=300", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def flow_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "realnvp-moons"
+    assert main(["train", "realnvp", "--data", "moons", "--out", str(out), "--set", "steps=6", "--set", "eval_every=3", "--set", "sample_every=0", *TINY_FLOW]) == 0
+    return out
+
+
+def test_encode_vae_writes_latents_and_scatter(run_dir, tmp_path, capsys):
+    import torch
+
+    from genlab import load_dataset, load_run
+
+    assert main(["encode", str(run_dir), "--limit", "100", "--batch-size", "32", "--out", str(tmp_path / "z.npz")]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "\n" not in line and str(tmp_path / "z.npz") in line and "[100, 4]" in line, line
+    res = np.load(tmp_path / "z.npz")
+    assert res["z"].shape == (100, 4) and res["z"].dtype == np.float32 and res["y"].shape == (100,)
+    model, _, _ = load_run(run_dir)
+    x = load_dataset("digits", "test").tensors["x"][:100]
+    with torch.no_grad():
+        assert np.allclose(res["z"], model.encode(x).numpy(), atol=1e-5)  # batching changes nothing
+    img = np.asarray(Image.open(tmp_path / "z.png"))
+    assert img.ndim == 3 and img.std() > 0 and len(np.unique(img.reshape(-1, 3), axis=0)) > 5  # coloured dots
+    assert main(["encode", str(run_dir), "--split", "val", "--limit", "10"]) == 0  # default path in the run
+    assert np.load(run_dir / "latents-val.npz")["z"].shape == (10, 4) and (run_dir / "latents-val.png").exists()
+
+
+def test_encode_flow_is_the_exact_inverse(flow_run, tmp_path, capsys):
+    import torch
+
+    from genlab import load_dataset, load_run
+
+    assert main(["encode", str(flow_run), "--out", str(tmp_path / "z.npz")]) == 0
+    z = np.load(tmp_path / "z.npz")["z"]
+    x = load_dataset("moons", "test", n=300).tensors["x"]  # the run's own --data-opt n=300
+    assert z.shape == (300, 2) and "y" not in np.load(tmp_path / "z.npz")
+    model, _, _ = load_run(flow_run)
+    with torch.no_grad():
+        assert torch.allclose(model.decode(torch.from_numpy(z)), x, atol=1e-4)
+    assert (tmp_path / "z.png").exists()
+    assert main(["encode", str(flow_run), "--data", "digits", "--out", str(tmp_path / "d.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "shape (1, 8, 8)" in err and "shape (2,)" in err, err
+
+
+def test_encode_gan_has_no_encoder(tmp_path, capsys):
+    run = tmp_path / "gan"
+    assert main(["train", "dcgan", "--data", "digits", "--out", str(run), "--set", "steps=2", "--set", "eval_every=0", "--set", "sample_every=0", "--set", "channels=4", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["encode", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("genlab: error:") and "\n" not in err and "'dcgan' has no encoder" in err, err
+    assert not (run / "latents-test.npz").exists()
+
+
+def test_compare_two_runs(run_dir, flow_run, tmp_path, capsys):
+    import csv
+    import shutil
+
+    vae = tmp_path / "vae-digits"
+    shutil.copytree(run_dir, vae)
+    for r in (vae, flow_run):
+        assert main(["eval", str(r), "--metrics", "likelihood"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "report" / "cmp.md"
+    assert main(["compare", str(vae), str(flow_run), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    md = out.read_text()
+    for text in (md, printed):
+        assert "vae-digits" in text and "realnvp-moons" in text and "elbo_bpd" in text and "log_prob_bpd" in text
+    assert md.startswith("| run | model |")
+    vae_row = next(ln for ln in md.splitlines() if ln.startswith("| vae-digits"))
+    assert "| vae |" in vae_row and "| - |" in vae_row  # the flow's log_prob_* are missing for the VAE
+    rows = list(csv.DictReader(open(out.with_suffix(".csv"))))
+    assert [r["run"] for r in rows] == ["vae-digits", "realnvp-moons"] and [r["model"] for r in rows] == ["vae", "realnvp"]
+    assert float(rows[1]["log_prob_bpd"]) == pytest.approx(json.loads((flow_run / "eval.json").read_text())["log_prob_bpd"])
+    img = np.asarray(Image.open(out.with_suffix(".png")))
+    assert img.ndim == 3 and img.std() > 0
+
+
+def test_compare_without_eval_json_is_one_line(tmp_path, capsys):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    assert main(["compare", str(bare), "--out", str(tmp_path / "c.md")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("genlab: error:") and "\n" not in err and f"genlab eval {bare}" in err, err
+    assert not (tmp_path / "c.md").exists()
