@@ -8,7 +8,10 @@ rebuilt without pickle.
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
+import types
+import typing
 from typing import Any, Callable, ClassVar, Literal
 
 import torch
@@ -153,6 +156,65 @@ def build_model(name: str, data_spec: DataSpec, **config: Any) -> GenerativeMode
     bad = [k for k in config if k not in valid]
     if bad:
         raise ValueError(f"model {name!r} has no option {bad[0]!r}; valid options: {', '.join(valid)}")
+    hints = _constructor_hints(cls)
+    for k, v in config.items():
+        if k in hints and not value_matches(v, hints[k]):
+            raise ValueError(f"model {name!r} option {k}={v!r}: expected {describe_type(hints[k])}")
     model = cls(data_spec, **config)
     model.init_kwargs = dict(config)  # stored in checkpoints to rebuild the model
     return model
+
+
+# --- checking option values against the constructor's type hints ------------------------------
+
+
+def _constructor_hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls.__init__)
+    except Exception:  # unresolvable annotations: skip the check rather than block the model
+        return {}
+
+
+def value_matches(value: Any, hint: Any) -> bool:
+    """Whether a config value (as YAML gives it: int, float, bool, str, list, dict, None) fits a
+    type hint; unknown hints accept anything."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(value_matches(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is typing.Literal:
+        return value in args
+    if origin in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(value_matches(v, a) for v, a in zip(value, args))
+        return not args or all(value_matches(v, args[0]) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def describe_type(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe_type(a) for a in args)
+    if hint is type(None):
+        return "null"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (list, tuple, collections.abc.Sequence):
+        inner = describe_type(args[0]) if args else "value"
+        return f"a list of {inner} (e.g. [256, 256])" if inner in ("int", "float") else f"a list of {inner}"
+    return getattr(hint, "__name__", str(hint))

@@ -37,6 +37,25 @@ def run_config(model: str, model_kwargs: dict[str, Any], data: str, data_opts: d
     return plain({"genlab_version": __version__, "model": model, "model_kwargs": model_kwargs, "data": data, "data_opts": data_opts, "spec": spec.to_dict(), "train": train})
 
 
+#: What genlab writes into a run folder (train, eval, encode, figures): removed by ``--overwrite``
+#: so that nothing of the old run (an eval.json, a figure) is taken for the new one.
+RUN_FILES = ("config.yaml", "*.safetensors", "trainer-state*", "metrics.jsonl", "eval.json", "latents-*", "*.png", "samples.txt", "samples.wav")
+
+
+def clear_run(path: str | os.PathLike) -> None:
+    """Delete the files of an earlier run in ``path`` (:data:`RUN_FILES` and ``samples/``), and
+    nothing else."""
+    import shutil
+
+    path = Path(path)
+    for pattern in RUN_FILES:
+        for f in path.glob(pattern):
+            if f.is_file():
+                f.unlink()
+    if (path / "samples").is_dir():
+        shutil.rmtree(path / "samples")
+
+
 def load_run(path: str | os.PathLike, weights: str = "best", device: str | torch.device = "cpu") -> Run:
     """Load a run folder written by ``genlab train``: the model (in eval mode) with its ``best``
     validation weights (or ``"last"``), the config dict and the data spec."""
@@ -45,6 +64,8 @@ def load_run(path: str | os.PathLike, weights: str = "best", device: str | torch
         raise ckpt.CheckpointError(f"run folder {str(path)!r} does not exist")
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}; got {weights!r}")
+    if not (path / CONFIG_FILE).exists():
+        raise ckpt.CheckpointError(f"{str(path)!r} is not a genlab run folder (no {CONFIG_FILE}); runs are written by 'genlab train' or genlab.Trainer(..., out_dir=)")
     config = ckpt.read_yaml(path / CONFIG_FILE)
     if not isinstance(config, dict) or "model" not in config or "spec" not in config:
         raise ckpt.CheckpointError(f"{str(path / CONFIG_FILE)!r} is not a genlab run config (needs 'model' and 'spec')")

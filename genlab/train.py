@@ -21,6 +21,8 @@ import os
 import signal
 import sys
 import time
+import typing
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,8 @@ from torch import Tensor
 from . import checkpoint as ckpt
 from .data.base import TensorDataset
 from .metrics.likelihood import likelihood_metrics
-from .protocol import GenerativeModel
+from .protocol import GenerativeModel, describe_type, value_matches
+from .runs import CONFIG_FILE, run_config
 from .viz import display_count, save_samples
 
 STATE_FILE = "trainer-state.safetensors"
@@ -89,25 +92,32 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        checks = {
-            "steps": self.steps >= 1,
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
-            "schedule": self.schedule in ("constant", "cosine"),
-            "warmup": self.warmup >= 0,
-            "eval_every": self.eval_every >= 0,
-            "sample_every": self.sample_every >= 0,
-            "checkpoint_every": self.checkpoint_every >= 0,
-            "log_every": self.log_every >= 1,
-            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
-            "ema": self.ema is None or 0.0 < self.ema < 1.0,
-            "patience": self.patience is None or self.patience >= 1,
-            "precision": self.precision in ("fp32", "bf16"),
-            "threads": self.threads is None or (isinstance(self.threads, int) and not isinstance(self.threads, bool) and self.threads >= 1),
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, int) and not isinstance(value, bool) and hints[f.name] in (float, float | None):
+                setattr(self, f.name, float(value))  # lr=1 from YAML means 1.0
+            elif not value_matches(value, hints[f.name]):
+                raise ValueError(f"bad training setting {f.name}={value!r}: expected {describe_type(hints[f.name])}")
+        checks = {  # setting: (valid?, what is expected)
+            "steps": (self.steps >= 1, ">= 1"),
+            "batch_size": (self.batch_size >= 1, ">= 1"),
+            "lr": (self.lr > 0, "> 0"),
+            "schedule": (self.schedule in ("constant", "cosine"), "'constant' or 'cosine'"),
+            "warmup": (self.warmup >= 0, ">= 0"),
+            "eval_every": (self.eval_every >= 0, ">= 0 (0: off)"),
+            "sample_every": (self.sample_every >= 0, ">= 0 (0: off)"),
+            "checkpoint_every": (self.checkpoint_every >= 0, ">= 0 (0: off)"),
+            "log_every": (self.log_every >= 1, ">= 1"),
+            "grad_clip": (self.grad_clip is None or self.grad_clip > 0, "> 0 or null"),
+            "ema": (self.ema is None or 0.0 < self.ema < 1.0, "a decay in (0, 1) or null"),
+            "patience": (self.patience is None or self.patience >= 1, ">= 1 or null"),
+            "precision": (self.precision in ("fp32", "bf16"), "'fp32' or 'bf16'"),
+            "threads": (self.threads is None or self.threads >= 1, ">= 1 or null"),
         }
-        for key, ok in checks.items():
+        for key, (ok, expected) in checks.items():
             if not ok:
-                raise ValueError(f"bad training setting {key}={getattr(self, key)!r}")
+                raise ValueError(f"bad training setting {key}={getattr(self, key)!r}: expected {expected}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -141,7 +151,7 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
 class Trainer:
     """Train ``model`` on ``train_data``; evaluate/select on ``val_data``; write a run folder.
 
-    ``out_dir`` receives ``config.yaml`` (written by the caller or :meth:`write_config`),
+    ``out_dir`` receives ``config.yaml`` (:meth:`write_config`; ``fit`` writes it if missing),
     ``model.safetensors`` (last weights), ``best.safetensors`` (best validation weights),
     ``trainer-state.*`` (everything needed to resume), ``metrics.jsonl`` and ``samples/``.
     With ``out_dir=None`` nothing is written (handy in notebooks and tests).
@@ -434,6 +444,21 @@ class Trainer:
         return self.cfg.patience is not None and self.bad_evals >= self.cfg.patience
 
     # --- the loop ---------------------------------------------------------------------------
+    def write_config(self, data: str | None = None, data_opts: dict[str, Any] | None = None) -> None:
+        """Write ``config.yaml`` (model name and options, data set and options, spec, training
+        settings), so that :func:`genlab.load_run` can rebuild the model from the folder. ``fit``
+        calls it when the folder has none; ``data`` defaults to the training spec's name."""
+        if self.out is None or not self.is_main:
+            return
+        kwargs = getattr(self.model, "init_kwargs", None)
+        if kwargs is None or not self.model.registry_name:
+            warnings.warn(f"{type(self.model).__name__} was not built with genlab.build_model: {self.out / CONFIG_FILE} is not written and load_run cannot rebuild this run", stacklevel=2)
+            return
+        spec = self.train_data.spec
+        config = run_config(self.model.registry_name, kwargs, data or spec.name, data_opts or {}, spec, dataclasses.asdict(self.cfg))
+        self.out.mkdir(parents=True, exist_ok=True)
+        ckpt.write_yaml(config, self.out / CONFIG_FILE)
+
     def fit(self, resume: bool = False) -> dict[str, Any]:
         """Train to ``config.steps`` (continuing from the checkpoint with ``resume=True``).
 
@@ -447,6 +472,8 @@ class Trainer:
             torch.manual_seed(cfg.seed + self.rank)
             if self.out is not None and self.is_main:
                 (self.out / METRICS_FILE).unlink(missing_ok=True)
+                if not (self.out / CONFIG_FILE).exists():
+                    self.write_config()
         bar = None
         if cfg.progress and self.is_main:
             from tqdm.auto import tqdm

@@ -1,0 +1,75 @@
+"""Run folders: written by the Python Trainer as by the CLI, cleaned by --overwrite, guarded on
+--resume; option values checked against the model and training types."""
+
+import json
+
+import pytest
+
+import genlab
+from genlab import TrainConfig, Trainer
+from genlab.checkpoint import CheckpointError
+from genlab.cli import main
+
+FAST = dict(steps=20, eval_every=10, sample_every=0, checkpoint_every=10, batch_size=64, progress=False)
+CLI_FAST = ["--set", "steps=20", "--set", "eval_every=10", "--set", "sample_every=0", "--set", "batch_size=64", "--quiet"]
+
+
+def test_python_trainer_writes_a_run_that_load_run_opens(tmp_path):
+    """The README's Python example: Trainer(out_dir=) then genlab.load_run on that folder."""
+    train, val = genlab.load_dataset("digits", "train"), genlab.load_dataset("digits", "val")
+    model = genlab.build_model("vae", train.spec, z_dim=4, hidden=[32])
+    Trainer(model, train, val, TrainConfig(**FAST), out_dir=tmp_path / "run").fit()
+    loaded, config, spec = genlab.load_run(tmp_path / "run")
+    assert config["model"] == "vae" and config["model_kwargs"] == {"z_dim": 4, "hidden": [32]} and config["data"] == "digits"
+    assert loaded.sample(3).shape == (3, 1, 8, 8) and spec.shape == (1, 8, 8)
+
+
+def test_load_run_names_a_folder_that_is_not_a_run(tmp_path):
+    with pytest.raises(CheckpointError, match="is not a genlab run folder"):
+        genlab.load_run(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        (dict(z_dim="abc"), "z_dim='abc': expected int"),
+        (dict(hidden=256), "hidden=256: expected a list of int"),
+        (dict(beta="high"), "beta='high': expected float"),
+        (dict(conditional="yes"), "conditional='yes': expected bool"),
+    ],
+)
+def test_model_options_are_type_checked(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        genlab.build_model("vae", genlab.load_dataset("digits", "train").spec, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        (dict(steps="abc"), "steps='abc': expected int"),
+        (dict(steps=0), "steps=0: expected >= 1"),
+        (dict(precision="fp16"), "precision='fp16': expected 'fp32' or 'bf16'"),
+        (dict(schedule="cosin"), "expected 'constant' or 'cosine'"),
+        (dict(progress="yes"), "progress='yes': expected bool"),
+    ],
+)
+def test_training_settings_are_checked(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        TrainConfig(**kwargs)
+    assert TrainConfig(lr=1).lr == 1.0 and isinstance(TrainConfig(lr=1).lr, float)
+
+
+def test_cli_overwrite_removes_the_old_runs_files_and_resume_needs_more_steps(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["train", "vae", "--data", "digits", "--out", str(out), *CLI_FAST, "--set", "z_dim=2"]) == 0
+    (out / "eval.json").write_text("{}")  # as `genlab eval` leaves it
+    (out / "memorization.png").write_bytes(b"old")
+    (out / "notes.md").write_text("mine")  # not genlab's: kept
+    assert main(["train", "vae", "--data", "digits", "--out", str(out), *CLI_FAST, "--overwrite"]) == 0
+    assert not (out / "eval.json").exists() and not (out / "memorization.png").exists()
+    assert (out / "notes.md").read_text() == "mine" and (out / "config.yaml").exists()
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--set", "steps=10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already at step 20" in err and "steps=10" in err
+    assert json.loads((out / "trainer-state.json").read_text())["step"] == 20
