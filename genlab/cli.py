@@ -81,9 +81,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from . import build_model, load_dataset
-    from .runs import CONFIG_FILE, run_config
+    from .runs import CONFIG_FILE, clear_run
     from .train import TrainConfig, Trainer
-    from .checkpoint import read_yaml, write_yaml
+    from .checkpoint import read_json, read_yaml
 
     if args.out is None:
         if args.resume or not args.model or not args.data:
@@ -103,6 +103,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if model_over:
             raise CLIError(f"--resume cannot change model options ({', '.join(model_over)})")
         train_settings = {**cfg["train"], **train_over}
+        state = out / "trainer-state.json"
+        done = int(read_json(state)["step"]) if state.exists() else 0
+        if int(train_settings.get("steps", 0)) <= done:
+            raise CLIError(f"--resume: run {str(out)!r} is already at step {done} and steps={train_settings.get('steps')}; pass --set steps=N with N > {done} to train further")
         model_settings = cfg.get("model_kwargs") or {}
     else:
         if not args.model:
@@ -111,6 +115,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CLIError("train needs --data NAME|PATH (see 'genlab datasets')")
         if (out / "trainer-state.json").exists() and not args.overwrite:
             raise CLIError(f"{str(out)!r} already holds a run; use --resume to continue it or --overwrite to start over")
+        if args.overwrite:
+            clear_run(out)
         model_name, data_name = args.model, args.data
         file_cfg = _read_config_file(args.config)
         flat = {k: v for k, v in file_cfg.items() if k not in ("model", "train", "data_opts")}
@@ -128,10 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.manual_seed(train_cfg.seed)
     model = build_model(model_name, train_data.spec, **model_settings)
     trainer = Trainer(model, train_data, val_data, train_cfg, out)
-    if trainer.is_main:
-        import dataclasses
-
-        write_yaml(run_config(model_name, model_settings, data_name, data_opts, train_data.spec, dataclasses.asdict(train_cfg)), out / CONFIG_FILE)
+    trainer.write_config(data_name, data_opts)
     summary = trainer.fit(resume=args.resume)
     if trainer.is_main:
         from .viz import display_count, run_figures
@@ -157,6 +160,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.temperature) and args.temperature > 0):
         raise CLIError(f"--temperature must be a finite number > 0; got {args.temperature}")
     model, cfg, spec = load_run(args.run, weights=args.weights)
+    # What save_samples can write for this run's data, decided before the (possibly slow) sampling;
+    # .npy (the raw array) always works. The file name is never changed behind the user's back.
+    if getattr(model, "data_key", "x") == "text" or spec.kind == "tokens":
+        what, exts = ("caption" if spec.kind == "multimodal" else "token"), ((".txt", ".npy") if spec.vocab else (".npy",))
+    elif spec.kind == "audio":
+        what, exts = "audio", (".wav", ".npy")
+    elif spec.kind in ("image", "multimodal"):
+        what, exts = "image", (".png", ".npy")
+    elif spec.kind == "vector" and tuple(spec.shape) == (2,):
+        what, exts = "2-D vector", (".png", ".npy")
+    else:
+        what, exts = f"{spec.dim}-D {spec.kind}", (".npy",)
+    out = Path(args.out if args.out is not None else f"samples{exts[0]}")
+    if out.suffix.lower() not in exts:
+        got = out.suffix or "no extension"
+        raise CLIError(f"--out {args.out}: samples of {what} data are written as {' or '.join(exts)}; got {got}")
     gen = torch.Generator().manual_seed(args.seed)
     cond = None
     if model.conditional:
@@ -177,18 +196,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elif args.temperature != 1.0:
         raise CLIError(f"--temperature: model {cfg['model']!r} does not support sampling temperature")
     x = model.sample(args.n, cond, generator=gen, **kw)
-    out = Path(args.out)
-    if out.suffix == ".npy":
+    if out.suffix.lower() == ".npy":
         import numpy as np
 
         out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, x.cpu().numpy())
+        with open(out, "wb") as f:  # a file object: np.save would append .npy to 'S.NPY'
+            np.save(f, x.cpu().numpy())
         written: Path | None = out
     else:
         nrow = spec.num_classes if model.conditional and args.cond is None else None  # a column per class
         written = save_samples(x, spec, out, nrow=nrow)
     if written is None:
-        raise CLIError(f"samples of {spec.kind} data cannot be drawn as PNG; use --out FILE.npy")
+        raise CLIError(f"--out {out}: samples of {what} data cannot be written as {out.suffix}; use --out FILE.npy")
+    if written != out:  # save_samples normalizes '.WAV'/'.TXT' to lower case; keep the user's name
+        written = written.replace(out)
     print(f"wrote {args.n} samples to {written}")
     return 0
 
@@ -198,15 +219,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import AVAILABLE
     from .runs import load_run
 
+    # Flags first: a bad value is reported before the run and its data are loaded.
+    if args.k < 1:
+        raise CLIError(f"--k must be >= 1 (importance samples of the IWAE bound); got {args.k}")
+    if args.n_samples < 2:
+        raise CLIError(f"--n-samples must be >= 2; got {args.n_samples}")
+    if not 0 <= args.seed < 2**64:
+        raise CLIError(f"--seed must be an integer in 0..2**64-1; got {args.seed}")
+    metrics = None
+    if args.metrics is not None:
+        canonical = {m.lower(): m for m in AVAILABLE}
+        names = [m.strip() for m in args.metrics.split(",") if m.strip()]
+        if not names:
+            raise CLIError(f"--metrics is empty; expected a comma-separated subset of {', '.join(AVAILABLE)} (or leave it out for all that apply)")
+        metrics = []
+        for m in names:
+            if m.lower() not in canonical:
+                raise CLIError(f"--metrics: unknown metric {m!r}; expected a comma-separated subset of {', '.join(AVAILABLE)}")
+            if canonical[m.lower()] not in metrics:
+                metrics.append(canonical[m.lower()])
     model, cfg, spec = load_run(args.run, weights=args.weights)
     data_opts = cfg.get("data_opts") or {}
     data = load_dataset(cfg["data"], args.split, **data_opts)
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
-    for m in metrics or []:
-        if m not in AVAILABLE:
-            raise CLIError(f"--metrics: unknown metric {m!r}; expected a comma-separated subset of {', '.join(AVAILABLE)}")
-    if args.n_samples < 2:
-        raise CLIError(f"--n-samples must be >= 2; got {args.n_samples}")
     out = Path(args.out) if args.out else Path(args.run) / "eval.json"
     # The training split (loaded only if a sample metric needs it) trains the feature classifier
     # and is the 'train' side of the memorization audit.
@@ -281,12 +315,15 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from .protocol import list_models, model_kwargs
 
-    for name, cls in list_models().items():
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
-        print(f"{name:<10} likelihood={cls.likelihood:<6} {doc}")
-        print(f"{'':<10} capabilities: {', '.join(cls.capabilities)}")
+    models = list_models()
+    w = max((len(name) for name in models), default=0)  # the name column fits the longest name
+    lw = max((len(cls.likelihood) for cls in models.values()), default=0)
+    for name, cls in models.items():
+        doc = ((cls.__doc__ or "").strip().splitlines() or [""])[0]
+        print(f"{name:<{w}} likelihood={cls.likelihood:<{lw}} {doc}")
+        print(f"{'':<{w}} capabilities: {', '.join(cls.capabilities)}")
         opts = ", ".join(f"{k}={p.default!r}" for k, p in model_kwargs(name).items())
-        print(f"{'':<10} options: {opts}")
+        print(f"{'':<{w}} options: {opts}")
     return 0
 
 
@@ -307,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run")
     s.add_argument("--n", type=int, default=64)
-    s.add_argument("--out", default="samples.png", help="PNG grid (images, 2-D data), .txt (tokens), .wav (audio) or .npy")
+    s.add_argument("--out", help="file to write: .png grid (images, 2-D data), .txt (tokens, captions), .wav (audio) or .npy (raw array, any data); default samples.png/.txt/.wav as suits the data")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--cond", type=int, help="class id for a conditional model (default: cycle through classes)")
     s.add_argument("--mean", action="store_true", help="decoder means instead of random draws (VAE)")
@@ -318,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--k", type=int, default=100, help="importance samples of the IWAE bound")
-    e.add_argument("--metrics", help="comma-separated subset of: likelihood, iwae, recon, fid, kid, pr, dc, classes, mmd, c2st, memorization (default: all that apply to the model)")
+    e.add_argument("--metrics", help="comma-separated subset of: likelihood, iwae, recon, fid, kid, pr, dc, classes, mmd, c2st, memorization, in any letter case (default: all that apply to the model)")
     e.add_argument("--n-samples", type=int, default=1000, help="samples drawn for the sample-based metrics")
     e.add_argument("--features", default="auto", choices=["auto", "classifier", "random", "inception"], help="feature network of FID/KID/PR/MMD/C2ST (auto: a cached classifier for labelled data, else random features)")
     e.add_argument("--seed", type=int, default=0)

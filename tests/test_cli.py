@@ -1,6 +1,7 @@
 """The command line end to end, as a user runs it, including what happens on bad input."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -224,3 +225,154 @@ def test_compare_without_eval_json_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("genlab: error:") and "\n" not in err and f"genlab eval {bare}" in err, err
     assert not (tmp_path / "c.md").exists()
+
+
+# --- audit: sample --out extensions, eval flags, models table, data options ----------------------
+NO_FIGS = ["--set", "eval_every=0", "--set", "sample_every=0", "--set", "batch_size=8", "--set", "n_samples=4", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def audio_and_text_runs(tmp_path_factory):
+    """A one-step WaveNet on short tones and a one-step transformer on a tiny text file."""
+    root = tmp_path_factory.mktemp("runs")
+    (root / "c.txt").write_text("the cat sat on the mat. " * 100, encoding="utf-8")
+    wn, lm = root / "wavenet", root / "lm"
+    assert main(["train", "wavenet", "--data", "tones", "--data-opt", "n=24", "--data-opt", "length=32", "--out", str(wn), "--set", "steps=1", "--set", "channels=4", "--set", "skip_channels=4", "--set", "layers_per_stack=2", *NO_FIGS]) == 0
+    assert main(["train", "transformer", "--data", str(root / "c.txt"), "--data-opt", "block_size=8", "--out", str(lm), "--set", "steps=1", "--set", "d_model=8", "--set", "n_layers=1", "--set", "n_heads=1", *NO_FIGS]) == 0
+    return wn, lm
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("genlab: error:") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "which,name,needle",
+    [
+        ("wavenet", "s.png", "--out {out}: samples of audio data are written as .wav or .npy; got .png"),
+        ("wavenet", "s.txt", "samples of audio data are written as .wav or .npy; got .txt"),
+        ("lm", "s.png", "--out {out}: samples of token data are written as .txt or .npy; got .png"),
+        ("lm", "s", "samples of token data are written as .txt or .npy; got no extension"),
+        ("vae", "z.txt", "--out {out}: samples of image data are written as .png or .npy; got .txt"),
+        ("vae", "z.wav", "samples of image data are written as .png or .npy; got .wav"),
+        ("flow", "p.txt", "samples of 2-D vector data are written as .png or .npy; got .txt"),
+    ],
+)
+def test_sample_out_extension_is_checked_before_sampling(which, name, needle, audio_and_text_runs, run_dir, flow_run, tmp_path, capsys, monkeypatch):
+    import genlab.runs
+
+    run = {"wavenet": audio_and_text_runs[0], "lm": audio_and_text_runs[1], "vae": run_dir, "flow": flow_run}[which]
+    load_run = genlab.runs.load_run
+
+    def load_run_no_sampling(*a, **kw):
+        r = load_run(*a, **kw)
+        r[0].sample = lambda *a, **kw: pytest.fail("sampled before checking --out")
+        return r
+
+    monkeypatch.setattr(genlab.runs, "load_run", load_run_no_sampling)
+    out = tmp_path / name
+    assert main(["sample", str(run), "--n", "2", "--out", str(out)]) == 2
+    assert needle.format(out=out) in _one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []  # nothing written under this or any other name
+
+
+@pytest.mark.parametrize(
+    "which,name",
+    [("wavenet", "s.wav"), ("wavenet", "S.WAV"), ("wavenet", "a.npy"), ("lm", "s.txt"), ("lm", "S.TXT"), ("lm", "S.NPY"), ("vae", "g.PNG"), ("flow", "p.png")],
+)
+def test_sample_writes_exactly_the_name_given(which, name, audio_and_text_runs, run_dir, flow_run, tmp_path, capsys):
+    run = {"wavenet": audio_and_text_runs[0], "lm": audio_and_text_runs[1], "vae": run_dir, "flow": flow_run}[which]
+    assert main(["sample", str(run), "--n", "2", "--out", str(tmp_path / name)]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    assert capsys.readouterr().out.strip() == f"wrote 2 samples to {tmp_path / name}"
+    if name.lower().endswith(".npy"):
+        assert np.load(tmp_path / name).shape[0] == 2
+
+
+def test_sample_default_out_suits_the_data(audio_and_text_runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sample", str(audio_and_text_runs[0]), "--n", "1"]) == 0
+    assert main(["sample", str(audio_and_text_runs[1]), "--n", "1"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.txt", "samples.wav"]
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--k", "0"], "--k must be >= 1 (importance samples of the IWAE bound); got 0"),
+        (["--k", "-3"], "--k must be >= 1"),
+        (["--n-samples", "1"], "--n-samples must be >= 2; got 1"),
+        (["--seed", "-1"], "--seed must be an integer in 0..2**64-1; got -1"),
+        (["--seed", str(2**64)], "--seed must be an integer"),
+        (["--metrics", ""], "--metrics is empty; expected a comma-separated subset of likelihood, iwae, recon, fid"),
+        (["--metrics", " , ,"], "--metrics is empty"),
+        (["--metrics", "fid,nope"], "unknown metric 'nope'; expected a comma-separated subset of likelihood"),
+    ],
+)
+def test_eval_bad_flags_fail_before_loading_the_run(flags, needle, tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "nothing"), *flags]) == 2  # the flag, not the missing run
+    assert needle in _one_line_error(capsys)
+
+
+def test_eval_k_zero_on_a_real_run_is_one_line(run_dir, tmp_path, capsys):
+    assert main(["eval", str(run_dir), "--k", "0", "--metrics", "iwae", "--out", str(tmp_path / "e.json")]) == 2
+    assert "--k must be >= 1" in _one_line_error(capsys)
+    assert not (tmp_path / "e.json").exists()
+
+
+def test_eval_metric_names_are_case_insensitive(run_dir, tmp_path, capsys, monkeypatch):
+    import genlab
+
+    seen = {}
+    real = genlab.evaluate
+
+    def spy(model, data, metrics, **kw):
+        seen["metrics"] = metrics
+        return real(model, data, metrics, **kw)
+
+    monkeypatch.setattr(genlab, "evaluate", spy)
+    out = tmp_path / "e.json"
+    assert main(["eval", str(run_dir), "--metrics", " Likelihood, RECON ,likelihood", "--k", "2", "--out", str(out)]) == 0
+    assert seen["metrics"] == ["likelihood", "recon"]  # canonical names, each once
+    res = json.loads(out.read_text())
+    assert "elbo_nats" in res and "iwae_nats" not in res
+
+
+def test_models_table_columns_line_up(capsys):
+    from genlab.protocol import list_models
+
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = list(list_models())
+    assert "transformer" in names
+    heads = [ln for ln in lines if not ln.startswith(" ")]
+    assert [ln.split()[0] for ln in heads] == names
+    cols = {ln.index("likelihood=") for ln in heads}
+    assert cols == {max(map(len, names)) + 1}, cols
+    for ln in lines:
+        if ln.startswith(" "):
+            assert len(ln) - len(ln.lstrip()) == max(map(len, names)) + 1, ln
+    docs = {re.search(r"likelihood=\S+ +", ln).end() for ln in heads}  # descriptions start in one column
+    assert len(docs) == 1, docs
+
+
+@pytest.mark.parametrize(
+    "data,opt,needle",
+    [
+        ("digits", "size=32", "data set 'digits' takes no options; got option 'size'"),
+        ("moons", "size=32", "data set 'moons' has no option 'size'; its options: n=None, seed=0"),
+    ],
+)
+def test_train_unknown_data_option_is_one_line(data, opt, needle, tmp_path, capsys):
+    assert main(["train", "vae", "--data", data, "--data-opt", opt, "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert needle in _one_line_error(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_unknown_option_of_a_user_file_is_one_line(tmp_path, capsys):
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32))
+    assert main(["train", "vae", "--data", str(tmp_path / "v.npy"), "--data-opt", "size=32", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    err = _one_line_error(capsys)
+    assert "size" in err and "levels, seed" in err, err

@@ -487,3 +487,34 @@ def test_bad_inputs_raise_one_line_errors(tmp_path) -> None:
     # NaN/inf: the count of bad values and where the first one is.
     with pytest.raises(InvalidDataError, match=r"2 NaN/inf value\(s\); the first is at index \(4, 1\)"):
         load_dataset(str(tmp_path / "nan.npy"))
+
+
+# --- options of built-in data sets ------------------------------------------------------------------
+
+
+def test_builtin_options_are_checked_against_the_loader() -> None:
+    from genlab.data import dataset_options, list_datasets
+
+    assert dataset_options("digits") == {}
+    assert dataset_options("moons") == {"n": None, "seed": 0}
+    assert dataset_options("shapes") == {"n": None, "seed": 0, "size": 64}
+    assert set(dataset_options("tones")) >= {"n", "length", "sample_rate", "seed"}
+    for name in list_datasets():  # every built-in has its loader function registered
+        assert "split" not in dataset_options(name) and "name" not in dataset_options(name)
+    with pytest.raises(InvalidDataError) as e:
+        load_dataset("digits", "train", size=32)
+    assert _one_line(e) == "data set 'digits' takes no options; got option 'size'"
+    with pytest.raises(InvalidDataError) as e:
+        load_dataset("checkerboard", "val", size=32, colour=1)
+    assert _one_line(e) == "data set 'checkerboard' has no options 'size', 'colour'; its options: n=None, seed=0"
+    with pytest.raises(ValueError, match=r"^data set 'tones' has no option 'rate'; its options: n=None, length=1024, "):
+        load_dataset("tones", "val", rate=8000)
+    assert len(load_dataset("moons", "val", n=50, seed=1)) == 50  # known options still pass through
+
+
+def test_user_file_options_are_checked(tmp_path) -> None:
+    np.save(tmp_path / "v.npy", np.zeros((20, 3), dtype=np.float32))
+    with pytest.raises(InvalidDataError) as e:
+        load_dataset(str(tmp_path / "v.npy"), "train", size=32)
+    msg = _one_line(e)
+    assert "size" in msg and "levels, seed" in msg, msg

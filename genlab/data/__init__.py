@@ -3,6 +3,8 @@ loaders for user files. ``load_dataset(name_or_path, split)`` returns a :class:`
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 from typing import Any, Callable
 
@@ -59,6 +61,47 @@ _BUILTIN: dict[str, tuple[Loader, str]] = {
 }
 
 
+#: The function behind each built-in loader (module in this package, function name): its keyword
+#: parameters other than ``split`` (and a toy's ``name``) are the options ``--data-opt`` accepts.
+_TARGETS: dict[str, tuple[str, str]] = {
+    "digits": ("digits", "load_digits"),
+    **{t: ("toy2d", "load_toy") for t in TOY_NAMES},
+    "shapes": ("shapes", "load_shapes"),
+    "shapes-captions": ("shapes", "load_shapes_captions"),
+    "tones": ("audio", "load_tones"),
+}
+_NOT_OPTIONS = ("split", "name")
+
+
+def dataset_options(name: str) -> dict[str, Any]:
+    """The options (keyword arguments) a built-in data set takes, mapped to their defaults."""
+    if name not in _BUILTIN:
+        raise InvalidDataError(f"unknown data set {name!r}; expected a built-in name ({', '.join(_BUILTIN)})")
+    module, func = _TARGETS[name]
+    fn = getattr(importlib.import_module(f".{module}", __name__), func)
+    params = inspect.signature(fn).parameters.values()
+    return {
+        p.name: p.default
+        for p in params
+        if p.name not in _NOT_OPTIONS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def _check_options(name: str, opts: dict[str, Any]) -> None:
+    if name not in _TARGETS:  # a loader without a registered function: it checks its own options
+        return
+    allowed = dataset_options(name)
+    unknown = [k for k in opts if k not in allowed]
+    if not unknown:
+        return
+    bad = ", ".join(repr(k) for k in unknown)
+    what = f"option {bad}" if len(unknown) == 1 else f"options {bad}"
+    if not allowed:
+        raise InvalidDataError(f"data set {name!r} takes no options; got {what}")
+    listed = ", ".join(f"{k}={v!r}" for k, v in allowed.items())
+    raise InvalidDataError(f"data set {name!r} has no {what}; its options: {listed}")
+
+
 def list_datasets() -> dict[str, str]:
     """Built-in data set names mapped to a one-line description."""
     return {k: v[1] for k, v in _BUILTIN.items()}
@@ -70,9 +113,11 @@ def load_dataset(name_or_path: str, split: str = "train", **opts: Any) -> Tensor
     ``split`` is ``"train"``, ``"val"``, ``"test"`` or ``"all"``; splits are deterministic. User
     paths: a folder of PNG/JPEG images (labels from sub-folder names), a ``.npy``/``.npz`` array
     file, or a UTF-8 ``.txt`` file (``tokenizer="char"|"word"``). Bad input raises
-    :class:`InvalidDataError` with a one-line message.
+    :class:`InvalidDataError` with a one-line message; so does an option the data set does not
+    take (built-ins: see :func:`dataset_options`; paths: checked by :func:`.files.load_path`).
     """
     if name_or_path in _BUILTIN:
+        _check_options(name_or_path, opts)
         return _BUILTIN[name_or_path][0](split, **opts)
     if os.path.exists(name_or_path):
         from .files import load_path
@@ -86,4 +131,4 @@ def load_dataset(name_or_path: str, split: str = "train", **opts: Any) -> Tensor
     )
 
 
-__all__ = ["DataSpec", "TensorDataset", "InvalidDataError", "load_dataset", "list_datasets", "split_indices", "TOY_NAMES"]
+__all__ = ["DataSpec", "TensorDataset", "InvalidDataError", "load_dataset", "list_datasets", "dataset_options", "split_indices", "TOY_NAMES"]
