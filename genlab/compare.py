@@ -1,7 +1,7 @@
 """``genlab compare``: the evaluation results of several runs side by side, and their validation
 curves on one plot.
 
-Each run folder holds ``eval.json`` (written by ``genlab eval``), ``config.yaml`` (the model name)
+Each run folder holds ``eval.json`` (written by ``genlab eval``), ``config.yaml`` (the model and its options)
 and ``metrics.jsonl`` (one JSON object per line; validation lines have ``"split": "val"`` and
 ``val_*`` metrics such as ``val_nll``/``val_bpd``, ``val_fd`` or ``val_loss``).
 """
@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .viz import PALETTE, legend, save_png, titled
+from .viz import PALETTE, draw_text, legend, save_png, text_size, titled
 
 EVAL_FILE = "eval.json"
 METRICS_FILE = "metrics.jsonl"  # as written by genlab.train.Trainer
@@ -37,12 +37,82 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
+#: Metrics shown first, in this order (those present): likelihoods in bits/dim, then in nats,
+#: then sample quality. Any other ``*_bpd``/``*_nats``, ``elbo*``/``iwae*``, ``fid*``, ``kid*``
+#: key follows its group; then :data:`SECONDARY` in its order (each statistic next to its null
+#: value), everything else in first-seen order, and :data:`BOOKKEEPING` last.
+HEADLINE = (
+    "log_prob_bpd", "elbo_bpd", "iwae_bpd", "log_prob_nats", "elbo_nats", "iwae_nats",
+    "fid", "fid_reference", "kid_mean", "kid_std", "precision", "recall", "density", "coverage",
+)
+SECONDARY = (
+    "recon_mse", "recon_mse_per_dim", "c2st_accuracy", "mmd2", "mmd_p_value", "classes_covered", "classes_total", "class_tv",
+    "mem_closer_to_train", "mem_closer_to_train_null", "mem_near_copy_fraction", "mem_near_copy_null_rate", "mem_copy_auc",
+    "mem_mean_dist_train", "mem_mean_dist_heldout", "mem_near_copy_threshold", "feature_classifier_accuracy",
+)
+#: Numbers that describe the evaluation rather than the model.
+BOOKKEEPING = ("n_examples", "n_samples", "iwae_k")
+#: The printed and Markdown tables have one row per metric (a column per run) above this many metrics.
+TRANSPOSE_ABOVE = 6
+
+
+def _metric_rank(name: str) -> tuple[int, int]:
+    if name in BOOKKEEPING:
+        return 9, BOOKKEEPING.index(name)
+    if name in HEADLINE:
+        return 0, HEADLINE.index(name)
+    for tier, test in enumerate((lambda m: m.endswith("_bpd"), lambda m: m.endswith("_nats"), lambda m: m.startswith(("elbo", "iwae")), lambda m: m.startswith(("fid", "kid"))), 1):
+        if test(name):
+            return tier, 0
+    if name in SECONDARY:
+        return 7, SECONDARY.index(name)
+    return 8, 0
+
+
 def metric_columns(evals: Sequence[dict[str, Any]]) -> list[str]:
-    """The numeric keys of the ``eval.json`` dicts: their union, in first-seen order."""
+    """The numeric keys of the ``eval.json`` dicts (their union), headline metrics first: bits/dim
+    and nats likelihoods, ELBO, IWAE, FID, KID, precision/recall (:data:`HEADLINE`), then the rest
+    in first-seen order, bookkeeping counts (:data:`BOOKKEEPING`) last."""
     cols: dict[str, None] = {}
     for e in evals:
         cols.update({k: None for k, v in e.items() if is_number(v)})
-    return list(cols)
+    return sorted(cols, key=_metric_rank)  # stable: first-seen order within a rank
+
+
+def _option_text(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ",".join(_option_text(x) for x in v)
+    return str(v)
+
+
+def model_options(cfg: Any) -> dict[str, Any]:
+    """The options of a run's ``config.yaml`` (``model_kwargs``) that differ from the model's
+    defaults (all of them if the model is not registered here)."""
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_kwargs"), dict):
+        return {}
+    kwargs = cfg["model_kwargs"]
+    try:
+        from .protocol import model_kwargs
+        from .runs import plain
+
+        params = model_kwargs(str(cfg.get("model")))
+    except (ValueError, KeyError):
+        return dict(kwargs)
+    out = {}
+    for k, v in kwargs.items():
+        p = params.get(k)
+        try:
+            default = plain(p.default) if p is not None and p.default is not p.empty else object()
+        except (TypeError, ValueError):  # a default that is not plain data
+            default = object()
+        if v != default:
+            out[k] = v
+    return out
+
+
+def options_text(options: dict[str, Any]) -> str:
+    """``{"conditional": True, "hidden": [64, 64]}`` -> ``"conditional=True hidden=64,64"``."""
+    return " ".join(f"{k}={_option_text(v)}" for k, v in options.items())
 
 
 def val_curves(path: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
@@ -92,10 +162,6 @@ def curves_image(series: dict[str, list[tuple[int, float]]], title: str, width: 
     """A line plot (uint8 [H, W, 3]) of ``{name: [(step, value), ...]}``: one coloured line per
     name (:data:`~genlab.viz.PALETTE`), step to the right, value up, the ranges printed at the
     axes and a legend on the right."""
-    left, right, top, bottom, legend_w = 60, 16, 10, 28, 150
-    w, h = width - left - right - legend_w, height - top - bottom
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
     steps = [s for pts in series.values() for s, _ in pts]
     vals = [v for pts in series.values() for _, v in pts]
     s0, s1 = (min(steps), max(steps)) if steps else (0, 1)
@@ -106,17 +172,24 @@ def curves_image(series: dict[str, list[tuple[int, float]]], title: str, width: 
         v0, v1 = v0 - 0.5 * (abs(v0) or 1), v1 + 0.5 * (abs(v1) or 1)
     pad = 0.05 * (v1 - v0)
     v0, v1 = v0 - pad, v1 + pad
+    hi, lo = _nice(v1), _nice(v0)  # the value range, printed left of the plot
+    _, th = text_size(hi)
+    left = max(60, max(text_size(hi)[0], text_size(lo)[0]) + 14)
+    right, top, bottom, legend_w = 16, 10, 2 * th + 8, 150
+    w, h = width - left - right - legend_w, height - top - bottom
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
 
     def xy(s: float, v: float) -> tuple[float, float]:
         return left + (s - s0) / (s1 - s0) * (w - 1), top + (v1 - v) / (v1 - v0) * (h - 1)
 
     draw.rectangle([left, top, left + w, top + h], outline=(120, 120, 120))
-    draw.text((4, top), _nice(v1), fill=(0, 0, 0))
-    draw.text((4, top + h - 10), _nice(v0), fill=(0, 0, 0))
-    draw.text((left, top + h + 4), str(int(s0)), fill=(0, 0, 0))
-    last = str(int(s1))
-    draw.text((left + w - 6 * len(last), top + h + 4), last, fill=(0, 0, 0))
-    draw.text((left + w // 2 - 12, top + h + 14), "step", fill=(0, 0, 0))
+    draw_text(draw, (left - 8 - text_size(hi)[0], top), hi)
+    draw_text(draw, (left - 8 - text_size(lo)[0], top + h - th), lo)
+    first, last = str(int(s0)), str(int(s1))  # step range under the plot's ends
+    draw_text(draw, (left, top + h + 3), first)
+    draw_text(draw, (left + w - text_size(last)[0], top + h + 3), last)
+    draw_text(draw, (left + (w - text_size("step")[0]) // 2, top + h + 3 + th), "step")
     for i, pts in enumerate(series.values()):
         col = PALETTE[i % len(PALETTE)]
         line = [xy(s, v) for s, v in sorted(pts)]
@@ -131,11 +204,17 @@ def curves_image(series: dict[str, list[tuple[int, float]]], title: str, width: 
 def compare_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike = "compare.md") -> dict[str, Any]:
     """Read every run's ``eval.json`` (and ``config.yaml``, ``metrics.jsonl``); write the metric
     table to ``out`` (Markdown) and next to it as ``.csv``, and the validation curves as ``.png``
-    when any run has them. Returns ``{"header", "rows", "written", "plotted", "notes"}`` where rows
-    hold formatted cells. A missing run folder or ``eval.json`` raises ``FileNotFoundError``."""
+    when any run has them. Metrics are ordered by :func:`metric_columns`; each run is shown with its
+    model and the options of its ``config.yaml`` that differ from the defaults (e.g. ``vae
+    conditional=True``). With up to :data:`TRANSPOSE_ABOVE` metrics the table has one row per run
+    (``run | model | [options |] metrics...``); with more it is transposed: one row per metric, a
+    column per run, the first row ``model``. The CSV always has one row per run (``run, model,
+    options, metrics...``, full precision). Returns ``{"header", "rows", "transposed",
+    "csv_header", "written", "plotted", "notes"}`` where header and rows are the printed table's
+    (formatted cells). A missing run folder or ``eval.json`` raises ``FileNotFoundError``."""
     import yaml
 
-    names, models, evals, curves = [], [], [], {}
+    names, models, options, evals, curves = [], [], [], [], {}
     for run in runs:
         path = Path(run)
         if not path.is_dir():
@@ -154,12 +233,24 @@ def compare_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike = "co
             name = str(run)
         names.append(name)
         models.append(str(cfg.get("model", "-")) if isinstance(cfg, dict) else "-")
+        options.append(options_text(model_options(cfg)))
         evals.append(ev)
         curves[name] = val_curves(path / METRICS_FILE)
     cols = metric_columns(evals)
-    header = ["run", "model", *cols]
-    values = [[n, m, *(e.get(c) for c in cols)] for n, m, e in zip(names, models, evals)]
-    rows = [[fmt(v) for v in row] for row in values]
+    # CSV: one row per run, full precision, the options in a column of their own.
+    csv_header = ["run", "model", "options", *cols]
+    values = [[n, m, o, *(e.get(c) for c in cols)] for n, m, o, e in zip(names, models, options, evals)]
+    transposed = len(cols) > TRANSPOSE_ABOVE
+    if transposed:  # a row per metric, a column per run (headed by its model and options)
+        header = ["metric", *names]
+        rows = [["model", *(f"{m} {o}".strip() for m, o in zip(models, options))]]
+        rows += [[c, *(fmt(e.get(c)) for e in evals)] for c in cols]
+        align = ["---"] + ["---:"] * len(names)
+    else:
+        show_options = any(options)
+        header = ["run", "model", *(["options"] if show_options else []), *cols]
+        rows = [[n, m, *([o or "-"] if show_options else []), *(fmt(e.get(c)) for c in cols)] for n, m, o, e in zip(names, models, options, evals)]
+        align = ["---"] * (len(header) - len(cols)) + ["---:"] * len(cols)
     notes = []
     setups = {(e.get("data"), e.get("split")) for e in evals}
     if len(setups) > 1:
@@ -167,14 +258,14 @@ def compare_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike = "co
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    md = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---"] + ["---:"] * len(cols)) + "|"]
+    md = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     md += ["| " + " | ".join(r) + " |" for r in rows]
     out.write_text("\n".join(md) + "\n")
     written = [out]
     csv_path = out.with_suffix(".csv")
     with open(csv_path, "w", newline="") as f:
         wr = csv.writer(f)
-        wr.writerow(header)
+        wr.writerow(csv_header)
         for row in values:  # full precision for further analysis; missing cells empty
             wr.writerow(["" if v is None else v for v in row])
     written.append(csv_path)
@@ -188,14 +279,24 @@ def compare_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike = "co
         missing = [n for n in names if n not in with_it]
         if missing:
             notes.append(f"{out.with_suffix('.png')} leaves out {', '.join(missing)} (no {metric} curve)")
-    return {"header": header, "rows": rows, "written": written, "plotted": plotted, "notes": notes}
+    return {"header": header, "rows": rows, "transposed": transposed, "csv_header": csv_header, "written": written, "plotted": plotted, "notes": notes}
+
+
+def _is_number_cell(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Columns padded to their widest cell (first two left-aligned, numbers right-aligned)."""
+    """Columns padded to their widest cell: the first column, and any column without a number,
+    left-aligned; the others (numbers) right-aligned."""
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    numeric = [i > 0 and any(_is_number_cell(str(r[i])) for r in rows) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(wd) if i < 2 else c.rjust(wd) for i, (c, wd) in enumerate(zip(cells, widths)))
+        return "  ".join(c.rjust(wd) if num else c.ljust(wd) for c, wd, num in zip(cells, widths, numeric)).rstrip()
 
     return "\n".join([line(header), *(line(r) for r in rows)])

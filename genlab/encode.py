@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .viz import PALETTE, legend, save_png, titled
+from .viz import PALETTE, legend, save_png, text_size, titled
 
 @torch.no_grad()
 def encode_dataset(model: Any, data: Any, *, batch_size: int = 512, limit: int | None = None) -> dict[str, np.ndarray]:
@@ -74,7 +74,7 @@ def latent_scatter(z: np.ndarray, path: str | os.PathLike, labels: np.ndarray | 
     if categorical:
         k = int(labels.max()) + 1 if len(labels) else 0
         names = [class_names[i] if class_names and i < len(class_names) else str(i) for i in range(k)]
-    legend_w = 110 if names else 0
+    legend_w = max(110, 30 + max(text_size(n)[0] for n in names[:20])) if names else 0  # legend() shows 20
     canvas = Image.new("RGB", (size + 2 * margin + legend_w, size + 2 * margin), (255, 255, 255))
     arr = np.array(canvas)
     (x0, x1), (y0, y1) = _axis_range(pts[:, 0]), _axis_range(pts[:, 1])

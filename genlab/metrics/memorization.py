@@ -49,7 +49,7 @@ def memorization_audit(samples: Tensor, train: Tensor, heldout: Tensor, *, copy_
     example; images are compared as flat pixel vectors). Returns the statistics of the module
     docstring plus ``mean_dist_train``/``mean_dist_heldout`` and ``near_copy_threshold`` (tau);
     with ``png`` also writes the ``top`` closest samples, each row a pair (sample, its nearest
-    training example), and returns its path as ``png``.
+    training example; the title says so), and returns its path as ``png``.
     """
     if not 0 < copy_quantile < 1:
         raise ValueError(f"copy_quantile must be in (0, 1); got {copy_quantile}")
@@ -78,11 +78,12 @@ def memorization_audit(samples: Tensor, train: Tensor, heldout: Tensor, *, copy_
         "copy_auc": float(less + 0.5 * ties),
     }
     if png is not None and samples.dim() == 4:
-        from ..viz import image_grid, save_png, side_by_side
+        from ..viz import image_grid, save_png, side_by_side, titled
 
         order = torch.argsort(d_train)[:top]
-        # Each row is a pair (sample, its nearest training example); blocks of 8 rows side by side.
+        # Each row is a pair (sample, its nearest training example); blocks of 4 rows side by side.
         pairs = torch.stack([samples[order].float().cpu(), train[j[order]].float().cpu()], 1).flatten(0, 1)
-        blocks = [image_grid(pairs[i : i + 16], nrow=2) for i in range(0, len(pairs), 16)]
-        out["png"] = str(save_png(side_by_side(*blocks, pad=8), Path(png)))
+        blocks = [image_grid(pairs[i : i + 8], nrow=2, min_side=48) for i in range(0, len(pairs), 8)]
+        title = "each pair: sample (left), its nearest training example (right); closest first"
+        out["png"] = str(save_png(titled(side_by_side(*blocks, pad=8), title), Path(png)))
     return out
