@@ -254,7 +254,7 @@ def compare_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike = "co
     notes = []
     setups = {(e.get("data"), e.get("split")) for e in evals}
     if len(setups) > 1:
-        notes.append("runs were evaluated on different data or splits: " + ", ".join(f"{n}: {e.get('data')}/{e.get('split')}" for n, e in zip(names, evals)))
+        notes.append("runs were evaluated on different data or splits: " + ", ".join(f"{n}: {str(e.get('data')).rstrip('/')} ({e.get('split')})" for n, e in zip(names, evals)))
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
