@@ -92,6 +92,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     overrides = _parse_assignments(args.set or [], "--set")
     data_opts = _parse_assignments(args.data_opt or [], "--data-opt")
+    if "split" in data_opts:
+        raise CLIError("--data-opt split: the split is not a data option; train uses the train and val splits, eval/encode take --split")
     if args.resume:
         if not (out / CONFIG_FILE).exists():
             raise CLIError(f"--resume: {str(out)!r} holds no run to resume ({CONFIG_FILE} missing)")

@@ -73,3 +73,9 @@ def test_cli_overwrite_removes_the_old_runs_files_and_resume_needs_more_steps(tm
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "already at step 20" in err and "steps=10" in err
     assert json.loads((out / "trainer-state.json").read_text())["step"] == 20
+
+
+def test_cli_data_opt_split_is_refused_in_one_line(tmp_path, capsys):
+    assert main(["train", "vae", "--data", "digits", "--out", str(tmp_path / "r"), "--data-opt", "split=test"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--data-opt split" in err
