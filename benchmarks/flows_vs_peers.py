@@ -272,6 +272,28 @@ def gemm_floor(task: str, cfg: dict[str, Any], dtype: torch.dtype = torch.float3
     return sum(shapes.count(s) * _product_time(*s, dtype) for s in set(shapes))
 
 
+def saved_for_backward_mb(run: Run) -> float:
+    """Megabytes of tensors autograd keeps from the forward pass for the backward pass of one
+    training batch (storages counted once): the activation memory of a step, beyond the
+    parameters and optimizer state that every library holds alike for the same architecture."""
+    storages: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        st = t.untyped_storage()
+        storages[st.data_ptr()] = st.nbytes()
+        return t
+
+    x = run.x[: run.cfg["batch"]]
+    run.model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        if run.lib == "genlab":
+            loss = run.model.loss({"x": x})["loss"]
+        else:
+            loss = -run.log_prob(x).mean()
+    del loss
+    return sum(storages.values()) / 2**20
+
+
 @torch.no_grad()
 def heldout(model: nn.Module, log_prob: Callable[[Tensor], Tensor], x: Tensor) -> float:
     """Mean log-likelihood (nats per example) of the test set."""
@@ -327,6 +349,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 lls[lib].append(heldout(run.model, run.log_prob, x_test))
                 print(f"{label:24s} repeat {r} {lib:10s} {times[lib][-1]:8.1f} steps/s  held-out {lls[lib][-1]:8.4f} nats", flush=True)
         shares = {lib: round(gemm_share(Run(lib, task, cfg, x_train, precision=args.precision)), 3) for lib in libs}
+        saved_mb = {lib: round(saved_for_backward_mb(Run(lib, task, cfg, x_train, precision=args.precision)), 3) for lib in libs}
         med = {lib: statistics.median(times[lib]) for lib in libs}
         floor = gemm_floor(task, cfg, torch.bfloat16 if args.precision == "bf16" else torch.float32)
         res = {
@@ -337,6 +360,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "steps_per_s_all": {lib: [round(v, 2) for v in times[lib]] for lib in libs},
             "heldout_loglik_nats": {lib: round(statistics.median(lls[lib]), 4) for lib in libs},
             "gemm_share_of_cpu_time": shares,
+            "saved_for_backward_mb": saved_mb,
             "genlab_speedup": {lib: round(med["genlab"] / med[lib], 2) for lib in libs if lib != "genlab" and "genlab" in med},
             # The step's matrix products alone, back to back: no library can step faster, so
             # 1 / (floor * steps_per_s) is the largest speed-up over a library that any
@@ -349,7 +373,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for lib in libs:
             ratio = "" if lib == "genlab" else f"  genlab x{med.get('genlab', float('nan')) / med[lib]:5.2f}"
             print(f"  {lib:10s} {med[lib]:8.1f} steps/s{ratio:>18s}  held-out {res['heldout_loglik_nats'][lib]:8.4f}  matmul share {shares[lib]:.0%}"
-                  f"  max possible speed-up over it x{res['max_possible_speedup'][lib]:.2f}")
+                  f"  max possible speed-up over it x{res['max_possible_speedup'][lib]:.2f}  saved for backward {saved_mb[lib]:.2f} MB")
         print(f"  matmul floor: {1e3 * floor:.2f} ms per step ({1 / floor:.0f} steps/s)")
         print(flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
