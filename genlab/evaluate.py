@@ -25,7 +25,11 @@ LIKELIHOOD_METRICS = ("likelihood", "iwae", "recon")
 #: dc: density/coverage; classes: classes covered (mode collapse); mmd: kernel two-sample test;
 #: c2st: classifier two-sample test; memorization: nearest-train vs nearest-held-out audit.
 SAMPLE_METRICS = ("fid", "kid", "pr", "dc", "classes", "mmd", "c2st", "memorization")
-AVAILABLE = LIKELIHOOD_METRICS + SAMPLE_METRICS
+#: disentanglement: MIG and DCI of the encoder's codes against the data's ground-truth factors.
+REPRESENTATION_METRICS = ("disentanglement",)
+AVAILABLE = LIKELIHOOD_METRICS + SAMPLE_METRICS + REPRESENTATION_METRICS
+#: Examples encoded for the disentanglement metrics (disentanglement_lib's usual 10,000).
+MAX_DISENTANGLEMENT_EXAMPLES = 10000
 
 
 def can_sample(model: GenerativeModel) -> bool:
@@ -45,6 +49,8 @@ def applicable_metrics(model: GenerativeModel) -> list[str]:
     if hasattr(model, "reconstruct"):
         out.append("recon")
     spec = model.spec
+    if spec.factor_sizes and any(c.startswith("encode") for c in model.capabilities):
+        out.append("disentanglement")
     if can_sample(model) and spec.kind in ("image", "vector") and not spec.dtype.startswith("int"):
         labelled = bool(spec.num_classes or spec.factor_sizes)
         out += [m for m in SAMPLE_METRICS if m != "classes" or labelled]
@@ -65,6 +71,29 @@ def _resolve_reference(dataset: TensorDataset, reference: TensorDataset | Callab
     if dataset.spec.name in list_datasets():
         return load_dataset(dataset.spec.name, "train")
     return None
+
+
+def disentanglement_metrics(model: GenerativeModel, dataset: TensorDataset, *, max_examples: int = MAX_DISENTANGLEMENT_EXAMPLES, batch_size: int = 256, seed: int = 0) -> dict[str, float]:
+    """MIG and DCI (:mod:`genlab.metrics.disentanglement`) of ``model.encode`` on a seeded random
+    subset of at most ``max_examples`` examples of ``dataset`` (which must hold ``"factors"``):
+    ``mig``, ``dci_disentanglement``, ``dci_completeness``, ``dci_informativeness``."""
+    from .encode import encode_dataset
+    from .metrics.disentanglement import dci, mig
+
+    if "factors" not in dataset.tensors:
+        raise ValueError(f"data set {dataset.spec.name!r} has no ground-truth factors for disentanglement metrics")
+    n = min(len(dataset), max_examples)
+    idx = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(dataset), n, replace=False)))
+    sub = TensorDataset({k: v[idx] for k, v in dataset.tensors.items()}, dataset.spec, dataset.split)
+    enc = encode_dataset(model, sub, batch_size=batch_size)
+    scores = dci(enc["z"], enc["factors"], seed=seed)
+    return {
+        "mig": mig(enc["z"], enc["factors"]),
+        "dci_disentanglement": scores["disentanglement"],
+        "dci_completeness": scores["completeness"],
+        "dci_informativeness": scores["informativeness"],
+        "disentanglement_examples": n,
+    }
 
 
 @torch.no_grad()
@@ -167,7 +196,8 @@ def evaluate(
     ``classes_covered``/``classes_total``/``class_tv``, ``mmd2``/``mmd_p_value``,
     ``c2st_accuracy``, ``mem_*`` (and ``memorization.png`` in ``out_dir``). ``reference`` is the
     training split (default: the built-in data set's train split); ``features`` picks the feature
-    network (``auto``, ``classifier``, ``random``, ``inception``).
+    network (``auto``, ``classifier``, ``random``, ``inception``). ``disentanglement`` (encoders on
+    data with ground-truth factors, e.g. ``shapes``): see :func:`disentanglement_metrics`.
     """
     applicable = applicable_metrics(model)
     chosen = applicable if metrics is None else list(metrics)
@@ -196,6 +226,8 @@ def evaluate(
             n += len(batch["x"])
         out["recon_mse"] = se / max(n, 1)
         out["recon_mse_per_dim"] = out["recon_mse"] / dataset.spec.dim
+    if "disentanglement" in chosen:
+        out.update(disentanglement_metrics(model, dataset, batch_size=batch_size, seed=seed))
     wanted = [m for m in chosen if m in SAMPLE_METRICS]
     if wanted:
         samples = draw_samples(model, n_samples, dataset, seed=seed)

@@ -2,10 +2,11 @@
 
 Likelihood (:mod:`.likelihood`), sample quality on features (:mod:`.fid`: FID, KID,
 precision/recall, density/coverage), two-sample tests (:mod:`.twosample`: MMD permutation test,
-C2ST), the feature networks they run on (:mod:`.features`) and the memorization audit
-(:mod:`.memorization`).
+C2ST), disentanglement (:mod:`.disentanglement`: MIG, DCI), the feature networks they run on
+(:mod:`.features`) and the memorization audit (:mod:`.memorization`).
 """
 
+from .disentanglement import dci, mig
 from .features import FeatureNetworkError, RandomFeatures, cache_dir, feature_extractor, train_classifier
 from .fid import density_coverage, frechet_distance, kid, precision_recall
 from .likelihood import bits_per_dim, likelihood_metrics
@@ -19,12 +20,14 @@ __all__ = [
     "c2st",
     "c2st_p_value",
     "cache_dir",
+    "dci",
     "density_coverage",
     "feature_extractor",
     "frechet_distance",
     "kid",
     "likelihood_metrics",
     "memorization_audit",
+    "mig",
     "mmd_test",
     "precision_recall",
     "train_classifier",
