@@ -80,7 +80,7 @@ def _read_config_file(path: str | None) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from . import build_model, load_dataset
+    from . import build_model, list_datasets, load_dataset
     from .runs import CONFIG_FILE, clear_run
     from .train import TrainConfig, Trainer
     from .checkpoint import read_json, read_yaml
@@ -120,6 +120,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.overwrite:
             clear_run(out)
         model_name, data_name = args.model, args.data
+        if data_name not in list_datasets() and Path(data_name).exists():
+            # config.yaml keeps an absolute path, so eval/encode work from any directory
+            data_name = str(Path(data_name).resolve())
         file_cfg = _read_config_file(args.config)
         flat = {k: v for k, v in file_cfg.items() if k not in ("model", "train", "data_opts")}
         nested = {**(file_cfg.get("train") or {}), **(file_cfg.get("model") or {})} if isinstance(file_cfg.get("model"), dict) or "train" in file_cfg else {}
@@ -296,6 +299,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare_runs, text_table
 
+    if args.out is not None and Path(args.out).suffix.lower() != ".md":
+        raise CLIError(f"--out must name a Markdown file (.md; the .csv and .png are written next to it); got {args.out!r}")
     res = compare_runs(args.runs, args.out)
     print(text_table(res["header"], res["rows"]))
     for note in res["notes"]:
@@ -357,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--k", type=int, default=100, help="importance samples of the IWAE bound")
-    e.add_argument("--metrics", help="comma-separated subset of: likelihood, iwae, recon, fid, kid, pr, dc, classes, mmd, c2st, memorization, in any letter case (default: all that apply to the model)")
+    e.add_argument("--metrics", help="comma-separated subset of: likelihood, iwae, recon, fid, kid, pr, dc, classes, mmd, c2st, memorization, disentanglement, in any letter case (default: all that apply to the model and data)")
     e.add_argument("--n-samples", type=int, default=1000, help="samples drawn for the sample-based metrics")
     e.add_argument("--features", default="auto", choices=["auto", "classifier", "random", "inception"], help="feature network of FID/KID/PR/MMD/C2ST (auto: a cached classifier for labelled data, else random features)")
     e.add_argument("--seed", type=int, default=0)

@@ -217,8 +217,12 @@ def compare_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike = "co
     names, models, options, evals, curves = [], [], [], [], {}
     for run in runs:
         path = Path(run)
+        if path.is_file():
+            raise FileNotFoundError(f"{str(path)!r} is a file; give the run folder that holds it")
         if not path.is_dir():
             raise FileNotFoundError(f"run folder {str(path)!r} does not exist")
+        if not (path / "config.yaml").exists():
+            raise FileNotFoundError(f"{str(path)!r} is not a genlab run folder (no config.yaml)")
         if not (path / EVAL_FILE).exists():
             raise FileNotFoundError(f"run {str(path)!r} has no {EVAL_FILE}; run 'genlab eval {path}' first")
         try:

@@ -204,6 +204,8 @@ def evaluate(
     for m in chosen:
         if m not in AVAILABLE:
             raise ValueError(f"unknown metric {m!r}; expected one of {', '.join(AVAILABLE)}")
+        if m == "disentanglement" and m not in applicable and not model.spec.factor_sizes:
+            raise ValueError(f"metric 'disentanglement' needs data with ground-truth factors (e.g. shapes); data set {model.spec.name!r} has none")
         if m not in applicable:
             raise ValueError(f"metric {m!r} does not apply to {type(model).__name__} (applicable: {', '.join(applicable)})")
     model.eval()

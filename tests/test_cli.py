@@ -74,7 +74,7 @@ def test_listing_commands(capsys):
         (["encode", "{tmp}/nothing", "--out", "{tmp}/z.npy"], "--out must name a .npz file"),
         (["compare"], "required: RUN"),
         (["compare", "{tmp}/nothing"], "does not exist"),
-        (["compare", "{tmp}"], "run 'genlab eval"),
+        (["compare", "{tmp}"], "not a genlab run folder"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(argv, needle, tmp_path, capsys):
@@ -221,6 +221,7 @@ def test_compare_two_runs(run_dir, flow_run, tmp_path, capsys):
 def test_compare_without_eval_json_is_one_line(tmp_path, capsys):
     bare = tmp_path / "bare"
     bare.mkdir()
+    (bare / "config.yaml").write_text("model: vae\n")  # a run folder, not yet evaluated
     assert main(["compare", str(bare), "--out", str(tmp_path / "c.md")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("genlab: error:") and "\n" not in err and f"genlab eval {bare}" in err, err

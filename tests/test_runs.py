@@ -79,3 +79,27 @@ def test_cli_data_opt_split_is_refused_in_one_line(tmp_path, capsys):
     assert main(["train", "vae", "--data", "digits", "--out", str(tmp_path / "r"), "--data-opt", "split=test"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--data-opt split" in err
+
+
+def test_relative_data_paths_are_stored_absolute(tmp_path, monkeypatch):
+    import numpy as np
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    np.save("table.npy", np.random.default_rng(0).normal(size=(300, 3)).astype("float32"))
+    assert main(["train", "maf", "--data", "table.npy", "--out", "r", *CLI_FAST]) == 0
+    cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert cfg["data"] == str(tmp_path / "table.npy")
+    monkeypatch.chdir(tmp_path.parent)  # eval from elsewhere still finds the data
+    assert main(["eval", str(tmp_path / "r"), "--metrics", "likelihood"]) == 0
+
+
+def test_compare_refuses_non_runs_and_non_markdown_out(tmp_path, capsys):
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "eval.json").write_text("{}")
+    assert main(["compare", str(tmp_path / "fake")]) == 2
+    assert "not a genlab run folder" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "fake" / "eval.json")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "fake"), "--out", str(tmp_path / "x.csv")]) == 2
+    assert "Markdown" in capsys.readouterr().err
