@@ -181,6 +181,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in exts:
         got = out.suffix or "no extension"
         raise CLIError(f"--out {args.out}: samples of {what} data are written as {' or '.join(exts)}; got {got}")
+    if args.n is None:  # a 2-D density needs points to show its shape; images a readable grid
+        args.n = 2000 if spec.kind == "vector" and tuple(spec.shape) == (2,) else 64
     gen = torch.Generator().manual_seed(args.seed)
     cond = None
     if model.conditional:
@@ -225,7 +227,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .runs import load_run
 
     # Flags first: a bad value is reported before the run and its data are loaded.
-    if args.k < 1:
+    if args.k is not None and args.k < 1:
         raise CLIError(f"--k must be >= 1 (importance samples of the IWAE bound); got {args.k}")
     if args.n_samples < 2:
         raise CLIError(f"--n-samples must be >= 2; got {args.n_samples}")
@@ -243,14 +245,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 raise CLIError(f"--metrics: unknown metric {m!r}; expected a comma-separated subset of {', '.join(AVAILABLE)}")
             if canonical[m.lower()] not in metrics:
                 metrics.append(canonical[m.lower()])
+    if args.out is not None and Path(args.out).suffix.lower() != ".json":
+        raise CLIError(f"--out must name a .json file; got {args.out!r}")
     model, cfg, spec = load_run(args.run, weights=args.weights)
+    if args.k is not None and model.likelihood != "bound":
+        raise CLIError(f"--k sets the IWAE bound of latent-variable models; model {cfg['model']!r} has likelihood {model.likelihood!r}")
     data_opts = cfg.get("data_opts") or {}
     data = load_dataset(cfg["data"], args.split, **data_opts)
     out = Path(args.out) if args.out else Path(args.run) / "eval.json"
     # The training split (loaded only if a sample metric needs it) trains the feature classifier
     # and is the 'train' side of the memorization audit.
     reference = (lambda: data) if args.split == "train" else (lambda: load_dataset(cfg["data"], "train", **data_opts))
-    res = evaluate(model, data, metrics, k=args.k, n_samples=args.n_samples, reference=reference, features=args.features, seed=args.seed, out_dir=out.parent)
+    res = evaluate(model, data, metrics, k=100 if args.k is None else args.k, n_samples=args.n_samples, reference=reference, features=args.features, seed=args.seed, out_dir=out.parent)
     res = {"run": str(args.run), "weights": args.weights, "split": args.split, "data": cfg["data"], **res}
     from .checkpoint import write_json
 
@@ -350,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run")
-    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--n", type=int, default=None, help="number of samples (default 64; 2,000 points for 2-D data)")
     s.add_argument("--out", help="file to write: .png grid (images, 2-D data), .txt (tokens, captions), .wav (audio) or .npy (raw array, any data); default samples.png/.txt/.wav as suits the data")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--cond", type=int, help="class id for a conditional model (default: cycle through classes)")
@@ -361,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a trained run; writes eval.json")
     e.add_argument("run")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
-    e.add_argument("--k", type=int, default=100, help="importance samples of the IWAE bound")
+    e.add_argument("--k", type=int, default=None, help="importance samples of the IWAE bound of latent-variable models (default 100)")
     e.add_argument("--metrics", help="comma-separated subset of: likelihood, iwae, recon, fid, kid, pr, dc, classes, mmd, c2st, memorization, disentanglement, in any letter case (default: all that apply to the model and data)")
     e.add_argument("--n-samples", type=int, default=1000, help="samples drawn for the sample-based metrics")
     e.add_argument("--features", default="auto", choices=["auto", "classifier", "random", "inception"], help="feature network of FID/KID/PR/MMD/C2ST (auto: a cached classifier for labelled data, else random features)")

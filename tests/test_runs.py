@@ -103,3 +103,25 @@ def test_compare_refuses_non_runs_and_non_markdown_out(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "fake"), "--out", str(tmp_path / "x.csv")]) == 2
     assert "Markdown" in capsys.readouterr().err
+
+
+def test_eval_k_only_for_bound_models_and_json_out(tmp_path, capsys):
+    out = tmp_path / "flow"
+    assert main(["train", "realnvp", "--data", "moons", "--out", str(out), *CLI_FAST]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), "--metrics", "likelihood", "--k", "5"]) == 2
+    assert "--k sets the IWAE bound" in capsys.readouterr().err
+    assert main(["eval", str(out), "--metrics", "likelihood", "--out", str(tmp_path / "e.txt")]) == 2
+    assert ".json" in capsys.readouterr().err
+    assert main(["sample", str(out), "--out", str(tmp_path / "s.npy")]) == 0  # 2-D data: 2,000 points by default
+    import numpy as np
+
+    assert np.load(tmp_path / "s.npy").shape == (2000, 2)
+
+
+def test_flow_options_that_do_not_apply_are_refused():
+    moons = genlab.load_dataset("moons", "train").spec
+    with pytest.raises(ValueError, match="applies to discrete data"):
+        genlab.build_model("realnvp", moons, dequantization="variational")
+    with pytest.raises(ValueError, match="n_levels=3 applies to images"):
+        genlab.build_model("glow", moons, n_levels=3)

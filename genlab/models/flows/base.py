@@ -61,6 +61,8 @@ class FlowModel(GenerativeModel):
         self.pre: Transform = (Logit(logit_alpha) if logit_alpha is not None else Shift()) if self.bounded else Chain([])
         if self.bounded and spec.value_range not in (None, (0.0, 1.0), (0, 1)):
             raise ValueError(f"{type(self).__name__} needs data in [0, 1] or unbounded; data set {spec.name!r} has range {spec.value_range}")
+        if dequantization == "variational" and not spec.levels:
+            raise ValueError(f"dequantization='variational' applies to discrete data; data set {spec.name!r} is continuous (no levels)")
         self.dequantization = dequantization
         self.deq = VariationalDequantizer(spec.shape, deq_hidden) if (dequantization == "variational" and spec.levels) else None
         self.flow: Transform = Chain([])

@@ -65,6 +65,8 @@ class Glow(FlowModel):
             dim = spec.shape[0]
             if dim < 2:
                 raise ValueError(f"glow needs at least 2 dimensions; got {dim} (use 'maf' for 1-D data)")
+            if n_levels != 2:
+                raise ValueError(f"n_levels={n_levels} applies to images (multi-scale); a glow on vectors is one stack of {steps} steps")
             self.flow = Chain([t for _ in range(steps) for t in self._step(dim, lambda a, b: CondMLP(a, (hidden, hidden), b, self.c_dim))])
             return
         if len(spec.shape) != 3:
