@@ -11,75 +11,31 @@ from typing import Any, Callable
 from .base import InvalidDataError, TensorDataset, split_indices
 from .spec import DataSpec
 
-Loader = Callable[..., TensorDataset]
-
-
-def _digits(split: str, **opts: Any) -> TensorDataset:
-    from .digits import load_digits
-
-    return load_digits(split, **opts)
-
-
-def _toy(name: str) -> Loader:
-    def load(split: str, **opts: Any) -> TensorDataset:
-        from .toy2d import load_toy
-
-        return load_toy(name, split, **opts)
-
-    return load
-
-
-def _shapes(split: str, **opts: Any) -> TensorDataset:
-    from .shapes import load_shapes
-
-    return load_shapes(split, **opts)
-
-
-def _shapes_captions(split: str, **opts: Any) -> TensorDataset:
-    from .shapes import load_shapes_captions
-
-    return load_shapes_captions(split, **opts)
-
-
-def _tones(split: str, **opts: Any) -> TensorDataset:
-    from .audio import load_tones
-
-    return load_tones(split, **opts)
-
-
 TOY_NAMES = ("moons", "circles", "8gaussians", "checkerboard", "pinwheel", "2spirals", "rings")
 
-_BUILTIN: dict[str, tuple[Loader, str]] = {
-    "digits": (_digits, "scikit-learn 8x8 digits: 1x8x8 images, 17 levels, 10 classes; 1000/350/447 split"),
-    **{t: (_toy(t), f"2-D toy '{t}' (FFJORD generator and scaling), continuous vectors") for t in TOY_NAMES},
-    "shapes": (_shapes, "dSprites regenerator: 1x64x64 binary images with 5 factors (737,280 combinations)"),
-    "shapes-captions": (
-        _shapes_captions,
-        "3x32x32 coloured shapes with an English caption per image ('text' tokens); captions parse back to factors",
-    ),
-    "tones": (_tones, "procedural melodies: 1,024-sample clips at 4 kHz, 8-bit mu-law audio in [-1, 1]; 2000/200/200"),
-}
-
-
-#: The function behind each built-in loader (module in this package, function name): its keyword
-#: parameters other than ``split`` (and a toy's ``name``) are the options ``--data-opt`` accepts.
-_TARGETS: dict[str, tuple[str, str]] = {
-    "digits": ("digits", "load_digits"),
-    **{t: ("toy2d", "load_toy") for t in TOY_NAMES},
-    "shapes": ("shapes", "load_shapes"),
-    "shapes-captions": ("shapes", "load_shapes_captions"),
-    "tones": ("audio", "load_tones"),
+#: Built-in data sets: name -> (module in this package, loader function, description). Modules are
+#: imported on first use; the loader's keyword parameters other than ``split`` (and a toy's
+#: ``name``) are the options ``--data-opt`` accepts.
+_BUILTIN: dict[str, tuple[str, str, str]] = {
+    "digits": ("digits", "load_digits", "scikit-learn 8x8 digits: 1x8x8 images, 17 levels, 10 classes; 1000/350/447 split"),
+    **{t: ("toy2d", "load_toy", f"2-D toy '{t}' (FFJORD generator and scaling), continuous vectors") for t in TOY_NAMES},
+    "shapes": ("shapes", "load_shapes", "dSprites regenerator: 1x64x64 binary images with 5 factors (737,280 combinations)"),
+    "shapes-captions": ("shapes", "load_shapes_captions", "3x32x32 coloured shapes with an English caption per image ('text' tokens); captions parse back to factors"),
+    "tones": ("audio", "load_tones", "procedural melodies: 1,024-sample clips at 4 kHz, 8-bit mu-law audio in [-1, 1]; 2000/200/200"),
 }
 _NOT_OPTIONS = ("split", "name")
+
+
+def _loader(name: str) -> Callable[..., TensorDataset]:
+    module, func, _ = _BUILTIN[name]
+    return getattr(importlib.import_module(f".{module}", __name__), func)
 
 
 def dataset_options(name: str) -> dict[str, Any]:
     """The options (keyword arguments) a built-in data set takes, mapped to their defaults."""
     if name not in _BUILTIN:
         raise InvalidDataError(f"unknown data set {name!r}; expected a built-in name ({', '.join(_BUILTIN)})")
-    module, func = _TARGETS[name]
-    fn = getattr(importlib.import_module(f".{module}", __name__), func)
-    params = inspect.signature(fn).parameters.values()
+    params = inspect.signature(_loader(name)).parameters.values()
     return {
         p.name: p.default
         for p in params
@@ -88,8 +44,6 @@ def dataset_options(name: str) -> dict[str, Any]:
 
 
 def _check_options(name: str, opts: dict[str, Any]) -> None:
-    if name not in _TARGETS:  # a loader without a registered function: it checks its own options
-        return
     allowed = dataset_options(name)
     unknown = [k for k in opts if k not in allowed]
     if not unknown:
@@ -104,7 +58,7 @@ def _check_options(name: str, opts: dict[str, Any]) -> None:
 
 def list_datasets() -> dict[str, str]:
     """Built-in data set names mapped to a one-line description."""
-    return {k: v[1] for k, v in _BUILTIN.items()}
+    return {k: v[2] for k, v in _BUILTIN.items()}
 
 
 def load_dataset(name_or_path: str, split: str = "train", **opts: Any) -> TensorDataset:
@@ -118,7 +72,8 @@ def load_dataset(name_or_path: str, split: str = "train", **opts: Any) -> Tensor
     """
     if name_or_path in _BUILTIN:
         _check_options(name_or_path, opts)
-        return _BUILTIN[name_or_path][0](split, **opts)
+        load = _loader(name_or_path)
+        return load(name_or_path, split, **opts) if "name" in inspect.signature(load).parameters else load(split, **opts)
     if os.path.exists(name_or_path):
         from .files import load_path
 
