@@ -64,6 +64,12 @@ def _split_settings(model: str, settings: dict[str, Any]) -> tuple[dict[str, Any
     return train, mk
 
 
+def _check_out_suffix(out: str | None, suffix: str, note: str = "") -> None:
+    """One-line error unless ``--out`` (when given) ends in ``suffix`` (any letter case)."""
+    if out is not None and Path(out).suffix.lower() != suffix:
+        raise CLIError(f"--out must name a {suffix} file{note}; got {out!r}")
+
+
 def _read_config_file(path: str | None) -> dict[str, Any]:
     if path is None:
         return {}
@@ -245,8 +251,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 raise CLIError(f"--metrics: unknown metric {m!r}; expected a comma-separated subset of {', '.join(AVAILABLE)}")
             if canonical[m.lower()] not in metrics:
                 metrics.append(canonical[m.lower()])
-    if args.out is not None and Path(args.out).suffix.lower() != ".json":
-        raise CLIError(f"--out must name a .json file; got {args.out!r}")
+    _check_out_suffix(args.out, ".json")
     model, cfg, spec = load_run(args.run, weights=args.weights)
     if args.k is not None and model.likelihood != "bound":
         raise CLIError(f"--k sets the IWAE bound of latent-variable models; model {cfg['model']!r} has likelihood {model.likelihood!r}")
@@ -278,8 +283,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raise CLIError(f"--limit must be >= 1; got {args.limit}")
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be >= 1; got {args.batch_size}")
-    if args.out is not None and Path(args.out).suffix != ".npz":
-        raise CLIError(f"--out must name a .npz file; got {args.out!r}")
+    _check_out_suffix(args.out, ".npz")
     model, cfg, spec = load_run(args.run, weights=args.weights)
     own = args.data is None or args.data == cfg["data"]
     data = load_dataset(cfg["data"], args.split, **(cfg.get("data_opts") or {})) if own else load_dataset(args.data, args.split)
@@ -305,8 +309,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare_runs, text_table
 
-    if args.out is not None and Path(args.out).suffix.lower() != ".md":
-        raise CLIError(f"--out must name a Markdown file (.md; the .csv and .png are written next to it); got {args.out!r}")
+    _check_out_suffix(args.out, ".md", " (Markdown; the .csv and .png are written next to it)")
     res = compare_runs(args.runs, args.out)
     print(text_table(res["header"], res["rows"]))
     for note in res["notes"]:
