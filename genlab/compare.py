@@ -18,10 +18,12 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .checkpoint import read_yaml
+from .runs import CONFIG_FILE
+from .train import METRICS_FILE
 from .viz import PALETTE, draw_text, legend, save_png, text_size, titled
 
 EVAL_FILE = "eval.json"
-METRICS_FILE = "metrics.jsonl"  # as written by genlab.train.Trainer
 
 
 def is_number(v: Any) -> bool:
@@ -212,8 +214,6 @@ def compare_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike = "co
     options, metrics...``, full precision). Returns ``{"header", "rows", "transposed",
     "csv_header", "written", "plotted", "notes"}`` where header and rows are the printed table's
     (formatted cells). A missing run folder or ``eval.json`` raises ``FileNotFoundError``."""
-    import yaml
-
     names, models, options, evals, curves = [], [], [], [], {}
     for run in runs:
         path = Path(run)
@@ -221,8 +221,8 @@ def compare_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike = "co
             raise FileNotFoundError(f"{str(path)!r} is a file; give the run folder that holds it")
         if not path.is_dir():
             raise FileNotFoundError(f"run folder {str(path)!r} does not exist")
-        if not (path / "config.yaml").exists():
-            raise FileNotFoundError(f"{str(path)!r} is not a genlab run folder (no config.yaml)")
+        if not (path / CONFIG_FILE).exists():
+            raise FileNotFoundError(f"{str(path)!r} is not a genlab run folder (no {CONFIG_FILE})")
         if not (path / EVAL_FILE).exists():
             raise FileNotFoundError(f"run {str(path)!r} has no {EVAL_FILE}; run 'genlab eval {path}' first")
         try:
@@ -231,7 +231,7 @@ def compare_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike = "co
             raise ValueError(f"{str(path / EVAL_FILE)!r} is not valid JSON ({e})") from None
         if not isinstance(ev, dict):
             raise ValueError(f"{str(path / EVAL_FILE)!r} does not hold a JSON object of metrics")
-        cfg = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").exists() else None
+        cfg = read_yaml(path / CONFIG_FILE)
         name = path.resolve().name
         if name in names:  # two folders of the same name: tell them apart by the path given
             name = str(run)
