@@ -35,7 +35,13 @@ VIM_MANUAL = "/usr/share/vim/vim90/doc/usr_*.txt"
 
 
 def env() -> dict:
-    return {"command": " ".join(["python", *sys.argv]), "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
+    return {
+        "command": " ".join(["python", *sys.argv]),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+    }
 
 
 def timed(fn, repeats: int = 1) -> tuple[float, object]:
@@ -50,23 +56,52 @@ def timed(fn, repeats: int = 1) -> tuple[float, object]:
 # --- sampling ---------------------------------------------------------------------------------
 def bench_sampling(n: int = 8, n_audio: int = 4) -> dict:
     torch.manual_seed(0)
-    spec = DataSpec(name="chars", kind="tokens", shape=(256,), dtype="int64", value_range=None, levels=96, vocab=tuple(chr(32 + i) for i in range(96)))
+    spec = DataSpec(
+        name="chars",
+        kind="tokens",
+        shape=(256,),
+        dtype="int64",
+        value_range=None,
+        levels=96,
+        vocab=tuple(chr(32 + i) for i in range(96)),
+    )
     lm = genlab.build_model("transformer", spec).eval()  # d_model 128, 4 layers, 4 heads
     out = {}
     for cached in (True, False):
-        sec, s = timed(lambda: lm.sample(n, generator=torch.Generator().manual_seed(0), use_cache=cached))
-        out[f"transformer_{'cached' if cached else 'naive'}"] = {"seconds": sec, "samples_per_s": n / sec, "tokens_per_s": n * 256 / sec}
+        sec, s = timed(lambda cached=cached: lm.sample(n, generator=torch.Generator().manual_seed(0), use_cache=cached))
+        out[f"transformer_{'cached' if cached else 'naive'}"] = {
+            "seconds": sec,
+            "samples_per_s": n / sec,
+            "tokens_per_s": n * 256 / sec,
+        }
         out.setdefault("_tf", []).append(s)
     a, b = out.pop("_tf")
-    out["transformer"] = {"length": 256, "n": n, "speedup": out["transformer_naive"]["seconds"] / out["transformer_cached"]["seconds"], "identical_float32": bool(torch.equal(a, b))}
+    out["transformer"] = {
+        "length": 256,
+        "n": n,
+        "speedup": out["transformer_naive"]["seconds"] / out["transformer_cached"]["seconds"],
+        "identical_float32": bool(torch.equal(a, b)),
+    }
     aspec = DataSpec(name="tones", kind="audio", shape=(4000,), value_range=(-1.0, 1.0))
     wn = genlab.build_model("wavenet", aspec).eval()  # 32 channels, dilations 1..128
     for cached in (True, False):
-        sec, s = timed(lambda: wn.sample(n_audio, generator=torch.Generator().manual_seed(0), use_cache=cached))
-        out[f"wavenet_{'cached' if cached else 'naive'}"] = {"seconds": sec, "samples_per_s": n_audio / sec, "steps_per_s": n_audio * 4000 / sec}
+        sec, s = timed(
+            lambda cached=cached: wn.sample(n_audio, generator=torch.Generator().manual_seed(0), use_cache=cached)
+        )
+        out[f"wavenet_{'cached' if cached else 'naive'}"] = {
+            "seconds": sec,
+            "samples_per_s": n_audio / sec,
+            "steps_per_s": n_audio * 4000 / sec,
+        }
         out.setdefault("_wn", []).append(s)
     a, b = out.pop("_wn")
-    out["wavenet"] = {"length": 4000, "n": n_audio, "receptive_field": wn.receptive_field, "speedup": out["wavenet_naive"]["seconds"] / out["wavenet_cached"]["seconds"], "identical_float32": bool(torch.equal(a, b))}
+    out["wavenet"] = {
+        "length": 4000,
+        "n": n_audio,
+        "receptive_field": wn.receptive_field,
+        "speedup": out["wavenet_naive"]["seconds"] / out["wavenet_cached"]["seconds"],
+        "identical_float32": bool(torch.equal(a, b)),
+    }
     return out
 
 
@@ -77,7 +112,9 @@ class ReferenceLM(nn.Module):
     def __init__(self, vocab: int, d: int = 128, layers: int = 4, heads: int = 4, length: int = 256) -> None:
         super().__init__()
         self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(length, d)
-        layer = nn.TransformerEncoderLayer(d, heads, 4 * d, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d, heads, 4 * d, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
         self.enc = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.ln, self.head = nn.LayerNorm(d), nn.Linear(d, vocab, bias=False)
 
@@ -91,7 +128,15 @@ class ReferenceLM(nn.Module):
 def bench_training(batch: int = 8, length: int = 256, steps: int = 10) -> dict:
     torch.manual_seed(0)
     vocab = 96
-    spec = DataSpec(name="chars", kind="tokens", shape=(length,), dtype="int64", value_range=None, levels=vocab, vocab=tuple(chr(32 + i) for i in range(vocab)))
+    spec = DataSpec(
+        name="chars",
+        kind="tokens",
+        shape=(length,),
+        dtype="int64",
+        value_range=None,
+        levels=vocab,
+        vocab=tuple(chr(32 + i) for i in range(vocab)),
+    )
     x = torch.randint(0, vocab, (batch, length))
     ours = genlab.build_model("transformer", spec)
     ref = ReferenceLM(vocab, length=length)
@@ -136,7 +181,7 @@ def bench_text(path: str, minutes: float, steps: int | None = None, block: int =
     # Steps from a measured rate, so the run fits the time budget on this machine.
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     t = time.perf_counter()
-    for i in range(5):
+    for _ in range(5):
         loss = model.loss(train[torch.randint(len(train), (batch,))])["loss"]
         opt.zero_grad()
         loss.backward()
@@ -145,7 +190,18 @@ def bench_text(path: str, minutes: float, steps: int | None = None, block: int =
         steps = max(100, int(minutes * 60 / ((time.perf_counter() - t) / 5) * 0.85))
     torch.manual_seed(0)
     model = genlab.build_model("transformer", train.spec, **kw)
-    cfg = genlab.TrainConfig(steps=steps, batch_size=batch, lr=2e-3, schedule="cosine", warmup=100, grad_clip=1.0, eval_every=max(50, steps // 20), sample_every=0, checkpoint_every=0, progress=False)
+    cfg = genlab.TrainConfig(
+        steps=steps,
+        batch_size=batch,
+        lr=2e-3,
+        schedule="cosine",
+        warmup=100,
+        grad_clip=1.0,
+        eval_every=max(50, steps // 20),
+        sample_every=0,
+        checkpoint_every=0,
+        progress=False,
+    )
     with tempfile.TemporaryDirectory() as out:
         summary = genlab.Trainer(model, train, val, cfg, out).fit()
         from genlab.checkpoint import load_tensors
@@ -160,12 +216,22 @@ def bench_text(path: str, minutes: float, steps: int | None = None, block: int =
     test_text = tok.decode(test.tensors["x"].flatten()).encode("utf-8")
     train_text = tok.decode(load_text_file(path, "train", "char", 1).tensors["x"].flatten()).encode("utf-8")
     n_full = len(full.decode("utf-8"))
-    res = {"model_test_bits_per_char": model_bpc, "test_chars": n_chars, "file_chars": n_full, "train_steps": steps, "train_seconds": summary["seconds"], "best_val_bits_per_char": summary["best"] / (block * math.log(2)), "model": kw}
+    res = {
+        "model_test_bits_per_char": model_bpc,
+        "test_chars": n_chars,
+        "file_chars": n_full,
+        "train_steps": steps,
+        "train_seconds": summary["seconds"],
+        "best_val_bits_per_char": summary["best"] / (block * math.log(2)),
+        "model": kw,
+    }
     for tool in ("gzip", "xz"):
         res[f"{tool}_whole_file_bits_per_char"] = compressed_bits(full, tool) / n_full
         res[f"{tool}_test_alone_bits_per_char"] = compressed_bits(test_text, tool) / n_chars
         # what the compressor pays for the test text after having seen the training text
-        res[f"{tool}_test_given_train_bits_per_char"] = (compressed_bits(train_text + test_text, tool) - compressed_bits(train_text, tool)) / n_chars
+        res[f"{tool}_test_given_train_bits_per_char"] = (
+            compressed_bits(train_text + test_text, tool) - compressed_bits(train_text, tool)
+        ) / n_chars
     return res
 
 

@@ -44,9 +44,10 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -107,7 +108,10 @@ def build(lib: str, task: str, cfg: dict[str, Any]) -> Built:
         if task == "realnvp-moons":
             for _ in range(cfg["couplings"]):
                 net = nf.nets.MLP([d // 2, h, h, 2 * (d - d // 2)], leaky=0.0, init_zeros=True)
-                flows += [nf.flows.AffineCouplingBlock(net, scale_map="exp", split_mode="channel"), nf.flows.Permute(d, mode="swap")]
+                flows += [
+                    nf.flows.AffineCouplingBlock(net, scale_map="exp", split_mode="channel"),
+                    nf.flows.Permute(d, mode="swap"),
+                ]
         else:
             for i in range(cfg["layers"]):
                 made = nf.flows.MaskedAffineAutoregressive(d, h, num_blocks=1, use_residual_blocks=False)
@@ -133,7 +137,9 @@ def build(lib: str, task: str, cfg: dict[str, Any]) -> Built:
         from nflows.transforms import AffineCouplingTransform, CompositeTransform
 
         if task == "maf-digits64":
-            flow = MaskedAutoregressiveFlow(d, h, num_layers=cfg["layers"], num_blocks_per_layer=1, use_residual_blocks=False)
+            flow = MaskedAutoregressiveFlow(
+                d, h, num_layers=cfg["layers"], num_blocks_per_layer=1, use_residual_blocks=False
+            )
         else:
 
             class Net(nn.Module):
@@ -160,13 +166,25 @@ class Run:
     seconds they took. Runs are advanced chunk by chunk in turn, so that a change in machine load
     hits every library alike."""
 
-    def __init__(self, lib: str, task: str, cfg: dict[str, Any], x: Tensor, seed: int = 0, precision: str = "fp32") -> None:
+    def __init__(
+        self, lib: str, task: str, cfg: dict[str, Any], x: Tensor, seed: int = 0, precision: str = "fp32"
+    ) -> None:
         torch.manual_seed(seed)
         self.lib, self.x, self.cfg, self.bf16 = lib, x, cfg, precision == "bf16"
         self.model, self.log_prob = build(lib, task, cfg)
         if lib == "genlab":
             spec = DataSpec(name=task, kind="vector", shape=(cfg["dim"],), value_range=None)
-            tc = TrainConfig(steps=1, batch_size=cfg["batch"], lr=cfg["lr"], seed=seed, eval_every=0, sample_every=0, checkpoint_every=0, progress=False, precision=precision)
+            tc = TrainConfig(
+                steps=1,
+                batch_size=cfg["batch"],
+                lr=cfg["lr"],
+                seed=seed,
+                eval_every=0,
+                sample_every=0,
+                checkpoint_every=0,
+                progress=False,
+                precision=precision,
+            )
             self.trainer = Trainer(self.model, TensorDataset({"x": x}, spec), None, tc, out_dir=None)  # type: ignore[arg-type]
             self.trainer.cfg.steps = 0  # advance() raises it chunk by chunk; fit() continues from self.step
             return
@@ -196,7 +214,16 @@ class Run:
         return time.perf_counter() - t0
 
 
-def train_all(libs: list[str], task: str, cfg: dict[str, Any], x: Tensor, steps: int, chunk: int, shift: int = 0, precision: str = "fp32") -> dict[str, tuple[float, Run]]:
+def train_all(
+    libs: list[str],
+    task: str,
+    cfg: dict[str, Any],
+    x: Tensor,
+    steps: int,
+    chunk: int,
+    shift: int = 0,
+    precision: str = "fp32",
+) -> dict[str, tuple[float, Run]]:
     """Train one fresh model per library for ``steps`` steps, interleaved every ``chunk`` steps
     (rotating which library goes first). Returns {lib: (seconds, run)}."""
     runs = {lib: Run(lib, task, cfg, x, precision=precision) for lib in libs}
@@ -221,7 +248,9 @@ def gemm_share(run: Run, steps: int = 10) -> float:
         run.advance(steps)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
-    return sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm")) / max(total, 1)
+    return sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm")) / max(
+        total, 1
+    )
 
 
 def gemm_shapes(task: str, cfg: dict[str, Any]) -> list[tuple[int, int, int]]:
@@ -245,10 +274,18 @@ def _product_time(m: int, k: int, n: int, dtype: torch.dtype, reps: int = 200) -
     """Seconds of one (m, k) @ (k, n) product at its best: operands hot in cache, the fastest of
     the layouts a library may choose (each operand row- or column-major, or the transposed
     product B^T A^T: BLAS speed varies up to ~7x over these on skinny shapes), median of 5."""
-    a, b, at, bt = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype), torch.randn(k, m, dtype=dtype), torch.randn(n, k, dtype=dtype)
+    a, b, at, bt = (
+        torch.randn(m, k, dtype=dtype),
+        torch.randn(k, n, dtype=dtype),
+        torch.randn(k, m, dtype=dtype),
+        torch.randn(n, k, dtype=dtype),
+    )
     calls: list[Callable[[], Tensor]] = [
-        lambda: torch.mm(a, b), lambda: torch.mm(a, bt.t()), lambda: torch.mm(at.t(), b),
-        lambda: torch.mm(at.t(), bt.t()), lambda: torch.mm(bt, at),
+        lambda: torch.mm(a, b),
+        lambda: torch.mm(a, bt.t()),
+        lambda: torch.mm(at.t(), b),
+        lambda: torch.mm(at.t(), bt.t()),
+        lambda: torch.mm(bt, at),
     ]
     best = math.inf
     for f in calls:
@@ -308,13 +345,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--steps", type=int, default=None, help="override the steps of every task")
     ap.add_argument("--batch", type=int, default=None, help="override the batch size of every task")
-    ap.add_argument("--small-batch", type=int, default=16, help="also run every task at this batch size for 300 steps (the overhead-bound regime); 0: skip")
+    ap.add_argument(
+        "--small-batch",
+        type=int,
+        default=16,
+        help="also run every task at this batch size for 300 steps (the overhead-bound regime); 0: skip",
+    )
     ap.add_argument("--chunk", type=int, default=50, help="steps each library runs before the next one takes over")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for every library (1: robust on a shared, busy CPU)")
-    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: every library trains under torch.autocast(bfloat16) (genlab: precision='bf16')")
-    ap.add_argument("--out", default=None, help="default: results/flows_vs_peers.json (fp32) or flows_vs_peers_bf16.json")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads for every library (1: robust on a shared, busy CPU)",
+    )
+    ap.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16: every library trains under torch.autocast(bfloat16) (genlab: precision='bf16')",
+    )
+    ap.add_argument(
+        "--out", default=None, help="default: results/flows_vs_peers.json (fp32) or flows_vs_peers_bf16.json"
+    )
     args = ap.parse_args(argv)
-    args.out = args.out or str(HERE / "results" / ("flows_vs_peers.json" if args.precision == "fp32" else "flows_vs_peers_bf16.json"))
+    args.out = args.out or str(
+        HERE / "results" / ("flows_vs_peers.json" if args.precision == "fp32" else "flows_vs_peers_bf16.json")
+    )
     torch.set_num_threads(args.threads)
     libs = args.libs.split(",")
     results: dict[str, Any] = {
@@ -337,19 +393,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg.update({k: v for k, v in (("steps", args.steps), ("batch", args.batch)) if v})
         runs.append((task, task, cfg))
     if args.small_batch:
-        runs += [(f"{task}@batch{args.small_batch}", task, dict(cfg, batch=args.small_batch, steps=300)) for _, task, cfg in list(runs)]
+        runs += [
+            (f"{task}@batch{args.small_batch}", task, dict(cfg, batch=args.small_batch, steps=300))
+            for _, task, cfg in list(runs)
+        ]
     for label, task, cfg in runs:
         x_train, x_test = load_task_data(task)
-        train_all(libs, task, cfg, x_train, 20, 10, precision=args.precision)  # warm-up: imports, allocator, thread pool
+        train_all(
+            libs, task, cfg, x_train, 20, 10, precision=args.precision
+        )  # warm-up: imports, allocator, thread pool
         times: dict[str, list[float]] = {lib: [] for lib in libs}
         lls: dict[str, list[float]] = {lib: [] for lib in libs}
         for r in range(args.repeats):
-            for lib, (sec, run) in train_all(libs, task, cfg, x_train, cfg["steps"], args.chunk, shift=r, precision=args.precision).items():
+            for lib, (sec, run) in train_all(
+                libs, task, cfg, x_train, cfg["steps"], args.chunk, shift=r, precision=args.precision
+            ).items():
                 times[lib].append(cfg["steps"] / sec)
                 lls[lib].append(heldout(run.model, run.log_prob, x_test))
-                print(f"{label:24s} repeat {r} {lib:10s} {times[lib][-1]:8.1f} steps/s  held-out {lls[lib][-1]:8.4f} nats", flush=True)
+                print(
+                    f"{label:24s} repeat {r} {lib:10s} {times[lib][-1]:8.1f} steps/s"
+                    f"  held-out {lls[lib][-1]:8.4f} nats",
+                    flush=True,
+                )
         shares = {lib: round(gemm_share(Run(lib, task, cfg, x_train, precision=args.precision)), 3) for lib in libs}
-        saved_mb = {lib: round(saved_for_backward_mb(Run(lib, task, cfg, x_train, precision=args.precision)), 3) for lib in libs}
+        saved_mb = {
+            lib: round(saved_for_backward_mb(Run(lib, task, cfg, x_train, precision=args.precision)), 3) for lib in libs
+        }
         med = {lib: statistics.median(times[lib]) for lib in libs}
         floor = gemm_floor(task, cfg, torch.bfloat16 if args.precision == "bf16" else torch.float32)
         res = {
@@ -361,7 +430,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "heldout_loglik_nats": {lib: round(statistics.median(lls[lib]), 4) for lib in libs},
             "gemm_share_of_cpu_time": shares,
             "saved_for_backward_mb": saved_mb,
-            "genlab_speedup": {lib: round(med["genlab"] / med[lib], 2) for lib in libs if lib != "genlab" and "genlab" in med},
+            "genlab_speedup": {
+                lib: round(med["genlab"] / med[lib], 2) for lib in libs if lib != "genlab" and "genlab" in med
+            },
             # The step's matrix products alone, back to back: no library can step faster, so
             # 1 / (floor * steps_per_s) is the largest speed-up over a library that any
             # implementation of this architecture could reach (with zero other work).
@@ -369,11 +440,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "max_possible_speedup": {lib: round(1 / (floor * med[lib]), 2) for lib in libs},
         }
         results["tasks"][label] = res
-        print(f"\n{label}: steps/s (median of {args.repeats}), speed-up of genlab, held-out log-likelihood (nats/example)")
+        print(
+            f"\n{label}: steps/s (median of {args.repeats}), speed-up of genlab, held-out log-likelihood (nats/example)"
+        )
         for lib in libs:
             ratio = "" if lib == "genlab" else f"  genlab x{med.get('genlab', float('nan')) / med[lib]:5.2f}"
-            print(f"  {lib:10s} {med[lib]:8.1f} steps/s{ratio:>18s}  held-out {res['heldout_loglik_nats'][lib]:8.4f}  matmul share {shares[lib]:.0%}"
-                  f"  max possible speed-up over it x{res['max_possible_speedup'][lib]:.2f}  saved for backward {saved_mb[lib]:.2f} MB")
+            print(
+                f"  {lib:10s} {med[lib]:8.1f} steps/s{ratio:>18s}  held-out {res['heldout_loglik_nats'][lib]:8.4f}"
+                f"  matmul share {shares[lib]:.0%}"
+                f"  max possible speed-up over it x{res['max_possible_speedup'][lib]:.2f}"
+                f"  saved for backward {saved_mb[lib]:.2f} MB"
+            )
         print(f"  matmul floor: {1e3 * floor:.2f} ms per step ({1 / floor:.0f} steps/s)")
         print(flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

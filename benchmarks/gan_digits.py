@@ -34,7 +34,9 @@ def run(name: str, kwargs: dict, steps: int, seed: int, out: Path) -> dict:
     train, val, test = (genlab.load_dataset("digits", s) for s in ("train", "val", "test"))
     torch.manual_seed(seed)
     model = genlab.build_model(name, train.spec, **kwargs)
-    cfg = TrainConfig(steps=steps, batch_size=64, seed=seed, eval_every=500, sample_every=0, checkpoint_every=0, progress=False)
+    cfg = TrainConfig(
+        steps=steps, batch_size=64, seed=seed, eval_every=500, sample_every=0, checkpoint_every=0, progress=False
+    )
     trainer = Trainer(model, train, val, cfg, out_dir=out / name)
     t0 = time.perf_counter()
     summary = trainer.fit()
@@ -42,8 +44,31 @@ def run(name: str, kwargs: dict, steps: int, seed: int, out: Path) -> dict:
     tensors, _ = load_tensors(out / name / "best.safetensors")  # the best validation weights
     model.load_state_dict(tensors)
     res = genlab.evaluate(model.eval(), test, METRICS, n_samples=1000, reference=train, seed=seed)
-    keep = ["fid", "fid_reference", "kid_mean", "kid_std", "precision", "recall", "density", "coverage", "classes_covered", "classes_total", "class_tv", "features", "feature_classifier_accuracy"]
-    return {"model": name, "kwargs": kwargs, "steps": steps, "best_step": summary["best_step"], "best_val_fd": summary["best"], "train_seconds": seconds, "steps_per_s": steps / seconds, **{k: res[k] for k in keep}}
+    keep = [
+        "fid",
+        "fid_reference",
+        "kid_mean",
+        "kid_std",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "classes_covered",
+        "classes_total",
+        "class_tv",
+        "features",
+        "feature_classifier_accuracy",
+    ]
+    return {
+        "model": name,
+        "kwargs": kwargs,
+        "steps": steps,
+        "best_step": summary["best_step"],
+        "best_val_fd": summary["best"],
+        "train_seconds": seconds,
+        "steps_per_s": steps / seconds,
+        **{k: res[k] for k in keep},
+    }
 
 
 def main() -> None:
@@ -59,7 +84,14 @@ def main() -> None:
         for name, kw in MODELS.items():
             rows.append(run(name, kw, args.steps, args.seed, Path(tmp)))
             print(json.dumps(rows[-1]))
-    result = {"benchmark": "gan_digits", "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(), "threads": args.threads, "results": rows}
+    result = {
+        "benchmark": "gan_digits",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "threads": args.threads,
+        "results": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

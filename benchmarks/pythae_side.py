@@ -28,7 +28,6 @@ Notes on pythae's loop (pythae 0.1.2):
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 import time
 
@@ -36,7 +35,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from pythae.data.datasets import BaseDataset
 from pythae.models import VAE, VAEConfig
 from pythae.models.base.base_utils import ModelOutput
@@ -50,8 +48,10 @@ class MLPEncoder(BaseEncoder):
     def __init__(self, x_dim: int, hidden: int, z_dim: int):
         BaseEncoder.__init__(self)
         self.body = nn.Sequential(
-            nn.Linear(x_dim, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(x_dim, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
         )
         self.mu = nn.Linear(hidden, z_dim)
         self.log_var = nn.Linear(hidden, z_dim)
@@ -70,8 +70,10 @@ class MLPDecoder(BaseDecoder):
     def __init__(self, x_dim: int, hidden: int, z_dim: int):
         BaseDecoder.__init__(self)
         self.net = nn.Sequential(
-            nn.Linear(z_dim, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(z_dim, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
             nn.Linear(hidden, x_dim),
         )
 

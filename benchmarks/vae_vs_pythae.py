@@ -26,15 +26,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from pythae_side import load_digits_split, train_pythae_vae  # noqa: E402
+
 import genlab  # noqa: E402
 from genlab import TrainConfig, Trainer  # noqa: E402
-from pythae_side import load_digits_split, train_pythae_vae  # noqa: E402
 
 HIDDEN, Z_DIM, BATCH, LR = 256, 16, 128, 1e-3
 
@@ -59,13 +59,32 @@ def train_genlab(steps: int, seed: int = 0, precision: str = "fp32") -> dict:
     train = genlab.load_dataset("digits", "train")
     test = genlab.load_dataset("digits", "test")
     torch.manual_seed(seed)
-    model = genlab.build_model("vae", train.spec, z_dim=Z_DIM, hidden=(HIDDEN, HIDDEN), arch="mlp", likelihood="bernoulli")
-    cfg = TrainConfig(steps=steps, batch_size=BATCH, lr=LR, weight_decay=0.0, seed=seed, eval_every=0, sample_every=0, checkpoint_every=0, progress=False, device="cpu", precision=precision)
+    model = genlab.build_model(
+        "vae", train.spec, z_dim=Z_DIM, hidden=(HIDDEN, HIDDEN), arch="mlp", likelihood="bernoulli"
+    )
+    cfg = TrainConfig(
+        steps=steps,
+        batch_size=BATCH,
+        lr=LR,
+        weight_decay=0.0,
+        seed=seed,
+        eval_every=0,
+        sample_every=0,
+        checkpoint_every=0,
+        progress=False,
+        device="cpu",
+        precision=precision,
+    )
     trainer = Trainer(model, train, None, cfg, out_dir=None)
     t0 = time.perf_counter()
     trainer.fit()
     seconds = time.perf_counter() - t0
-    return {"steps": trainer.step, "seconds": seconds, "steps_per_s": trainer.step / seconds, "test_elbo_nats": genlab_elbo(model, test.tensors["x"])}
+    return {
+        "steps": trainer.step,
+        "seconds": seconds,
+        "steps_per_s": trainer.step / seconds,
+        "test_elbo_nats": genlab_elbo(model, test.tensors["x"]),
+    }
 
 
 def main() -> None:
@@ -85,9 +104,13 @@ def main() -> None:
     train_pythae_vae(x_tr, x_te, hidden=HIDDEN, z_dim=Z_DIM, batch_size=BATCH, steps=16, lr=LR)
     for r in range(args.repeats):
         runs["genlab"].append(train_genlab(args.steps, seed=r))
-        runs["pythae"].append(train_pythae_vae(x_tr, x_te, hidden=HIDDEN, z_dim=Z_DIM, batch_size=BATCH, steps=args.steps, lr=LR, seed=r))
+        runs["pythae"].append(
+            train_pythae_vae(x_tr, x_te, hidden=HIDDEN, z_dim=Z_DIM, batch_size=BATCH, steps=args.steps, lr=LR, seed=r)
+        )
         runs["genlab_bf16"].append(train_genlab(args.steps, seed=r, precision="bf16"))
-        print(f"repeat {r}: " + ", ".join(f"{k} {v[-1]['steps_per_s']:.1f} steps/s" for k, v in runs.items()), flush=True)
+        print(
+            f"repeat {r}: " + ", ".join(f"{k} {v[-1]['steps_per_s']:.1f} steps/s" for k, v in runs.items()), flush=True
+        )
     summary = {}
     for lib, rs in runs.items():
         summary[lib] = {
@@ -100,20 +123,42 @@ def main() -> None:
     ratio = summary["genlab"]["steps_per_s_median"] / summary["pythae"]["steps_per_s_median"]
     result = {
         "benchmark": "MLP VAE on sklearn digits (64-256-256-16, Bernoulli), Adam lr 1e-3, batch 128",
-        "command": f"{os.path.relpath(sys.executable)} benchmarks/vae_vs_pythae.py --steps {args.steps} --repeats {args.repeats} --threads {args.threads}",
+        "command": (
+            f"{os.path.relpath(sys.executable)} benchmarks/vae_vs_pythae.py"
+            f" --steps {args.steps} --repeats {args.repeats} --threads {args.threads}"
+        ),
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "versions": {"genlab": genlab.__version__, "pythae": pythae.__version__ if hasattr(pythae, "__version__") else "0.1.2"},
+        "machine": (
+            f"{platform.processor() or platform.machine()}, "
+            f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        ),
+        "versions": {
+            "genlab": genlab.__version__,
+            "pythae": pythae.__version__ if hasattr(pythae, "__version__") else "0.1.2",
+        },
         "speedup_genlab_over_pythae": ratio,
-        "speedup_genlab_bf16_over_pythae": summary["genlab_bf16"]["steps_per_s_median"] / summary["pythae"]["steps_per_s_median"],
+        "speedup_genlab_bf16_over_pythae": summary["genlab_bf16"]["steps_per_s_median"]
+        / summary["pythae"]["steps_per_s_median"],
         **summary,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"genlab {summary['genlab']['steps_per_s_median']:.1f} steps/s (test ELBO {summary['genlab']['test_elbo_nats_median']:.2f} nats)")
-    print(f"pythae {summary['pythae']['steps_per_s_median']:.1f} steps/s (test ELBO {summary['pythae']['test_elbo_nats_median']:.2f} nats)")
-    print(f"genlab bf16 autocast {summary['genlab_bf16']['steps_per_s_median']:.1f} steps/s (test ELBO {summary['genlab_bf16']['test_elbo_nats_median']:.2f} nats)")
-    print(f"speed ratio genlab/pythae = {ratio:.2f}x (fp32), {result['speedup_genlab_bf16_over_pythae']:.2f}x (genlab bf16); wrote {args.out}")
+    print(
+        f"genlab {summary['genlab']['steps_per_s_median']:.1f} "
+        f"steps/s (test ELBO {summary['genlab']['test_elbo_nats_median']:.2f} nats)"
+    )
+    print(
+        f"pythae {summary['pythae']['steps_per_s_median']:.1f} "
+        f"steps/s (test ELBO {summary['pythae']['test_elbo_nats_median']:.2f} nats)"
+    )
+    print(
+        f"genlab bf16 autocast {summary['genlab_bf16']['steps_per_s_median']:.1f} "
+        f"steps/s (test ELBO {summary['genlab_bf16']['test_elbo_nats_median']:.2f} nats)"
+    )
+    print(
+        f"speed ratio genlab/pythae = {ratio:.2f}x (fp32), "
+        f"{result['speedup_genlab_bf16_over_pythae']:.2f}x (genlab bf16); wrote {args.out}"
+    )
 
 
 if __name__ == "__main__":

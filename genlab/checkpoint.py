@@ -12,8 +12,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
@@ -47,7 +48,9 @@ def prev_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
-def save_tensors(tensors: dict[str, Tensor], path: str | os.PathLike, metadata: dict[str, Any] | None = None, keep_prev: bool = False) -> None:
+def save_tensors(
+    tensors: dict[str, Tensor], path: str | os.PathLike, metadata: dict[str, Any] | None = None, keep_prev: bool = False
+) -> None:
     """Atomically write ``tensors`` to a safetensors file; ``metadata`` values are JSON-encoded."""
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
@@ -132,7 +135,9 @@ def flatten_optimizer(prefix: str, state: dict[str, Any]) -> tuple[dict[str, Ten
 def unflatten_optimizer(tensors: dict[str, Tensor], skeleton: dict[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
     for pid, entries in skeleton["state"].items():
-        state[int(pid)] = {k: (tensors[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v) for k, v in entries.items()}
+        state[int(pid)] = {
+            k: (tensors[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v) for k, v in entries.items()
+        }
     groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else g for g in skeleton["param_groups"]]
     return {"state": state, "param_groups": groups}
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, NoReturn
 
 import yaml
 
@@ -60,7 +60,10 @@ def _split_settings(model: str, settings: dict[str, Any]) -> tuple[dict[str, Any
         elif k in model_keys:
             mk[k] = v
         else:
-            raise CLIError(f"unknown setting {k!r}: not a training key ({', '.join(sorted(train_keys))}) nor an option of model {model!r} ({', '.join(sorted(model_keys))})")
+            raise CLIError(
+                f"unknown setting {k!r}: not a training key ({', '.join(sorted(train_keys))})"
+                f" nor an option of model {model!r} ({', '.join(sorted(model_keys))})"
+            )
     return train, mk
 
 
@@ -87,9 +90,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from . import build_model, list_datasets, load_dataset
+    from .checkpoint import read_json, read_yaml
     from .runs import CONFIG_FILE, clear_run
     from .train import TrainConfig, Trainer
-    from .checkpoint import read_json, read_yaml
 
     if args.out is None:
         if args.resume or not args.model or not args.data:
@@ -99,7 +102,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = _parse_assignments(args.set or [], "--set")
     data_opts = _parse_assignments(args.data_opt or [], "--data-opt")
     if "split" in data_opts:
-        raise CLIError("--data-opt split: the split is not a data option; train uses the train and val splits, eval/encode take --split")
+        raise CLIError(
+            "--data-opt split: the split is not a data option; "
+            "train uses the train and val splits, eval/encode take --split"
+        )
     if args.resume:
         if not (out / CONFIG_FILE).exists():
             raise CLIError(f"--resume: {str(out)!r} holds no run to resume ({CONFIG_FILE} missing)")
@@ -114,7 +120,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         state = out / "trainer-state.json"
         done = int(read_json(state)["step"]) if state.exists() else 0
         if int(train_settings.get("steps", 0)) <= done:
-            raise CLIError(f"--resume: run {str(out)!r} is already at step {done} and steps={train_settings.get('steps')}; pass --set steps=N with N > {done} to train further")
+            raise CLIError(
+                f"--resume: run {str(out)!r} is already at step {done} and steps={train_settings.get('steps')}; "
+                f"pass --set steps=N with N > {done} to train further"
+            )
         model_settings = cfg.get("model_kwargs") or {}
     else:
         if not args.model:
@@ -122,7 +131,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.data:
             raise CLIError("train needs --data NAME|PATH (see 'genlab datasets')")
         if (out / "trainer-state.json").exists() and not args.overwrite:
-            raise CLIError(f"{str(out)!r} already holds a run; use --resume to continue it or --overwrite to start over")
+            raise CLIError(
+                f"{str(out)!r} already holds a run; use --resume to continue it or --overwrite to start over"
+            )
         if args.overwrite:
             clear_run(out)
         model_name, data_name = args.model, args.data
@@ -131,7 +142,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             data_name = str(Path(data_name).resolve())
         file_cfg = _read_config_file(args.config)
         flat = {k: v for k, v in file_cfg.items() if k not in ("model", "train", "data_opts")}
-        nested = {**(file_cfg.get("train") or {}), **(file_cfg.get("model") or {})} if isinstance(file_cfg.get("model"), dict) or "train" in file_cfg else {}
+        nested = (
+            {**(file_cfg.get("train") or {}), **(file_cfg.get("model") or {})}
+            if isinstance(file_cfg.get("model"), dict) or "train" in file_cfg
+            else {}
+        )
         data_opts = {**(file_cfg.get("data_opts") or {}), **data_opts}
         train_settings, model_settings = _split_settings(model_name, {**nested, **flat, **overrides})
         from .protocol import get_model_class
@@ -174,7 +189,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     # What save_samples can write for this run's data, decided before the (possibly slow) sampling;
     # .npy (the raw array) always works. The file name is never changed behind the user's back.
     if getattr(model, "data_key", "x") == "text" or spec.kind == "tokens":
-        what, exts = ("caption" if spec.kind == "multimodal" else "token"), ((".txt", ".npy") if spec.vocab else (".npy",))
+        what, exts = (
+            ("caption" if spec.kind == "multimodal" else "token"),
+            ((".txt", ".npy") if spec.vocab else (".npy",)),
+        )
     elif spec.kind == "audio":
         what, exts = "audio", (".wav", ".npy")
     elif spec.kind in ("image", "multimodal"):
@@ -196,7 +214,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
             cond = torch.arange(args.n) % (spec.num_classes or 1)
         else:
             if not spec.num_classes or not 0 <= args.cond < spec.num_classes:
-                raise CLIError(f"--cond {args.cond} is not a class id of {spec.name!r} (0..{(spec.num_classes or 1) - 1})")
+                raise CLIError(
+                    f"--cond {args.cond} is not a class id of {spec.name!r} (0..{(spec.num_classes or 1) - 1})"
+                )
             cond = torch.full((args.n,), args.cond, dtype=torch.long)
     elif args.cond is not None:
         raise CLIError(f"--cond given but run {args.run!r} is not conditional")
@@ -244,24 +264,42 @@ def cmd_eval(args: argparse.Namespace) -> int:
         canonical = {m.lower(): m for m in AVAILABLE}
         names = [m.strip() for m in args.metrics.split(",") if m.strip()]
         if not names:
-            raise CLIError(f"--metrics is empty; expected a comma-separated subset of {', '.join(AVAILABLE)} (or leave it out for all that apply)")
+            raise CLIError(
+                "--metrics is empty; "
+                f"expected a comma-separated subset of {', '.join(AVAILABLE)} (or leave it out for all that apply)"
+            )
         metrics = []
         for m in names:
             if m.lower() not in canonical:
-                raise CLIError(f"--metrics: unknown metric {m!r}; expected a comma-separated subset of {', '.join(AVAILABLE)}")
+                raise CLIError(
+                    f"--metrics: unknown metric {m!r}; expected a comma-separated subset of {', '.join(AVAILABLE)}"
+                )
             if canonical[m.lower()] not in metrics:
                 metrics.append(canonical[m.lower()])
     _check_out_suffix(args.out, ".json")
     model, cfg, spec = load_run(args.run, weights=args.weights)
     if args.k is not None and model.likelihood != "bound":
-        raise CLIError(f"--k sets the IWAE bound of latent-variable models; model {cfg['model']!r} has likelihood {model.likelihood!r}")
+        raise CLIError(
+            "--k sets the IWAE bound of latent-variable models; "
+            f"model {cfg['model']!r} has likelihood {model.likelihood!r}"
+        )
     data_opts = cfg.get("data_opts") or {}
     data = load_dataset(cfg["data"], args.split, **data_opts)
     out = Path(args.out) if args.out else Path(args.run) / "eval.json"
     # The training split (loaded only if a sample metric needs it) trains the feature classifier
     # and is the 'train' side of the memorization audit.
     reference = (lambda: data) if args.split == "train" else (lambda: load_dataset(cfg["data"], "train", **data_opts))
-    res = evaluate(model, data, metrics, k=100 if args.k is None else args.k, n_samples=args.n_samples, reference=reference, features=args.features, seed=args.seed, out_dir=out.parent)
+    res = evaluate(
+        model,
+        data,
+        metrics,
+        k=100 if args.k is None else args.k,
+        n_samples=args.n_samples,
+        reference=reference,
+        features=args.features,
+        seed=args.seed,
+        out_dir=out.parent,
+    )
     res = {"run": str(args.run), "weights": args.weights, "split": args.split, "data": cfg["data"], **res}
     from .checkpoint import write_json
 
@@ -286,11 +324,20 @@ def cmd_encode(args: argparse.Namespace) -> int:
     _check_out_suffix(args.out, ".npz")
     model, cfg, spec = load_run(args.run, weights=args.weights)
     own = args.data is None or args.data == cfg["data"]
-    data = load_dataset(cfg["data"], args.split, **(cfg.get("data_opts") or {})) if own else load_dataset(args.data, args.split)
+    data = (
+        load_dataset(cfg["data"], args.split, **(cfg.get("data_opts") or {}))
+        if own
+        else load_dataset(args.data, args.split)
+    )
     if not own and (data.spec.kind, tuple(data.spec.shape)) != (spec.kind, tuple(spec.shape)):
-        raise CLIError(f"--data {args.data!r} holds {data.spec.kind} data of shape {tuple(data.spec.shape)}, but run {str(args.run)!r} models {spec.kind} data of shape {tuple(spec.shape)}")
+        raise CLIError(
+            f"--data {args.data!r} holds {data.spec.kind} data of shape {tuple(data.spec.shape)}, "
+            f"but run {str(args.run)!r} models {spec.kind} data of shape {tuple(spec.shape)}"
+        )
     if model.conditional and "cond" not in data.tensors and "y" not in data.tensors:
-        raise CLIError(f"run {str(args.run)!r} is conditional but data set {data.spec.name!r} has no labels to condition on")
+        raise CLIError(
+            f"run {str(args.run)!r} is conditional but data set {data.spec.name!r} has no labels to condition on"
+        )
     try:
         res = encode_dataset(model, data, batch_size=args.batch_size, limit=args.limit)
     except NotImplementedError as e:
@@ -301,7 +348,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, **res)
     n, z_dim = res["z"].shape
-    png = latent_scatter(res["z"], out.with_suffix(".png"), labels=res.get("y"), class_names=data.spec.class_names) if n else None
+    png = (
+        latent_scatter(res["z"], out.with_suffix(".png"), labels=res.get("y"), class_names=data.spec.class_names)
+        if n
+        else None
+    )
     print(f"wrote {out}: z [{n}, {z_dim}] of {n} {args.split} examples" + ("" if png is None else f"; scatter {png}"))
     return 0
 
@@ -351,8 +402,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help="built-in data set name or a path (see 'genlab datasets')")
     t.add_argument("--out", help="run folder to write (default runs/MODEL-DATA)")
     t.add_argument("--config", help="YAML file of settings (flat keys, or 'model:'/'train:' sections)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="training or model setting, e.g. --set steps=500 --set z_dim=8")
-    t.add_argument("--data-opt", action="append", metavar="KEY=VALUE", help="option for the data loader, e.g. --data-opt n=5000")
+    t.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="training or model setting, e.g. --set steps=500 --set z_dim=8",
+    )
+    t.add_argument(
+        "--data-opt", action="append", metavar="KEY=VALUE", help="option for the data loader, e.g. --data-opt n=5000"
+    )
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     t.add_argument("--overwrite", action="store_true", help="start over in an existing run folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -360,39 +418,93 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run")
     s.add_argument("--n", type=int, default=None, help="number of samples (default 64; 2,000 points for 2-D data)")
-    s.add_argument("--out", help="file to write: .png grid (images, 2-D data), .txt (tokens, captions), .wav (audio) or .npy (raw array, any data); default samples.png/.txt/.wav as suits the data")
+    s.add_argument(
+        "--out",
+        help=(
+            "file to write: .png grid (images, 2-D data), .txt (tokens, captions), "
+            ".wav (audio) or .npy (raw array, any data); default samples.png/.txt/.wav as suits the data"
+        ),
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--cond", type=int, help="class id for a conditional model (default: cycle through classes)")
     s.add_argument("--mean", action="store_true", help="decoder means instead of random draws (VAE)")
-    s.add_argument("--temperature", type=float, default=1.0, help="sampling temperature T > 0 for models that take one (flows: z ~ N(0, T^2 I); autoregressive models: logits / T)")
+    s.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help=(
+            "sampling temperature T > 0 for models that take one (flows: z ~ N(0, T^2 I); "
+            "autoregressive models: logits / T)"
+        ),
+    )
     s.add_argument("--weights", choices=["best", "last"], default="best")
     s.set_defaults(func=cmd_sample)
     e = sub.add_parser("eval", help="evaluate a trained run; writes eval.json")
     e.add_argument("run")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
-    e.add_argument("--k", type=int, default=None, help="importance samples of the IWAE bound of latent-variable models (default 100)")
-    e.add_argument("--metrics", help="comma-separated subset of: likelihood, iwae, recon, fid, kid, pr, dc, classes, mmd, c2st, memorization, disentanglement, in any letter case (default: all that apply to the model and data)")
+    e.add_argument(
+        "--k",
+        type=int,
+        default=None,
+        help="importance samples of the IWAE bound of latent-variable models (default 100)",
+    )
+    e.add_argument(
+        "--metrics",
+        help=(
+            "comma-separated subset of: likelihood, iwae, recon, fid, kid, pr, dc, classes, mmd, "
+            "c2st, memorization, disentanglement, in any letter case (default: all that apply to the model and data)"
+        ),
+    )
     e.add_argument("--n-samples", type=int, default=1000, help="samples drawn for the sample-based metrics")
-    e.add_argument("--features", default="auto", choices=["auto", "classifier", "random", "inception"], help="feature network of FID/KID/PR/MMD/C2ST (auto: a cached classifier for labelled data, else random features)")
+    e.add_argument(
+        "--features",
+        default="auto",
+        choices=["auto", "classifier", "random", "inception"],
+        help=(
+            "feature network of FID/KID/PR/MMD/C2ST (auto: a cached classifier for labelled data, else random features)"
+        ),
+    )
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--weights", choices=["best", "last"], default="best")
     e.add_argument("--out", help="where to write the JSON (default RUN/eval.json)")
     e.set_defaults(func=cmd_eval)
-    en = sub.add_parser("encode", help="encode a data split with a trained run; writes latents (.npz) and a scatter (.png)")
+    en = sub.add_parser(
+        "encode", help="encode a data split with a trained run; writes latents (.npz) and a scatter (.png)"
+    )
     en.add_argument("run")
-    en.add_argument("--data", help="data set name or path to encode (default: the run's own data set and options); must match the run's data shape")
+    en.add_argument(
+        "--data",
+        help=(
+            "data set name or path to encode (default: the run's own data set and options); "
+            "must match the run's data shape"
+        ),
+    )
     en.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
-    en.add_argument("--out", help="where to write z (and y, factors) as .npz (default RUN/latents-SPLIT.npz); the scatter goes next to it as .png")
+    en.add_argument(
+        "--out",
+        help=(
+            "where to write z (and y, factors) as .npz (default RUN/latents-SPLIT.npz); "
+            "the scatter goes next to it as .png"
+        ),
+    )
     en.add_argument("--batch-size", type=int, default=512)
     en.add_argument("--weights", choices=["best", "last"], default="best")
     en.add_argument("--limit", type=int, help="encode only the first N examples of the split")
     en.set_defaults(func=cmd_encode)
-    c = sub.add_parser("compare", help="compare runs: eval.json metrics as a table (.md, .csv) and validation curves (.png)")
+    c = sub.add_parser(
+        "compare", help="compare runs: eval.json metrics as a table (.md, .csv) and validation curves (.png)"
+    )
     c.add_argument("runs", nargs="+", metavar="RUN", help="run folders, each evaluated with 'genlab eval RUN'")
-    c.add_argument("--out", default="compare.md", help="Markdown table to write (default ./compare.md); .csv and .png go next to it")
+    c.add_argument(
+        "--out",
+        default="compare.md",
+        help="Markdown table to write (default ./compare.md); .csv and .png go next to it",
+    )
     c.set_defaults(func=cmd_compare)
     sub.add_parser("datasets", help="list built-in data sets").set_defaults(func=cmd_datasets)
-    sub.add_parser("models", help="list models with their likelihood kind and capabilities").set_defaults(func=cmd_models)
+    sub.add_parser("models", help="list models with their likelihood kind and capabilities").set_defaults(
+        func=cmd_models
+    )
     return p
 
 
@@ -417,7 +529,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .data.base import InvalidDataError
         from .train import NonFiniteLossError
 
-        user_errors = (CLIError, ValueError, KeyError, FileNotFoundError, CheckpointError, InvalidDataError, NonFiniteLossError, TypeError)
+        user_errors = (
+            CLIError,
+            ValueError,
+            KeyError,
+            FileNotFoundError,
+            CheckpointError,
+            InvalidDataError,
+            NonFiniteLossError,
+            TypeError,
+        )
         if not isinstance(e, user_errors) or os.environ.get("GENLAB_DEBUG"):
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

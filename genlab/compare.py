@@ -12,8 +12,9 @@ import csv
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -44,13 +45,39 @@ def fmt(v: Any) -> str:
 #: key follows its group; then :data:`SECONDARY` in its order (each statistic next to its null
 #: value), everything else in first-seen order, and :data:`BOOKKEEPING` last.
 HEADLINE = (
-    "log_prob_bpd", "elbo_bpd", "iwae_bpd", "log_prob_nats", "elbo_nats", "iwae_nats",
-    "fid", "fid_reference", "kid_mean", "kid_std", "precision", "recall", "density", "coverage",
+    "log_prob_bpd",
+    "elbo_bpd",
+    "iwae_bpd",
+    "log_prob_nats",
+    "elbo_nats",
+    "iwae_nats",
+    "fid",
+    "fid_reference",
+    "kid_mean",
+    "kid_std",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
 )
 SECONDARY = (
-    "recon_mse", "recon_mse_per_dim", "c2st_accuracy", "mmd2", "mmd_p_value", "classes_covered", "classes_total", "class_tv",
-    "mem_closer_to_train", "mem_closer_to_train_null", "mem_near_copy_fraction", "mem_near_copy_null_rate", "mem_copy_auc",
-    "mem_mean_dist_train", "mem_mean_dist_heldout", "mem_near_copy_threshold", "feature_classifier_accuracy",
+    "recon_mse",
+    "recon_mse_per_dim",
+    "c2st_accuracy",
+    "mmd2",
+    "mmd_p_value",
+    "classes_covered",
+    "classes_total",
+    "class_tv",
+    "mem_closer_to_train",
+    "mem_closer_to_train_null",
+    "mem_near_copy_fraction",
+    "mem_near_copy_null_rate",
+    "mem_copy_auc",
+    "mem_mean_dist_train",
+    "mem_mean_dist_heldout",
+    "mem_near_copy_threshold",
+    "feature_classifier_accuracy",
 )
 #: Numbers that describe the evaluation rather than the model.
 BOOKKEEPING = ("n_examples", "n_samples", "iwae_k")
@@ -63,7 +90,15 @@ def _metric_rank(name: str) -> tuple[int, int]:
         return 9, BOOKKEEPING.index(name)
     if name in HEADLINE:
         return 0, HEADLINE.index(name)
-    for tier, test in enumerate((lambda m: m.endswith("_bpd"), lambda m: m.endswith("_nats"), lambda m: m.startswith(("elbo", "iwae")), lambda m: m.startswith(("fid", "kid"))), 1):
+    for tier, test in enumerate(
+        (
+            lambda m: m.endswith("_bpd"),
+            lambda m: m.endswith("_nats"),
+            lambda m: m.startswith(("elbo", "iwae")),
+            lambda m: m.startswith(("fid", "kid")),
+        ),
+        1,
+    ):
         if test(name):
             return tier, 0
     if name in SECONDARY:
@@ -160,7 +195,9 @@ def _nice(v: float) -> str:
     return f"{v:.4g}"
 
 
-def curves_image(series: dict[str, list[tuple[int, float]]], title: str, width: int = 640, height: int = 400) -> np.ndarray:
+def curves_image(
+    series: dict[str, list[tuple[int, float]]], title: str, width: int = 640, height: int = 400
+) -> np.ndarray:
     """A line plot (uint8 [H, W, 3]) of ``{name: [(step, value), ...]}``: one coloured line per
     name (:data:`~genlab.viz.PALETTE`), step to the right, value up, the ranges printed at the
     axes and a legend on the right."""
@@ -253,12 +290,18 @@ def compare_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike = "co
     else:
         show_options = any(options)
         header = ["run", "model", *(["options"] if show_options else []), *cols]
-        rows = [[n, m, *([o or "-"] if show_options else []), *(fmt(e.get(c)) for c in cols)] for n, m, o, e in zip(names, models, options, evals)]
+        rows = [
+            [n, m, *([o or "-"] if show_options else []), *(fmt(e.get(c)) for c in cols)]
+            for n, m, o, e in zip(names, models, options, evals)
+        ]
         align = ["---"] * (len(header) - len(cols)) + ["---:"] * len(cols)
     notes = []
     setups = {(e.get("data"), e.get("split")) for e in evals}
     if len(setups) > 1:
-        notes.append("runs were evaluated on different data or splits: " + ", ".join(f"{n}: {str(e.get('data')).rstrip('/')} ({e.get('split')})" for n, e in zip(names, evals)))
+        notes.append(
+            "runs were evaluated on different data or splits: "
+            + ", ".join(f"{n}: {str(e.get('data')).rstrip('/')} ({e.get('split')})" for n, e in zip(names, evals))
+        )
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -277,13 +320,24 @@ def compare_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike = "co
     pick = shared_metric(curves)
     if pick is not None:
         metric, with_it = pick
-        png = save_png(curves_image({r: curves[r][metric] for r in with_it}, f"{metric} vs step (validation)"), out.with_suffix(".png"))
+        png = save_png(
+            curves_image({r: curves[r][metric] for r in with_it}, f"{metric} vs step (validation)"),
+            out.with_suffix(".png"),
+        )
         written.append(png)
         plotted = metric
         missing = [n for n in names if n not in with_it]
         if missing:
             notes.append(f"{out.with_suffix('.png')} leaves out {', '.join(missing)} (no {metric} curve)")
-    return {"header": header, "rows": rows, "transposed": transposed, "csv_header": csv_header, "written": written, "plotted": plotted, "notes": notes}
+    return {
+        "header": header,
+        "rows": rows,
+        "transposed": transposed,
+        "csv_header": csv_header,
+        "written": written,
+        "plotted": plotted,
+        "notes": notes,
+    }
 
 
 def _is_number_cell(cell: str) -> bool:

@@ -94,7 +94,9 @@ class Likelihood:
         mean, log_scale = params[:, 0], params[:, 1].clamp(min=-7.0)
         u = torch.rand(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device).clamp(1e-6, 1 - 1e-6)
         if self.kind == "gaussian":
-            return mean + torch.exp(log_scale) * torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+            return mean + torch.exp(log_scale) * torch.randn(
+                mean.shape, generator=generator, dtype=mean.dtype, device=mean.device
+            )
         x = mean + torch.exp(log_scale) * (torch.log(u) - torch.log1p(-u))  # logistic inverse CDF
         return to_levels(x.clamp(0, 1), self.levels).to(mean.dtype) / (self.levels - 1)  # type: ignore[operator]
 
@@ -141,7 +143,9 @@ def choose_likelihood(spec: DataSpec, name: str = "auto") -> Likelihood:
         else:
             name = "logistic"
     if name in ("categorical", "logistic") and levels is None:
-        raise ValueError(f"likelihood {name!r} needs discrete data with a number of levels; data set {spec.name!r} is continuous")
+        raise ValueError(
+            f"likelihood {name!r} needs discrete data with a number of levels; data set {spec.name!r} is continuous"
+        )
     if name == "categorical" and levels is not None and levels > 256:
         raise ValueError(f"categorical likelihood over {levels} levels is too large; use 'logistic'")
     return Likelihood(name, levels)

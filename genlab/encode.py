@@ -10,14 +10,16 @@ when Z == 2, else the first two principal components (a plain SVD, no scikit-lea
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from .viz import PALETTE, legend, save_png, text_size, titled
+
 
 @torch.no_grad()
 def encode_dataset(model: Any, data: Any, *, batch_size: int = 512, limit: int | None = None) -> dict[str, np.ndarray]:
@@ -65,11 +67,20 @@ def _axis_range(v: np.ndarray) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def latent_scatter(z: np.ndarray, path: str | os.PathLike, labels: np.ndarray | None = None, class_names: Sequence[str] | None = None, size: int = 480, margin: int = 20) -> Path:
+def latent_scatter(
+    z: np.ndarray,
+    path: str | os.PathLike,
+    labels: np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
+    size: int = 480,
+    margin: int = 20,
+) -> Path:
     """PNG scatter of latents z [N, Z] (see :func:`project_2d`), one small dot per example,
     coloured by integer ``labels`` [N] when given (with a legend); the title names the axes."""
     pts, what = project_2d(z)
-    categorical = labels is not None and labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer) and len(labels) == len(pts)
+    categorical = (
+        labels is not None and labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer) and len(labels) == len(pts)
+    )
     names: list[str] = []
     if categorical:
         k = int(labels.max()) + 1 if len(labels) else 0
@@ -80,7 +91,11 @@ def latent_scatter(z: np.ndarray, path: str | os.PathLike, labels: np.ndarray | 
     (x0, x1), (y0, y1) = _axis_range(pts[:, 0]), _axis_range(pts[:, 1])
     px = np.round(margin + (pts[:, 0] - x0) / (x1 - x0) * (size - 1)).astype(np.int64)
     py = np.round(margin + (y1 - pts[:, 1]) / (y1 - y0) * (size - 1)).astype(np.int64)  # y up
-    cols = np.array([PALETTE[int(c) % len(PALETTE)] for c in labels], dtype=np.uint8) if categorical else np.tile(np.array(PALETTE[0], np.uint8), (len(pts), 1))
+    cols = (
+        np.array([PALETTE[int(c) % len(PALETTE)] for c in labels], dtype=np.uint8)
+        if categorical
+        else np.tile(np.array(PALETTE[0], np.uint8), (len(pts), 1))
+    )
     order = np.random.default_rng(0).permutation(len(pts))  # no class systematically on top
     inside = (px >= margin) & (px < margin + size) & (py >= margin) & (py < margin + size)
     order = order[inside[order]]

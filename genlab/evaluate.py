@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,7 +58,9 @@ def applicable_metrics(model: GenerativeModel) -> list[str]:
     return out
 
 
-def _resolve_reference(dataset: TensorDataset, reference: TensorDataset | Callable[[], TensorDataset] | None) -> TensorDataset | None:
+def _resolve_reference(
+    dataset: TensorDataset, reference: TensorDataset | Callable[[], TensorDataset] | None
+) -> TensorDataset | None:
     """The training split: given, the data set itself if it is the train split, or the built-in
     data set's train split by name; None for user data evaluated without one."""
     if callable(reference):
@@ -73,7 +76,14 @@ def _resolve_reference(dataset: TensorDataset, reference: TensorDataset | Callab
     return None
 
 
-def disentanglement_metrics(model: GenerativeModel, dataset: TensorDataset, *, max_examples: int = MAX_DISENTANGLEMENT_EXAMPLES, batch_size: int = 256, seed: int = 0) -> dict[str, float]:
+def disentanglement_metrics(
+    model: GenerativeModel,
+    dataset: TensorDataset,
+    *,
+    max_examples: int = MAX_DISENTANGLEMENT_EXAMPLES,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> dict[str, float]:
     """MIG and DCI (:mod:`genlab.metrics.disentanglement`) of ``model.encode`` on a seeded random
     subset of at most ``max_examples`` examples of ``dataset`` (which must hold ``"factors"``):
     ``mig``, ``dci_disentanglement``, ``dci_completeness``, ``dci_informativeness``."""
@@ -97,7 +107,9 @@ def disentanglement_metrics(model: GenerativeModel, dataset: TensorDataset, *, m
 
 
 @torch.no_grad()
-def draw_samples(model: GenerativeModel, n: int, dataset: TensorDataset, *, seed: int = 0, chunk: int = 500) -> torch.Tensor:
+def draw_samples(
+    model: GenerativeModel, n: int, dataset: TensorDataset, *, seed: int = 0, chunk: int = 500
+) -> torch.Tensor:
     """[n, *shape] samples on the CPU; a conditional model gets class labels drawn (seeded, with
     replacement) from ``dataset``'s labels, so its samples follow the data's class frequencies."""
     gen = torch.Generator(device=model.device).manual_seed(seed)
@@ -105,14 +117,29 @@ def draw_samples(model: GenerativeModel, n: int, dataset: TensorDataset, *, seed
     if model.conditional:
         labels = dataset.tensors.get("cond", dataset.tensors.get("y"))
         if labels is None:
-            raise ValueError(f"conditional model: data set {dataset.spec.name!r} has no 'y' or 'cond' to draw conditions from")
+            raise ValueError(
+                f"conditional model: data set {dataset.spec.name!r} has no 'y' or 'cond' to draw conditions from"
+            )
         idx = torch.from_numpy(np.random.default_rng(seed).integers(0, len(labels), n))
         cond = labels[idx].to(model.device)
-    parts = [model.sample(min(chunk, n - i), None if cond is None else cond[i : i + chunk], generator=gen).cpu() for i in range(0, n, chunk)]
+    parts = [
+        model.sample(min(chunk, n - i), None if cond is None else cond[i : i + chunk], generator=gen).cpu()
+        for i in range(0, n, chunk)
+    ]
     return torch.cat(parts).float()
 
 
-def sample_metrics(samples: torch.Tensor, dataset: TensorDataset, chosen: Sequence[str], *, reference: TensorDataset | None = None, features: str = "auto", seed: int = 0, permutations: int = 500, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def sample_metrics(
+    samples: torch.Tensor,
+    dataset: TensorDataset,
+    chosen: Sequence[str],
+    *,
+    reference: TensorDataset | None = None,
+    features: str = "auto",
+    seed: int = 0,
+    permutations: int = 500,
+    out_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """The sample-based metrics of ``chosen`` for ``samples`` [N, *shape] against ``dataset`` (the
     evaluated split); ``reference`` (the training split) trains the feature classifier and is the
     'train' side of the memorization audit. Usable for any source of samples (not only models)."""
@@ -135,7 +162,9 @@ def sample_metrics(samples: torch.Tensor, dataset: TensorDataset, chosen: Sequen
         out["fid"] = frechet_distance(real, fake)
         if reference is not None and reference is not dataset:
             # What a perfect model scores at these sample sizes: FID is biased upwards at small N.
-            idx = torch.from_numpy(np.random.default_rng(seed).choice(len(reference), min(len(samples), len(reference)), replace=False))
+            idx = torch.from_numpy(
+                np.random.default_rng(seed).choice(len(reference), min(len(samples), len(reference)), replace=False)
+            )
             out["fid_reference"] = frechet_distance(real, fx.features(reference.tensors["x"][idx].float()))
     if "kid" in chosen:
         out["kid_mean"], out["kid_std"] = kid(real, fake, seed=seed)
@@ -146,7 +175,9 @@ def sample_metrics(samples: torch.Tensor, dataset: TensorDataset, chosen: Sequen
     if "classes" in chosen:
         pred = fx.predict(samples)
         if pred is None:
-            raise ValueError(f"metric 'classes' needs a classifier feature network; features={fx.name!r} has no class head")
+            raise ValueError(
+                f"metric 'classes' needs a classifier feature network; features={fx.name!r} has no class head"
+            )
         k = int(fx.num_classes)
         hist = torch.bincount(pred.cpu(), minlength=k).double()
         real_hist = torch.bincount(fx.predict(real_x).cpu(), minlength=k).double()  # classifier errors cancel
@@ -162,9 +193,13 @@ def sample_metrics(samples: torch.Tensor, dataset: TensorDataset, chosen: Sequen
         out["c2st_accuracy"] = c2st(real, fake, seed=seed)
     if "memorization" in chosen:
         if reference is None or reference is dataset:
-            raise ValueError("metric 'memorization' needs the training split (reference=...) distinct from the evaluated split")
+            raise ValueError(
+                "metric 'memorization' needs the training split (reference=...) distinct from the evaluated split"
+            )
         png = None if out_dir is None else Path(out_dir) / "memorization.png"
-        audit = memorization_audit(samples, reference.tensors["x"].float(), real_x, png=png if samples.dim() == 4 else None)
+        audit = memorization_audit(
+            samples, reference.tensors["x"].float(), real_x, png=png if samples.dim() == 4 else None
+        )
         out.update({f"mem_{k}" if k != "png" else "memorization_png": v for k, v in audit.items()})
     return out
 
@@ -205,9 +240,14 @@ def evaluate(
         if m not in AVAILABLE:
             raise ValueError(f"unknown metric {m!r}; expected one of {', '.join(AVAILABLE)}")
         if m == "disentanglement" and m not in applicable and not model.spec.factor_sizes:
-            raise ValueError(f"metric 'disentanglement' needs data with ground-truth factors (e.g. shapes); data set {model.spec.name!r} has none")
+            raise ValueError(
+                "metric 'disentanglement' needs data with ground-truth factors (e.g. shapes); "
+                f"data set {model.spec.name!r} has none"
+            )
         if m not in applicable:
-            raise ValueError(f"metric {m!r} does not apply to {type(model).__name__} (applicable: {', '.join(applicable)})")
+            raise ValueError(
+                f"metric {m!r} does not apply to {type(model).__name__} (applicable: {', '.join(applicable)})"
+            )
     model.eval()
     torch.manual_seed(seed)
     out: dict[str, Any] = {"n_examples": len(dataset), "likelihood_kind": model.likelihood}
@@ -238,5 +278,16 @@ def evaluate(
             if metrics is not None:
                 raise ValueError("metric 'memorization' needs the training split: pass reference=<train TensorDataset>")
             wanted.remove("memorization")  # user data without a known train split: skip quietly
-        out.update(sample_metrics(samples, dataset, wanted, reference=ref, features=features, seed=seed, permutations=permutations, out_dir=out_dir))
+        out.update(
+            sample_metrics(
+                samples,
+                dataset,
+                wanted,
+                reference=ref,
+                features=features,
+                seed=seed,
+                permutations=permutations,
+                out_dir=out_dir,
+            )
+        )
     return out

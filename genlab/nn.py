@@ -3,7 +3,7 @@ layers of autoregressive models (MaskedLinear + made_masks for MADE/MAF, MaskedC
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -11,7 +11,14 @@ from torch import Tensor, nn
 
 def activation(name: str) -> nn.Module:
     """An activation module by name (``relu``, ``gelu``, ``silu``, ``elu``, ``tanh``, ``leaky_relu``)."""
-    table = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU}
+    table = {
+        "relu": nn.ReLU,
+        "gelu": nn.GELU,
+        "silu": nn.SiLU,
+        "elu": nn.ELU,
+        "tanh": nn.Tanh,
+        "leaky_relu": nn.LeakyReLU,
+    }
     if name not in table:
         raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(table)}")
     return table[name]()
@@ -80,7 +87,9 @@ class ConvEncoder(nn.Module):
 class ConvDecoder(nn.Module):
     """Mirror of :class:`ConvEncoder`: [B, in_dim] -> [B, out_channels, H, W] (unnormalised outputs)."""
 
-    def __init__(self, in_dim: int, out_shape: Sequence[int], out_channels: int, base: int = 32, act: str = "relu") -> None:
+    def __init__(
+        self, in_dim: int, out_shape: Sequence[int], out_channels: int, base: int = 32, act: str = "relu"
+    ) -> None:
         super().__init__()
         _, h, w = out_shape
         n = _num_downsamples(h, w)
@@ -104,7 +113,9 @@ def one_hot(y: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
     """Class ids [B] (long) -> one-hot [B, num_classes]; float conditions [B, K] pass through."""
     if y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-            raise ValueError(f"class id out of range: got {int(y.min())}..{int(y.max())}, expected 0..{num_classes - 1}")
+            raise ValueError(
+                f"class id out of range: got {int(y.min())}..{int(y.max())}, expected 0..{num_classes - 1}"
+            )
         return nn.functional.one_hot(y.long(), num_classes).to(dtype)
     return y.to(dtype)
 
@@ -165,7 +176,15 @@ class MaskedConv2d(nn.Conv2d):
     sides are padded to keep H and W; a ``(1, k)`` kernel is a horizontal-stack convolution.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], mask_type: str = "B", data_channels: int = 1, bias: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        mask_type: str = "B",
+        data_channels: int = 1,
+        bias: bool = True,
+    ) -> None:
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
         if mask_type not in ("A", "B", "V"):
             raise ValueError(f"mask_type must be 'A', 'B' or 'V'; got {mask_type!r}")

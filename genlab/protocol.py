@@ -12,7 +12,8 @@ import collections.abc
 import inspect
 import types
 import typing
-from typing import Any, Callable, ClassVar, Literal
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn

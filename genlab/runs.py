@@ -30,16 +30,43 @@ def plain(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
-def run_config(model: str, model_kwargs: dict[str, Any], data: str, data_opts: dict[str, Any], spec: DataSpec, train: dict[str, Any]) -> dict[str, Any]:
+def run_config(
+    model: str,
+    model_kwargs: dict[str, Any],
+    data: str,
+    data_opts: dict[str, Any],
+    spec: DataSpec,
+    train: dict[str, Any],
+) -> dict[str, Any]:
     """Everything needed to rebuild the model and repeat the run, as written to ``config.yaml``."""
     from . import __version__
 
-    return plain({"genlab_version": __version__, "model": model, "model_kwargs": model_kwargs, "data": data, "data_opts": data_opts, "spec": spec.to_dict(), "train": train})
+    return plain(
+        {
+            "genlab_version": __version__,
+            "model": model,
+            "model_kwargs": model_kwargs,
+            "data": data,
+            "data_opts": data_opts,
+            "spec": spec.to_dict(),
+            "train": train,
+        }
+    )
 
 
 #: What genlab writes into a run folder (train, eval, encode, figures): removed by ``--overwrite``
 #: so that nothing of the old run (an eval.json, a figure) is taken for the new one.
-RUN_FILES = ("config.yaml", "*.safetensors", "trainer-state*", "metrics.jsonl", "eval.json", "latents-*", "*.png", "samples.txt", "samples.wav")
+RUN_FILES = (
+    "config.yaml",
+    "*.safetensors",
+    "trainer-state*",
+    "metrics.jsonl",
+    "eval.json",
+    "latents-*",
+    "*.png",
+    "samples.txt",
+    "samples.wav",
+)
 
 
 def clear_run(path: str | os.PathLike) -> None:
@@ -65,7 +92,10 @@ def load_run(path: str | os.PathLike, weights: str = "best", device: str | torch
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}; got {weights!r}")
     if not (path / CONFIG_FILE).exists():
-        raise ckpt.CheckpointError(f"{str(path)!r} is not a genlab run folder (no {CONFIG_FILE}); runs are written by 'genlab train' or genlab.Trainer(..., out_dir=)")
+        raise ckpt.CheckpointError(
+            f"{str(path)!r} is not a genlab run folder (no {CONFIG_FILE}); "
+            "runs are written by 'genlab train' or genlab.Trainer(..., out_dir=)"
+        )
     config = ckpt.read_yaml(path / CONFIG_FILE)
     if not isinstance(config, dict) or "model" not in config or "spec" not in config:
         raise ckpt.CheckpointError(f"{str(path / CONFIG_FILE)!r} is not a genlab run config (needs 'model' and 'spec')")
@@ -78,5 +108,7 @@ def load_run(path: str | os.PathLike, weights: str = "best", device: str | torch
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:
-        raise ckpt.CheckpointError(f"{str(file)!r} does not fit model {config['model']!r}: {str(e).splitlines()[0]}") from None
+        raise ckpt.CheckpointError(
+            f"{str(file)!r} does not fit model {config['model']!r}: {str(e).splitlines()[0]}"
+        ) from None
     return Run(model.to(device).eval(), config, spec)

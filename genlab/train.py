@@ -23,10 +23,11 @@ import sys
 import time
 import typing
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -120,7 +121,7 @@ class TrainConfig:
                 raise ValueError(f"bad training setting {key}={getattr(self, key)!r}: expected {expected}")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         bad = [k for k in d if k not in names]
         if bad:
@@ -173,7 +174,9 @@ class Trainer:
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         self.model = model.to(self.device)
-        self.train_data = TensorDataset({k: v.to(self.device) for k, v in train_data.tensors.items()}, train_data.spec, train_data.split)
+        self.train_data = TensorDataset(
+            {k: v.to(self.device) for k, v in train_data.tensors.items()}, train_data.spec, train_data.split
+        )
         self.val_data = val_data
         self.out = Path(out_dir) if out_dir is not None else None
         self.is_main = self.rank == 0
@@ -183,9 +186,13 @@ class Trainer:
         overrides = model.optimizer_settings()
         unknown = [k for k in overrides if k not in self.groups]
         if unknown:
-            raise ValueError(f"optimizer_settings() names {unknown[0]!r}, which is not a parameter group ({', '.join(self.groups)})")
+            raise ValueError(
+                f"optimizer_settings() names {unknown[0]!r}, which is not a parameter group ({', '.join(self.groups)})"
+            )
         self.base_lr = {k: float(overrides.get(k, {}).get("lr", self.cfg.lr)) for k in self.groups}
-        self.optimizers = {key: self._make_optimizer(params, overrides.get(key, {})) for key, params in self.groups.items()}
+        self.optimizers = {
+            key: self._make_optimizer(params, overrides.get(key, {})) for key, params in self.groups.items()
+        }
         self._all_params = list(self.model.parameters())
         self.ema: dict[str, Tensor] | None = None
         if self.cfg.ema is not None:
@@ -203,7 +210,9 @@ class Trainer:
                 dist.broadcast(t.data, 0)
 
     def _make_optimizer(self, params: list[torch.nn.Parameter], override: dict[str, Any]) -> torch.optim.Optimizer:
-        kw: dict[str, Any] = dict(lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), weight_decay=self.cfg.weight_decay)
+        kw: dict[str, Any] = dict(
+            lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), weight_decay=self.cfg.weight_decay
+        )
         kw.update(override)
         try:  # the fused kernel is one launch for all parameters (CPU support since torch 2.4)
             return torch.optim.AdamW(params, fused=True, **kw)
@@ -316,11 +325,19 @@ class Trainer:
         model's ``validation_metrics(val_data)`` if it defines them (e.g. a GAN's ``val_fd``), else
         ``val_loss`` (mean of the optimized losses). Model selection uses the first of these."""
         assert self.val_data is not None
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), self.averaged_weights():
+        with (
+            torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []),
+            self.averaged_weights(),
+        ):
             torch.manual_seed(self.cfg.seed + 1)
             self.model.eval()
             if self.model.likelihood != "none":
-                m = likelihood_metrics(self.model, self.val_data, batch_size=self.cfg.eval_batch_size, max_examples=self.cfg.max_eval_examples)
+                m = likelihood_metrics(
+                    self.model,
+                    self.val_data,
+                    batch_size=self.cfg.eval_batch_size,
+                    max_examples=self.cfg.max_eval_examples,
+                )
                 return {"val_nll": m["nll"], "val_bpd": m["bpd"]}
             hook = self.model.validation_metrics(self.val_data)
             if hook:
@@ -337,7 +354,10 @@ class Trainer:
     def save_sample_grid(self, name: str) -> Path | None:
         if self.out is None:
             return None
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), self.averaged_weights():
+        with (
+            torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []),
+            self.averaged_weights(),
+        ):
             self.model.eval()
             gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 2)
             n = display_count(self.model.spec, self.cfg.n_samples)
@@ -349,7 +369,13 @@ class Trainer:
             except NotImplementedError:
                 return None
             nrow = self.model.spec.num_classes if cond is not None else None
-            return save_samples(x, self.model.spec, self.out / "samples" / f"{name}.png", reference=self.train_data.tensors["x"][:20000], nrow=nrow)
+            return save_samples(
+                x,
+                self.model.spec,
+                self.out / "samples" / f"{name}.png",
+                reference=self.train_data.tensors["x"][:20000],
+                nrow=nrow,
+            )
 
     def _export_weights(self) -> dict[str, Tensor]:
         return {k: v.detach().clone().contiguous() for k, v in (self.ema or self.model.state_dict()).items()}
@@ -397,7 +423,10 @@ class Trainer:
             prev = ckpt.prev_path(self.out / STATE_FILE)
             tensors, meta = ckpt.load_tensors(prev)
             if meta.get("step") != state["step"]:
-                raise ckpt.CheckpointError(f"{self.out / STATE_FILE} (step {meta.get('step')}) does not match {self.out / STATE_JSON} (step {state['step']})")
+                raise ckpt.CheckpointError(
+                    f"{self.out / STATE_FILE} (step {meta.get('step')}) "
+                    f"does not match {self.out / STATE_JSON} (step {state['step']})"
+                )
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         if self.ema is not None:
             ema = {k[4:]: v.to(self.device) for k, v in tensors.items() if k.startswith("ema.")}
@@ -437,7 +466,9 @@ class Trainer:
         if improved:
             self.best, self.best_step, self.bad_evals = value, self.step, 0
             if self.out is not None and self.is_main:
-                ckpt.save_tensors(self._export_weights(), self.out / BEST_FILE, dict(self._weights_meta(), **{key: value}))
+                ckpt.save_tensors(
+                    self._export_weights(), self.out / BEST_FILE, dict(self._weights_meta(), **{key: value})
+                )
         else:
             self.bad_evals += 1
         self._log({"step": self.step, "split": "val", **metrics, "best_step": self.best_step})
@@ -452,10 +483,16 @@ class Trainer:
             return
         kwargs = getattr(self.model, "init_kwargs", None)
         if kwargs is None or not self.model.registry_name:
-            warnings.warn(f"{type(self.model).__name__} was not built with genlab.build_model: {self.out / CONFIG_FILE} is not written and load_run cannot rebuild this run", stacklevel=2)
+            warnings.warn(
+                f"{type(self.model).__name__} was not built with genlab.build_model: "
+                f"{self.out / CONFIG_FILE} is not written and load_run cannot rebuild this run",
+                stacklevel=2,
+            )
             return
         spec = self.train_data.spec
-        config = run_config(self.model.registry_name, kwargs, data or spec.name, data_opts or {}, spec, dataclasses.asdict(self.cfg))
+        config = run_config(
+            self.model.registry_name, kwargs, data or spec.name, data_opts or {}, spec, dataclasses.asdict(self.cfg)
+        )
         self.out.mkdir(parents=True, exist_ok=True)
         ckpt.write_yaml(config, self.out / CONFIG_FILE)
 
@@ -528,7 +565,13 @@ class Trainer:
                 bar.close()
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
-        summary = {"step": self.step, "stopped": reason, "best": self.best, "best_step": self.best_step, "seconds": time.time() - t0}
+        summary = {
+            "step": self.step,
+            "stopped": reason,
+            "best": self.best,
+            "best_step": self.best_step,
+            "seconds": time.time() - t0,
+        }
         if self.out is not None and self.is_main and reason == "completed" and self.val_data is None:
             ckpt.save_tensors(self._export_weights(), self.out / BEST_FILE, self._weights_meta())
         return summary

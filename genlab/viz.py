@@ -7,8 +7,9 @@ import functools
 import inspect
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,7 +99,7 @@ FONT_SIZE = 12
 TITLE_SIZE = 13
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def font(size: int = FONT_SIZE) -> Any:
     """The font of every text genlab draws: Pillow's scalable default TrueType font at ``size``
     points (Pillow >= 10.1, built with FreeType), which spaces words properly; on older Pillow the
@@ -129,7 +130,13 @@ def text_size(text: str, size: int = FONT_SIZE) -> tuple[int, int]:
     return int(math.ceil(width)), int(height)
 
 
-def draw_text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, fill: tuple[int, int, int] = (0, 0, 0), size: int = FONT_SIZE) -> None:
+def draw_text(
+    draw: ImageDraw.ImageDraw,
+    xy: tuple[float, float],
+    text: str,
+    fill: tuple[int, int, int] = (0, 0, 0),
+    size: int = FONT_SIZE,
+) -> None:
     """Write one line of ``text`` with its top left at ``xy`` in :func:`font` (all figure text
     goes through here)."""
     draw.text(xy, text, fill=fill, font=font(size))
@@ -160,7 +167,9 @@ def sample_delimiter(i: int) -> str:
     return f"----- sample {i} -----"
 
 
-def save_samples(samples: Tensor, spec: DataSpec, path: str | os.PathLike, reference: Tensor | None = None, nrow: int | None = None) -> Path | None:
+def save_samples(
+    samples: Tensor, spec: DataSpec, path: str | os.PathLike, reference: Tensor | None = None, nrow: int | None = None
+) -> Path | None:
     """Save model samples in the form that suits the data: a PNG grid for images, a PNG density
     (next to ``reference`` data when given) for 2-D vectors, a ``.txt`` file for token ids (each
     sample after a line ``----- sample i -----``, since texts hold blank lines themselves), a
@@ -192,7 +201,15 @@ def save_samples(samples: Tensor, spec: DataSpec, path: str | os.PathLike, refer
 
 
 @torch.no_grad()
-def latent_traversal(model: Any, x: Tensor, path: str | os.PathLike, dims: list[int] | None = None, span: float = 3.0, steps: int = 9, cond: Tensor | None = None) -> Path:
+def latent_traversal(
+    model: Any,
+    x: Tensor,
+    path: str | os.PathLike,
+    dims: list[int] | None = None,
+    span: float = 3.0,
+    steps: int = 9,
+    cond: Tensor | None = None,
+) -> Path:
     """PNG of a latent traversal: one row per latent dimension, moving that coordinate of
     ``encode(x)`` (x is one example [1, *shape]) from -span to +span while the others stay fixed;
     each cell is the decoder mean; the title says which dimensions the rows are. Needs a model
@@ -214,7 +231,9 @@ def latent_traversal(model: Any, x: Tensor, path: str | os.PathLike, dims: list[
 
 
 @torch.no_grad()
-def interpolation(model: Any, x_a: Tensor, x_b: Tensor, path: str | os.PathLike, steps: int = 10, cond: Tensor | None = None) -> Path:
+def interpolation(
+    model: Any, x_a: Tensor, x_b: Tensor, path: str | os.PathLike, steps: int = 10, cond: Tensor | None = None
+) -> Path:
     """PNG of decoder means along the straight line between ``encode(x_a)`` and ``encode(x_b)``
     (each [R, *shape]: one row per pair, ``cond`` [R] the condition of each row)."""
     za, zb = model.encode(x_a, cond), model.encode(x_b, cond)
@@ -249,7 +268,14 @@ def density_grid(model: Any, bounds: tuple[float, float], bins: int = 128, label
     return dens.view(bins, bins).numpy()
 
 
-def save_learned_density(model: Any, data: Tensor, path: str | os.PathLike, bins: int = 128, labels: Tensor | None = None, min_side: int = 256) -> Path:
+def save_learned_density(
+    model: Any,
+    data: Tensor,
+    path: str | os.PathLike,
+    bins: int = 128,
+    labels: Tensor | None = None,
+    min_side: int = 256,
+) -> Path:
     """PNG of the data histogram (log counts, left, titled "data") next to the learned density
     p(x) on a grid (linear, right, titled "model density"), both over the same square around the
     data (2-D models with exact log_prob); each panel is ``bins`` cells enlarged to at least
@@ -257,7 +283,9 @@ def save_learned_density(model: Any, data: Tensor, path: str | os.PathLike, bins
     r = data.detach().cpu().numpy()
     lim = float(np.quantile(np.abs(r), 0.995)) * 1.1 + 1e-6
     dens = density_grid(model, (-lim, lim), bins, labels)
-    data_img = titled(enlarge(density_image(r, bins=bins, bounds=(-lim, lim)), min_side), f"data ({len(r)} points, log counts)")
+    data_img = titled(
+        enlarge(density_image(r, bins=bins, bounds=(-lim, lim)), min_side), f"data ({len(r)} points, log counts)"
+    )
     model_img = titled(enlarge(values_image(dens), min_side), "model density p(x)")
     return save_png(side_by_side(data_img, model_img), path)
 
@@ -281,16 +309,26 @@ def run_figures(model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n:
         cond = torch.arange(n, device=model.device) % model.spec.num_classes
     try:
         nrow = model.spec.num_classes if cond is not None else None  # one column per class
-        p = save_samples(model.sample(n, cond, generator=gen), model.spec, out / "samples.png", reference=data.tensors["x"], nrow=nrow)
+        p = save_samples(
+            model.sample(n, cond, generator=gen),
+            model.spec,
+            out / "samples.png",
+            reference=data.tensors["x"],
+            nrow=nrow,
+        )
         if p is not None:
             written.append(p)
         if model.spec.kind == "image" and "mean" in inspect.signature(model.sample).parameters:
             gen.manual_seed(seed)  # the same latents as samples.png, shown as decoder means
-            written.append(save_image_grid(model.sample(n, cond, generator=gen, mean=True), out / "samples-mean.png", nrow))
+            written.append(
+                save_image_grid(model.sample(n, cond, generator=gen, mean=True), out / "samples-mean.png", nrow)
+            )
     except NotImplementedError:
         pass
     if model.likelihood == "exact" and model.spec.kind == "vector" and model.spec.shape == (2,):
-        written.append(save_learned_density(model, data.tensors["x"], out / "density.png", labels=data.tensors.get("y")))
+        written.append(
+            save_learned_density(model, data.tensors["x"], out / "density.png", labels=data.tensors.get("y"))
+        )
     if model.spec.kind != "image":
         return written
     n_val = len(data)
@@ -305,7 +343,9 @@ def run_figures(model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n:
         written.append(latent_traversal(model, x[:1], out / "traversal.png", cond=None if c is None else c[:1]))
         k = min(4, len(x) // 2)  # pairs (x[i], x[k + i]); none with a single example
         if k:
-            written.append(interpolation(model, x[:k], x[k : 2 * k], out / "interpolation.png", cond=None if c is None else c[:k]))
+            written.append(
+                interpolation(model, x[:k], x[k : 2 * k], out / "interpolation.png", cond=None if c is None else c[:k])
+            )
     return written
 
 
@@ -327,8 +367,16 @@ def save_reconstructions(x: Tensor, rec: Tensor, path: str | os.PathLike, ncol: 
 
 #: Categorical colours (matplotlib's "tab10"), cycled for more classes or curves.
 PALETTE: tuple[tuple[int, int, int], ...] = (
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
 )
 
 

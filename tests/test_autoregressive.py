@@ -29,7 +29,16 @@ def all_points(shape, levels, lo=0.0, hi=1.0):
 BIN6 = DataSpec(name="bin6", kind="vector", shape=(6,), levels=2, num_classes=2)
 IMG3 = DataSpec(name="img3", kind="image", shape=(1, 2, 2), levels=3, num_classes=2)
 RGB3 = DataSpec(name="rgb3", kind="image", shape=(3, 1, 2), levels=3, num_classes=2)
-TOK = DataSpec(name="tok", kind="tokens", shape=(4,), dtype="int64", value_range=None, levels=3, vocab=("a", "b", "c"), num_classes=2)
+TOK = DataSpec(
+    name="tok",
+    kind="tokens",
+    shape=(4,),
+    dtype="int64",
+    value_range=None,
+    levels=3,
+    vocab=("a", "b", "c"),
+    num_classes=2,
+)
 AUD3 = DataSpec(name="aud3", kind="audio", shape=(4,), value_range=(-1.0, 1.0), levels=3, num_classes=2)
 
 SMALL = {
@@ -73,7 +82,9 @@ def test_transformer_prefix_gives_a_distribution():
     assert not torch.allclose(lp, model.log_prob(x))  # the prefix changes the distribution
 
 
-@pytest.mark.parametrize("name,spec,kw", [NORMALIZATION[0], NORMALIZATION[2], NORMALIZATION[3]], ids=["made", "pixelcnn-gated", "pixelcnn"])
+@pytest.mark.parametrize(
+    "name,spec,kw", [NORMALIZATION[0], NORMALIZATION[2], NORMALIZATION[3]], ids=["made", "pixelcnn-gated", "pixelcnn"]
+)
 def test_samples_follow_log_prob(name, spec, kw):
     model = build(name, spec, **SMALL[name], **kw)
     x = all_points(spec.shape, spec.levels)
@@ -129,8 +140,17 @@ def _pixel_dep(model, shape):
 @pytest.mark.parametrize("shape", [(1, 5, 5), (3, 3, 3)])
 def test_pixelcnn_masks_and_blind_spot(shape):
     strictly_earlier = torch.ones(math.prod(shape), math.prod(shape), dtype=torch.bool).tril(-1)
-    gated = build("pixelcnn", DataSpec(name="i", kind="image", shape=shape, levels=3), channels=12, n_layers=4, first_kernel=3)
-    plain = build("pixelcnn", DataSpec(name="i", kind="image", shape=shape, levels=3), gated=False, channels=12, n_layers=4, first_kernel=3)
+    gated = build(
+        "pixelcnn", DataSpec(name="i", kind="image", shape=shape, levels=3), channels=12, n_layers=4, first_kernel=3
+    )
+    plain = build(
+        "pixelcnn",
+        DataSpec(name="i", kind="image", shape=shape, levels=3),
+        gated=False,
+        channels=12,
+        n_layers=4,
+        first_kernel=3,
+    )
     dep_g, dep_p = _pixel_dep(gated, shape), _pixel_dep(plain, shape)
     assert not (dep_g & ~strictly_earlier).any() and not (dep_p & ~strictly_earlier).any()
     assert torch.equal(dep_g, strictly_earlier)  # gated: sees every earlier sub-pixel, no blind spot
@@ -165,10 +185,21 @@ def test_wavenet_causal_by_perturbation():
         assert not torch.equal(model(y)[:, t + 1 : t + 2], base[:, t + 1 : t + 2]) or t == 19
 
 
-@pytest.mark.parametrize("kw", [{}, {"temperature": 0.7, "top_k": 2}, {"top_p": 0.6}, {"prefix": True, "conditional": True}])
+@pytest.mark.parametrize(
+    "kw", [{}, {"temperature": 0.7, "top_k": 2}, {"top_p": 0.6}, {"prefix": True, "conditional": True}]
+)
 def test_transformer_kv_cache_equals_naive(kw):
     kw = dict(kw)
-    spec = DataSpec(name="tok", kind="tokens", shape=(12,), dtype="int64", value_range=None, levels=5, vocab=tuple("abcde"), num_classes=2)
+    spec = DataSpec(
+        name="tok",
+        kind="tokens",
+        shape=(12,),
+        dtype="int64",
+        value_range=None,
+        levels=5,
+        vocab=tuple("abcde"),
+        num_classes=2,
+    )
     model = build("transformer", spec, d_model=8, n_layers=2, n_heads=2, conditional=kw.pop("conditional", False))
     opts = {"cond": torch.arange(16) % 2} if model.conditional else {}
     if kw.pop("prefix", False):
@@ -220,7 +251,14 @@ def test_tones_data_set():
 
 
 def test_transformer_on_captions_and_text_decoding():
-    spec = DataSpec(name="cap", kind="multimodal", shape=(3, 4, 4), levels=2, vocab=("<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "heart"), extra={"text_len": 6})
+    spec = DataSpec(
+        name="cap",
+        kind="multimodal",
+        shape=(3, 4, 4),
+        levels=2,
+        vocab=("<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "heart"),
+        extra={"text_len": 6},
+    )
     model = build("transformer", spec, source="text", **SMALL["transformer"])
     text = torch.tensor([[1, 4, 5, 6, 2, 0], [1, 4, 6, 2, 0, 0]])
     batch = {"x": torch.rand(2, 3, 4, 4, dtype=torch.float64), "text": text}

@@ -22,7 +22,18 @@ def run_dir(tmp_path_factory):
 
 
 def test_train_writes_the_run_folder(run_dir):
-    for f in ["config.yaml", "model.safetensors", "best.safetensors", "trainer-state.safetensors", "trainer-state.json", "metrics.jsonl", "samples.png", "reconstructions.png", "traversal.png", "interpolation.png"]:
+    for f in [
+        "config.yaml",
+        "model.safetensors",
+        "best.safetensors",
+        "trainer-state.safetensors",
+        "trainer-state.json",
+        "metrics.jsonl",
+        "samples.png",
+        "reconstructions.png",
+        "traversal.png",
+        "interpolation.png",
+    ]:
         assert (run_dir / f).exists(), f
     assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["step-000020.png", "step-000040.png"]
     img = np.asarray(Image.open(run_dir / "samples.png"))
@@ -96,7 +107,21 @@ def test_corrupt_checkpoint_in_cli(run_dir, tmp_path, capsys):
 
 
 def test_console_entry_has_no_traceback(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "genlab", "train", "vae", "--data", str(tmp_path / "x.npz"), "--out", str(tmp_path / "r")], capture_output=True, text=True)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "genlab",
+            "train",
+            "vae",
+            "--data",
+            str(tmp_path / "x.npz"),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 2
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
@@ -110,12 +135,48 @@ def test_sample_temperature_reaches_the_flow(tmp_path, capsys):
     tiny = ["--set", "n_couplings=2", "--set", "hidden=16", "--set", "depth=1", "--set", "threads=1"]
     before = torch.get_num_threads()
     try:
-        assert main(["train", "realnvp", "--data", "moons", "--out", str(run), "--set", "steps=5", "--set", "eval_every=0", "--set", "sample_every=0", *tiny, "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "realnvp",
+                    "--data",
+                    "moons",
+                    "--out",
+                    str(run),
+                    "--set",
+                    "steps=5",
+                    "--set",
+                    "eval_every=0",
+                    "--set",
+                    "sample_every=0",
+                    *tiny,
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         assert torch.get_num_threads() == 1  # --set threads=1 reached the Trainer as an int
     finally:
         torch.set_num_threads(before)
     for t in ("0.5", "1"):
-        assert main(["sample", str(run), "--n", "32", "--seed", "3", "--temperature", t, "--out", str(tmp_path / f"t{t}.npy")]) == 0
+        assert (
+            main(
+                [
+                    "sample",
+                    str(run),
+                    "--n",
+                    "32",
+                    "--seed",
+                    "3",
+                    "--temperature",
+                    t,
+                    "--out",
+                    str(tmp_path / f"t{t}.npy"),
+                ]
+            )
+            == 0
+        )
     model, _, _ = load_run(run)
     want = model.sample(32, generator=torch.Generator().manual_seed(3), temperature=0.5)
     got = np.load(tmp_path / "t0.5.npy")
@@ -130,7 +191,9 @@ def test_sample_temperature_unsupported_is_a_clear_error(run_dir, tmp_path, caps
     capsys.readouterr()
     assert main(["sample", str(run_dir), "--temperature", "0.7", "--out", str(tmp_path / "s.npy")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("genlab: error:") and "\n" not in err and "'vae' does not support sampling temperature" in err, err
+    assert (
+        err.startswith("genlab: error:") and "\n" not in err and "'vae' does not support sampling temperature" in err
+    ), err
     assert not (tmp_path / "s.npy").exists()
 
 
@@ -141,7 +204,26 @@ TINY_FLOW = ["--set", "n_couplings=2", "--set", "hidden=16", "--set", "depth=1",
 @pytest.fixture(scope="module")
 def flow_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "realnvp-moons"
-    assert main(["train", "realnvp", "--data", "moons", "--out", str(out), "--set", "steps=6", "--set", "eval_every=3", "--set", "sample_every=0", *TINY_FLOW]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "realnvp",
+                "--data",
+                "moons",
+                "--out",
+                str(out),
+                "--set",
+                "steps=6",
+                "--set",
+                "eval_every=3",
+                "--set",
+                "sample_every=0",
+                *TINY_FLOW,
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -185,7 +267,28 @@ def test_encode_flow_is_the_exact_inverse(flow_run, tmp_path, capsys):
 
 def test_encode_gan_has_no_encoder(tmp_path, capsys):
     run = tmp_path / "gan"
-    assert main(["train", "dcgan", "--data", "digits", "--out", str(run), "--set", "steps=2", "--set", "eval_every=0", "--set", "sample_every=0", "--set", "channels=4", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "dcgan",
+                "--data",
+                "digits",
+                "--out",
+                str(run),
+                "--set",
+                "steps=2",
+                "--set",
+                "eval_every=0",
+                "--set",
+                "sample_every=0",
+                "--set",
+                "channels=4",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["encode", str(run)]) == 2
     err = capsys.readouterr().err.strip()
@@ -212,8 +315,13 @@ def test_compare_two_runs(run_dir, flow_run, tmp_path, capsys):
     vae_row = next(ln for ln in md.splitlines() if ln.startswith("| vae-digits"))
     assert "| vae |" in vae_row and "| - |" in vae_row  # the flow's log_prob_* are missing for the VAE
     rows = list(csv.DictReader(open(out.with_suffix(".csv"))))
-    assert [r["run"] for r in rows] == ["vae-digits", "realnvp-moons"] and [r["model"] for r in rows] == ["vae", "realnvp"]
-    assert float(rows[1]["log_prob_bpd"]) == pytest.approx(json.loads((flow_run / "eval.json").read_text())["log_prob_bpd"])
+    assert [r["run"] for r in rows] == ["vae-digits", "realnvp-moons"] and [r["model"] for r in rows] == [
+        "vae",
+        "realnvp",
+    ]
+    assert float(rows[1]["log_prob_bpd"]) == pytest.approx(
+        json.loads((flow_run / "eval.json").read_text())["log_prob_bpd"]
+    )
     img = np.asarray(Image.open(out.with_suffix(".png")))
     assert img.ndim == 3 and img.std() > 0
 
@@ -229,7 +337,17 @@ def test_compare_without_eval_json_is_one_line(tmp_path, capsys):
 
 
 # --- audit: sample --out extensions, eval flags, models table, data options ----------------------
-NO_FIGS = ["--set", "eval_every=0", "--set", "sample_every=0", "--set", "batch_size=8", "--set", "n_samples=4", "--quiet"]
+NO_FIGS = [
+    "--set",
+    "eval_every=0",
+    "--set",
+    "sample_every=0",
+    "--set",
+    "batch_size=8",
+    "--set",
+    "n_samples=4",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -238,8 +356,56 @@ def audio_and_text_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     (root / "c.txt").write_text("the cat sat on the mat. " * 100, encoding="utf-8")
     wn, lm = root / "wavenet", root / "lm"
-    assert main(["train", "wavenet", "--data", "tones", "--data-opt", "n=24", "--data-opt", "length=32", "--out", str(wn), "--set", "steps=1", "--set", "channels=4", "--set", "skip_channels=4", "--set", "layers_per_stack=2", *NO_FIGS]) == 0
-    assert main(["train", "transformer", "--data", str(root / "c.txt"), "--data-opt", "block_size=8", "--out", str(lm), "--set", "steps=1", "--set", "d_model=8", "--set", "n_layers=1", "--set", "n_heads=1", *NO_FIGS]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "wavenet",
+                "--data",
+                "tones",
+                "--data-opt",
+                "n=24",
+                "--data-opt",
+                "length=32",
+                "--out",
+                str(wn),
+                "--set",
+                "steps=1",
+                "--set",
+                "channels=4",
+                "--set",
+                "skip_channels=4",
+                "--set",
+                "layers_per_stack=2",
+                *NO_FIGS,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "transformer",
+                "--data",
+                str(root / "c.txt"),
+                "--data-opt",
+                "block_size=8",
+                "--out",
+                str(lm),
+                "--set",
+                "steps=1",
+                "--set",
+                "d_model=8",
+                "--set",
+                "n_layers=1",
+                "--set",
+                "n_heads=1",
+                *NO_FIGS,
+            ]
+        )
+        == 0
+    )
     return wn, lm
 
 
@@ -261,7 +427,9 @@ def _one_line_error(capsys) -> str:
         ("flow", "p.txt", "samples of 2-D vector data are written as .png or .npy; got .txt"),
     ],
 )
-def test_sample_out_extension_is_checked_before_sampling(which, name, needle, audio_and_text_runs, run_dir, flow_run, tmp_path, capsys, monkeypatch):
+def test_sample_out_extension_is_checked_before_sampling(
+    which, name, needle, audio_and_text_runs, run_dir, flow_run, tmp_path, capsys, monkeypatch
+):
     import genlab.runs
 
     run = {"wavenet": audio_and_text_runs[0], "lm": audio_and_text_runs[1], "vae": run_dir, "flow": flow_run}[which]
@@ -281,7 +449,16 @@ def test_sample_out_extension_is_checked_before_sampling(which, name, needle, au
 
 @pytest.mark.parametrize(
     "which,name",
-    [("wavenet", "s.wav"), ("wavenet", "S.WAV"), ("wavenet", "a.npy"), ("lm", "s.txt"), ("lm", "S.TXT"), ("lm", "S.NPY"), ("vae", "g.PNG"), ("flow", "p.png")],
+    [
+        ("wavenet", "s.wav"),
+        ("wavenet", "S.WAV"),
+        ("wavenet", "a.npy"),
+        ("lm", "s.txt"),
+        ("lm", "S.TXT"),
+        ("lm", "S.NPY"),
+        ("vae", "g.PNG"),
+        ("flow", "p.png"),
+    ],
 )
 def test_sample_writes_exactly_the_name_given(which, name, audio_and_text_runs, run_dir, flow_run, tmp_path, capsys):
     run = {"wavenet": audio_and_text_runs[0], "lm": audio_and_text_runs[1], "vae": run_dir, "flow": flow_run}[which]
@@ -335,7 +512,9 @@ def test_eval_metric_names_are_case_insensitive(run_dir, tmp_path, capsys, monke
 
     monkeypatch.setattr(genlab, "evaluate", spy)
     out = tmp_path / "e.json"
-    assert main(["eval", str(run_dir), "--metrics", " Likelihood, RECON ,likelihood", "--k", "2", "--out", str(out)]) == 0
+    assert (
+        main(["eval", str(run_dir), "--metrics", " Likelihood, RECON ,likelihood", "--k", "2", "--out", str(out)]) == 0
+    )
     assert seen["metrics"] == ["likelihood", "recon"]  # canonical names, each once
     res = json.loads(out.read_text())
     assert "elbo_nats" in res and "iwae_nats" not in res
@@ -374,6 +553,21 @@ def test_train_unknown_data_option_is_one_line(data, opt, needle, tmp_path, caps
 
 def test_train_unknown_option_of_a_user_file_is_one_line(tmp_path, capsys):
     np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32))
-    assert main(["train", "vae", "--data", str(tmp_path / "v.npy"), "--data-opt", "size=32", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "vae",
+                "--data",
+                str(tmp_path / "v.npy"),
+                "--data-opt",
+                "size=32",
+                "--out",
+                str(tmp_path / "r"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = _one_line_error(capsys)
     assert "size" in err and "levels, seed" in err, err

@@ -12,7 +12,16 @@ SPECS = [
     DataSpec(name="img17", kind="image", shape=(1, 8, 8), levels=17, num_classes=3),
     DataSpec(name="rgb16", kind="image", shape=(3, 16, 16), levels=256, num_classes=3),
     DataSpec(name="vec", kind="vector", shape=(2,), value_range=None, num_classes=3),
-    DataSpec(name="tokens", kind="tokens", shape=(7,), dtype="int64", value_range=None, levels=5, vocab=tuple("<>abc"), num_classes=3),
+    DataSpec(
+        name="tokens",
+        kind="tokens",
+        shape=(7,),
+        dtype="int64",
+        value_range=None,
+        levels=5,
+        vocab=tuple("<>abc"),
+        num_classes=3,
+    ),
     DataSpec(name="audio", kind="audio", shape=(12,), value_range=(-1.0, 1.0), num_classes=3),
 ]
 

@@ -41,7 +41,10 @@ def test_toy_shape_determinism_and_splits(name: str) -> None:
     test = load_toy(name, "test", n=500).tensors["x"]
     for other in (other_seed, val, test):
         assert not torch.equal(a.tensors["x"], other)
-    assert torch.equal(torch.from_numpy(sample_toy(name, 7, np.random.default_rng(3))), torch.from_numpy(sample_toy(name, 7, np.random.default_rng(3))))
+    assert torch.equal(
+        torch.from_numpy(sample_toy(name, 7, np.random.default_rng(3))),
+        torch.from_numpy(sample_toy(name, 7, np.random.default_rng(3))),
+    )
 
 
 def test_toy_default_sizes_and_all() -> None:
@@ -266,7 +269,16 @@ def test_captions_parse_back_for_every_value() -> None:
         assert S.parse_caption(" <bos> " + text.upper() + " <eos> <pad>") == parsed
 
 
-@pytest.mark.parametrize("bad", ["", "a small purple heart in the top left", "a small red heart", "a small red heart in the top left corner", "small red heart in the center"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "a small purple heart in the top left",
+        "a small red heart",
+        "a small red heart in the top left corner",
+        "small red heart in the center",
+    ],
+)
 def test_parse_caption_rejects(bad: str) -> None:
     with pytest.raises(InvalidDataError) as e:
         S.parse_caption(bad)

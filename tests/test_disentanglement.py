@@ -23,7 +23,9 @@ def test_mutual_information_known_values():
 def test_mig_is_one_for_one_code_per_factor_and_zero_for_noise():
     f = factors()
     rng = np.random.default_rng(1)
-    codes = np.concatenate([f[:, [2, 0, 1]] * 0.5 + 3.0, rng.normal(size=(len(f), 2))], 1)  # permuted, rescaled, + 2 nuisance dims
+    codes = np.concatenate(
+        [f[:, [2, 0, 1]] * 0.5 + 3.0, rng.normal(size=(len(f), 2))], 1
+    )  # permuted, rescaled, + 2 nuisance dims
     assert mig(codes, f) == pytest.approx(1.0, abs=0.01)
     assert mig(rng.normal(size=(len(f), 5)), f) < 0.01
 
@@ -69,7 +71,9 @@ def test_evaluate_offers_disentanglement_for_encoders_on_factor_data():
     test = genlab.load_dataset("shapes", "test", n=200, size=16)
     vae = genlab.build_model("vae", train.spec, z_dim=4)
     assert "disentanglement" in applicable_metrics(vae)
-    assert "disentanglement" not in applicable_metrics(genlab.build_model("vae", genlab.load_dataset("digits", "train").spec))
+    assert "disentanglement" not in applicable_metrics(
+        genlab.build_model("vae", genlab.load_dataset("digits", "train").spec)
+    )
     res = genlab.evaluate(vae, test, metrics=["disentanglement"])
     assert res["disentanglement_examples"] == 200
     for k in ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness"):

@@ -38,7 +38,9 @@ def test_gaussian_likelihood_integrates_to_one():
 
 def test_discretized_logistic_tail_is_stable():
     x = torch.tensor([0.5], dtype=torch.float64)
-    lp = discretized_logistic_log_prob(torch.tensor([-40.0], dtype=torch.float64), torch.tensor([-7.0], dtype=torch.float64), x, 256)
+    lp = discretized_logistic_log_prob(
+        torch.tensor([-40.0], dtype=torch.float64), torch.tensor([-7.0], dtype=torch.float64), x, 256
+    )
     assert torch.isfinite(lp).all()
 
 

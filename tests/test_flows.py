@@ -49,7 +49,14 @@ def perturb(module: torch.nn.Module, scale: float = 0.3, seed: int = 0) -> torch
 
 def multiscale() -> MultiScale:
     def level(ch: int, h: int) -> Chain:
-        return Chain([Squeeze(), ActNorm(4 * ch), InvConv1x1(4 * ch), AffineCoupling(CondConvNet(2 * ch, 4, 4 * ch, K), "half", 4 * ch)])
+        return Chain(
+            [
+                Squeeze(),
+                ActNorm(4 * ch),
+                InvConv1x1(4 * ch),
+                AffineCoupling(CondConvNet(2 * ch, 4, 4 * ch, K), "half", 4 * ch),
+            ]
+        )
 
     return MultiScale([level(1, 4), level(2, 2)], (1, 4, 4))
 
@@ -64,7 +71,11 @@ TRANSFORMS = {
     "coupling-half-vec": (lambda: AffineCoupling(CondMLP(2, (8,), 2, K), "half", 3, parity=0), (3,), True),
     "coupling-half-vec-parity1": (lambda: AffineCoupling(CondMLP(1, (8,), 4, 0), "half", 3, parity=1), (3,), False),
     "coupling-channel-img": (lambda: AffineCoupling(CondConvNet(1, 4, 2, K), "half", 2, parity=1), (2, 3, 3), True),
-    "coupling-checkerboard": (lambda: AffineCoupling(CondConvNet(2, 4, 4, K), "checkerboard", 2, 1, (3, 4)), (2, 3, 4), True),
+    "coupling-checkerboard": (
+        lambda: AffineCoupling(CondConvNet(2, 4, 4, K), "checkerboard", 2, 1, (3, 4)),
+        (2, 3, 4),
+        True,
+    ),
     "squeeze": (lambda: Squeeze(), (2, 4, 2), False),
     "multiscale": (multiscale, (1, 4, 4), True),
     "maf-layer": (lambda: MaskedAffineAutoregressive(4, (16, 16), torch.tensor([2, 0, 3, 1]), K), (4,), True),
@@ -97,7 +108,9 @@ def test_transform_inverse_and_log_det(name):
     assert torch.allclose(t.inverse(z, c), x, atol=1e-10), "inverse(forward(x)) != x"
     for i in range(4):  # brute force: log|det| of the autograd Jacobian of one example
         ci = None if c is None else c[i : i + 1]
-        jac = torch.autograd.functional.jacobian(lambda v: t(v.view(1, *x.shape[1:]), ci)[0].flatten(), x[i].flatten())
+        jac = torch.autograd.functional.jacobian(
+            lambda v, ci=ci: t(v.view(1, *x.shape[1:]), ci)[0].flatten(), x[i].flatten()
+        )
         assert jac.shape[0] == jac.shape[1]
         assert torch.allclose(torch.linalg.slogdet(jac)[1], ladj[i], atol=1e-8), name
 
@@ -115,8 +128,17 @@ def test_spline_is_identity_at_zero_params_and_monotone():
 
 # --- whole models -----------------------------------------------------------------------------
 
-VECTOR_MODELS = [("realnvp", dict(n_couplings=4, hidden=16)), ("maf", dict(n_layers=3, hidden=(16, 16))), ("nsf", dict(n_couplings=3, hidden=16, bound=3.0)), ("glow", dict(steps=3, hidden=16))]
-IMAGE_MODELS = [("realnvp", dict(hidden=8, stage_couplings=1)), ("glow", dict(steps=2, hidden=8)), ("maf", dict(n_layers=2, hidden=(32,)))]
+VECTOR_MODELS = [
+    ("realnvp", dict(n_couplings=4, hidden=16)),
+    ("maf", dict(n_layers=3, hidden=(16, 16))),
+    ("nsf", dict(n_couplings=3, hidden=16, bound=3.0)),
+    ("glow", dict(steps=3, hidden=16)),
+]
+IMAGE_MODELS = [
+    ("realnvp", dict(hidden=8, stage_couplings=1)),
+    ("glow", dict(steps=2, hidden=8)),
+    ("maf", dict(n_layers=2, hidden=(32,))),
+]
 
 
 def model(name: str, spec: DataSpec, perturb_scale: float = 0.3, **kw) -> FlowModel:
@@ -135,7 +157,7 @@ def test_vector_model_log_prob_is_the_change_of_variables(name, kw):
     assert torch.allclose(m.decode(z, cond), x, atol=1e-9)  # exact inverse
     for i in range(5):
         ci = None if cond is None else cond[i : i + 1]
-        jac = torch.autograd.functional.jacobian(lambda v: m.encode(v.view(1, 2), ci)[0], x[i])
+        jac = torch.autograd.functional.jacobian(lambda v, ci=ci: m.encode(v.view(1, 2), ci)[0], x[i])
         want = -0.5 * z[i].pow(2).sum() - math.log(2 * math.pi) + torch.linalg.slogdet(jac)[1]
         assert torch.allclose(lp[i], want, atol=1e-8)
     if m.conditional:
@@ -226,7 +248,7 @@ def test_variational_dequantizer_density_and_bins():
     eps = torch.randn_like(levels)
     ctx = levels / 4 - 0.5
     for i in range(3):  # q(u) = N(eps) / |det du/deps| by the change of variables
-        f = lambda e: torch.sigmoid(deq.flow(e.view(1, 1, 2, 2), ctx[i : i + 1])[0]).flatten()  # noqa: E731
+        f = lambda e, i=i: torch.sigmoid(deq.flow(e.view(1, 1, 2, 2), ctx[i : i + 1])[0]).flatten()  # noqa: E731
         jac = torch.autograd.functional.jacobian(f, eps[i].flatten())
         want = -0.5 * eps[i].pow(2).sum() - 2 * math.log(2 * math.pi) - torch.linalg.slogdet(jac)[1]
         assert torch.allclose(log_q[i], want, atol=1e-8)
@@ -258,7 +280,21 @@ def test_cli_train_eval_sample_and_density_png(tmp_path, capsys):
     from genlab.cli import main
 
     out = tmp_path / "maf"
-    fast = ["--set", "steps=30", "--set", "eval_every=15", "--set", "sample_every=30", "--set", "n_layers=2", "--set", "hidden=[16, 16]", "--data-opt", "n=400", "--quiet"]
+    fast = [
+        "--set",
+        "steps=30",
+        "--set",
+        "eval_every=15",
+        "--set",
+        "sample_every=30",
+        "--set",
+        "n_layers=2",
+        "--set",
+        "hidden=[16, 16]",
+        "--data-opt",
+        "n=400",
+        "--quiet",
+    ]
     assert main(["train", "maf", "--data", "moons", "--out", str(out), *fast]) == 0
     assert (out / "density.png").exists() and (out / "samples.png").exists()
     assert main(["eval", str(out), "--split", "val"]) == 0

@@ -36,7 +36,9 @@ def test_trained_discriminator_value_approaches_2jsd_minus_log4():
         opt.step()
     with torch.no_grad():
         logits = model.discriminate(eye)  # exact expectations over the K points
-        v = (p_data * -torch.nn.functional.softplus(-logits)).sum() + (p_gen * -torch.nn.functional.softplus(logits)).sum()
+        v = (p_data * -torch.nn.functional.softplus(-logits)).sum() + (
+            p_gen * -torch.nn.functional.softplus(logits)
+        ).sum()
         d_star = p_data / (p_data + p_gen)
     target = 2 * jsd(p_data, p_gen) - math.log(4)
     assert float(v) == pytest.approx(float(target), abs=5e-3)  # V(G, D*) = 2 JSD - log 4
@@ -54,7 +56,7 @@ def test_gradient_penalty_of_linear_critics():
     x, y = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, 3, dtype=torch.float64)
     for norm in (1.0, 2.0, 0.5):
         w = torch.tensor([3.0, 4.0, 0.0], dtype=torch.float64) / 5 * norm
-        assert float(gradient_penalty(lambda v: v @ w, x, y)) == pytest.approx((norm - 1) ** 2, abs=1e-12)
+        assert float(gradient_penalty(lambda v, w=w: v @ w, x, y)) == pytest.approx((norm - 1) ** 2, abs=1e-12)
     with torch.no_grad():  # usable inside evaluation code as well
         assert float(gradient_penalty(lambda v: (v**2).sum(1), x, y)) >= 0
     assert float(discriminator_value(torch.zeros(4), torch.zeros(4))) == pytest.approx(-math.log(4))
@@ -104,7 +106,10 @@ def test_conditional_gan_and_evaluation_of_a_gan(cache, tmp_path):
     model = genlab.build_model("dcgan", train.spec, conditional=True, channels=8)
     assert model.disc_embed is not None  # projection discriminator
     x = train.tensors["x"][:4]
-    d0, d1 = model.discriminate(x, torch.zeros(4, dtype=torch.long)), model.discriminate(x, torch.ones(4, dtype=torch.long))
+    d0, d1 = (
+        model.discriminate(x, torch.zeros(4, dtype=torch.long)),
+        model.discriminate(x, torch.ones(4, dtype=torch.long)),
+    )
     assert not torch.allclose(d0, d1)  # the class enters D through <embed(c), phi(x)>
     from genlab.evaluate import applicable_metrics
 

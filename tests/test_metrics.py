@@ -39,10 +39,14 @@ def test_fid_of_a_set_against_itself_is_zero():
 
 def test_fid_equals_the_gaussian_closed_form():
     # 1-D: (m1 - m2)^2 + (s1 - s2)^2; diagonal: sum over dimensions; general: via scipy's sqrtm.
-    assert gaussian_frechet(np.array([1.0]), np.array([[4.0]]), np.array([-2.0]), np.array([[9.0]])) == pytest.approx(9 + 1)
+    assert gaussian_frechet(np.array([1.0]), np.array([[4.0]]), np.array([-2.0]), np.array([[9.0]])) == pytest.approx(
+        9 + 1
+    )
     va, vb = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 0.25])
     closed = 2**2 + ((np.sqrt(va) - np.sqrt(vb)) ** 2).sum()
-    assert gaussian_frechet(np.array([2.0, 0, 0]), np.diag(va), np.zeros(3), np.diag(vb)) == pytest.approx(closed, rel=1e-10)
+    assert gaussian_frechet(np.array([2.0, 0, 0]), np.diag(va), np.zeros(3), np.diag(vb)) == pytest.approx(
+        closed, rel=1e-10
+    )
     from scipy.linalg import sqrtm
 
     rng = np.random.default_rng(1)
@@ -78,10 +82,15 @@ def test_kid_is_unbiased():
 
 def test_mmd_permutation_test_size_and_power():
     rng = np.random.default_rng(0)
-    p_null = [mmd_test(rng.normal(size=(30, 2)), rng.normal(size=(30, 2)), permutations=200, seed=s)[1] for s in range(100)]
+    p_null = [
+        mmd_test(rng.normal(size=(30, 2)), rng.normal(size=(30, 2)), permutations=200, seed=s)[1] for s in range(100)
+    ]
     assert np.mean(np.array(p_null) <= 0.05) <= 0.12  # false-positive rate ~ alpha = 0.05
     assert 0.35 < np.mean(p_null) < 0.65  # p-values ~ uniform under the null
-    p_alt = [mmd_test(rng.normal(size=(30, 2)), rng.normal(size=(30, 2)) + [1.0, 0.0], permutations=200, seed=s)[1] for s in range(20)]
+    p_alt = [
+        mmd_test(rng.normal(size=(30, 2)), rng.normal(size=(30, 2)) + [1.0, 0.0], permutations=200, seed=s)[1]
+        for s in range(20)
+    ]
     assert np.mean(np.array(p_alt) <= 0.05) >= 0.95  # power ~ 1
     stat, p = mmd_test(torch.zeros(5, 3), torch.ones(5, 3), permutations=50)
     assert stat > 0 and p == pytest.approx(1 / 51 * (1 + 0), abs=0.1)
@@ -91,7 +100,9 @@ def test_c2st_chance_and_power():
     rng = np.random.default_rng(0)
     same = [c2st(rng.normal(size=(150, 3)), rng.normal(size=(150, 3)), seed=s, steps=150) for s in range(4)]
     # A mean shift of 6 sd: the Bayes classifier's accuracy is Phi(3) = 0.9987.
-    shifted = [c2st(rng.normal(size=(150, 3)), rng.normal(size=(150, 3)) + [6.0, 0, 0], seed=s, steps=150) for s in range(4)]
+    shifted = [
+        c2st(rng.normal(size=(150, 3)), rng.normal(size=(150, 3)) + [6.0, 0, 0], seed=s, steps=150) for s in range(4)
+    ]
     assert abs(np.mean(same) - 0.5) < 0.07
     assert np.mean(shifted) > 0.97
 
@@ -171,7 +182,9 @@ def test_evaluate_chooses_metrics_from_capabilities(cache, tmp_path):
     torch.manual_seed(0)
     vae = genlab.build_model("vae", test.spec, z_dim=4, hidden=(32,))
     assert {"likelihood", "iwae", "recon", "fid", "classes", "memorization"} <= set(applicable_metrics(vae))
-    res = genlab.evaluate(vae, test, ["likelihood", "fid", "pr", "classes", "memorization"], n_samples=200, out_dir=tmp_path)
+    res = genlab.evaluate(
+        vae, test, ["likelihood", "fid", "pr", "classes", "memorization"], n_samples=200, out_dir=tmp_path
+    )
     for key in ["elbo_nats", "fid", "fid_reference", "precision", "recall", "classes_covered", "mem_closer_to_train"]:
         assert key in res
     assert res["fid"] > res["fid_reference"] >= 0  # an untrained VAE is worse than real data

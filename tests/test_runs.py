@@ -11,7 +11,17 @@ from genlab.checkpoint import CheckpointError
 from genlab.cli import main
 
 FAST = dict(steps=20, eval_every=10, sample_every=0, checkpoint_every=10, batch_size=64, progress=False)
-CLI_FAST = ["--set", "steps=20", "--set", "eval_every=10", "--set", "sample_every=0", "--set", "batch_size=64", "--quiet"]
+CLI_FAST = [
+    "--set",
+    "steps=20",
+    "--set",
+    "eval_every=10",
+    "--set",
+    "sample_every=0",
+    "--set",
+    "batch_size=64",
+    "--quiet",
+]
 
 
 def test_python_trainer_writes_a_run_that_load_run_opens(tmp_path):
@@ -20,7 +30,11 @@ def test_python_trainer_writes_a_run_that_load_run_opens(tmp_path):
     model = genlab.build_model("vae", train.spec, z_dim=4, hidden=[32])
     Trainer(model, train, val, TrainConfig(**FAST), out_dir=tmp_path / "run").fit()
     loaded, config, spec = genlab.load_run(tmp_path / "run")
-    assert config["model"] == "vae" and config["model_kwargs"] == {"z_dim": 4, "hidden": [32]} and config["data"] == "digits"
+    assert (
+        config["model"] == "vae"
+        and config["model_kwargs"] == {"z_dim": 4, "hidden": [32]}
+        and config["data"] == "digits"
+    )
     assert loaded.sample(3).shape == (3, 1, 8, 8) and spec.shape == (1, 8, 8)
 
 

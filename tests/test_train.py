@@ -28,7 +28,17 @@ def make(out, steps=60, **kw):
     tr, va = small_digits()
     torch.manual_seed(0)
     model = genlab.build_model("vae", tr.spec, z_dim=4, hidden=(32,))
-    cfg = TrainConfig(steps=steps, batch_size=32, eval_every=20, sample_every=0, checkpoint_every=20, progress=False, schedule="cosine", ema=0.9, **kw)
+    cfg = TrainConfig(
+        steps=steps,
+        batch_size=32,
+        eval_every=20,
+        sample_every=0,
+        checkpoint_every=20,
+        progress=False,
+        schedule="cosine",
+        ema=0.9,
+        **kw,
+    )
     return Trainer(model, tr, va, cfg, out)
 
 
@@ -140,7 +150,9 @@ g = torch.Generator().manual_seed(0)
 data = TensorDataset({"x": torch.randn(64, 3, generator=g, dtype=torch.float64)}, spec)
 torch.manual_seed(0)
 m = Quad(spec)
-Trainer(m, data, None, TrainConfig(steps=7, batch_size=16, progress=False, eval_every=0, sample_every=0, checkpoint_every=0, device="cpu")).fit()
+Trainer(m, data, None, TrainConfig(
+    steps=7, batch_size=16, progress=False, eval_every=0, sample_every=0, checkpoint_every=0, device="cpu"
+)).fit()
 rank = dist.get_rank() if dist.is_initialized() else 0
 torch.save({k: v for k, v in m.state_dict().items()}, sys.argv[1] + f".{rank}")
 '''
@@ -157,7 +169,15 @@ def test_ddp_two_cpu_ranks_equal_single_process(tmp_path):
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, str(script), str(tmp_path / "single")], check=True, env=env, timeout=120)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}", str(script), str(tmp_path / "ddp")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        str(script),
+        str(tmp_path / "ddp"),
+    ]
     subprocess.run(cmd, check=True, env=env, timeout=180, capture_output=True)
     single = torch.load(tmp_path / "single.0", weights_only=True)
     r0 = torch.load(tmp_path / "ddp.0", weights_only=True)
@@ -211,7 +231,21 @@ def test_ema_tracks_actnorm_data_dependent_init():
     tr = genlab.load_dataset("moons", "train")
     torch.manual_seed(0)
     model = genlab.build_model("realnvp", tr.spec, n_couplings=2, hidden=16, depth=1)
-    t = Trainer(model, tr, None, TrainConfig(steps=5, batch_size=64, ema=0.999, progress=False, eval_every=0, sample_every=0, checkpoint_every=0, device="cpu"))
+    t = Trainer(
+        model,
+        tr,
+        None,
+        TrainConfig(
+            steps=5,
+            batch_size=64,
+            ema=0.999,
+            progress=False,
+            eval_every=0,
+            sample_every=0,
+            checkpoint_every=0,
+            device="cpu",
+        ),
+    )
     t.fit()
     names = [n for n, m in model.named_modules() if isinstance(m, ActNorm)]
     assert names

@@ -100,7 +100,16 @@ def test_density_png_has_named_large_panels(tmp_path):
 
 
 def test_text_samples_are_delimited(tmp_path):
-    spec = DataSpec(name="chars", kind="tokens", shape=(5,), dtype="int64", value_range=None, levels=7, vocab=("<pad>", "<bos>", "<eos>", "<unk>", "a", "\n", "b"), extra={"tokenizer": "char"})
+    spec = DataSpec(
+        name="chars",
+        kind="tokens",
+        shape=(5,),
+        dtype="int64",
+        value_range=None,
+        levels=7,
+        vocab=("<pad>", "<bos>", "<eos>", "<unk>", "a", "\n", "b"),
+        extra={"tokenizer": "char"},
+    )
     ids = torch.tensor([[0, 1, 1, 2, 0], [2, 2, 1, 1, 1], [0, 0, 0, 0, 0]]) + 4
     path = save_samples(ids, spec, tmp_path / "s.png")
     text = path.read_text()
@@ -124,16 +133,42 @@ def fake_run(path, model, kwargs, ev):
     return path
 
 
-MANY = {"n_examples": 447, "fid": 30.0, "elbo_nats": -98.0, "elbo_bpd": 2.2, "iwae_k": 100, "iwae_bpd": 2.1, "mmd2": 0.01, "precision": 0.6, "recall": 0.7, "kid_mean": 80.0}
+MANY = {
+    "n_examples": 447,
+    "fid": 30.0,
+    "elbo_nats": -98.0,
+    "elbo_bpd": 2.2,
+    "iwae_k": 100,
+    "iwae_bpd": 2.1,
+    "mmd2": 0.01,
+    "precision": 0.6,
+    "recall": 0.7,
+    "kid_mean": 80.0,
+}
 
 
 def test_metric_order_headline_first_bookkeeping_last():
     cols = metric_columns([{"a_thing": 1.0, "run": "x", **MANY}, {"log_prob_bpd": 1.0}])
-    assert cols == ["log_prob_bpd", "elbo_bpd", "iwae_bpd", "elbo_nats", "fid", "kid_mean", "precision", "recall", "mmd2", "a_thing", "n_examples", "iwae_k"]
+    assert cols == [
+        "log_prob_bpd",
+        "elbo_bpd",
+        "iwae_bpd",
+        "elbo_nats",
+        "fid",
+        "kid_mean",
+        "precision",
+        "recall",
+        "mmd2",
+        "a_thing",
+        "n_examples",
+        "iwae_k",
+    ]
 
 
 def test_model_options_are_the_non_defaults():
-    assert model_options({"model": "vae", "model_kwargs": {"conditional": True, "beta": 1.0, "hidden": [256, 256], "z_dim": 4}}) == {"conditional": True, "z_dim": 4}
+    assert model_options(
+        {"model": "vae", "model_kwargs": {"conditional": True, "beta": 1.0, "hidden": [256, 256], "z_dim": 4}}
+    ) == {"conditional": True, "z_dim": 4}
     assert model_options({"model": "no-such-model", "model_kwargs": {"k": 1}}) == {"k": 1}
     assert model_options(None) == {}
 
@@ -160,7 +195,14 @@ def test_compare_few_metrics_is_one_row_per_run(tmp_path):
     a = fake_run(tmp_path / "vae-a", "vae", {"z_dim": 4}, {"n_examples": 10, "elbo_bpd": 2.0})
     b = fake_run(tmp_path / "flow-b", "realnvp", {}, {"n_examples": 10, "log_prob_bpd": 1.5})
     res = compare_runs([a, b], tmp_path / "c.md")
-    assert not res["transposed"] and res["header"] == ["run", "model", "options", "log_prob_bpd", "elbo_bpd", "n_examples"]
+    assert not res["transposed"] and res["header"] == [
+        "run",
+        "model",
+        "options",
+        "log_prob_bpd",
+        "elbo_bpd",
+        "n_examples",
+    ]
     assert res["rows"] == [["vae-a", "vae", "z_dim=4", "-", "2", "10"], ["flow-b", "realnvp", "-", "1.5", "-", "10"]]
     assert (tmp_path / "c.md").read_text().startswith("| run | model | options | log_prob_bpd |")
     printed = text_table(res["header"], res["rows"]).splitlines()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .base import InvalidDataError, TensorDataset, split_indices
 from .spec import DataSpec
@@ -17,11 +18,29 @@ TOY_NAMES = ("moons", "circles", "8gaussians", "checkerboard", "pinwheel", "2spi
 #: imported on first use; the loader's keyword parameters other than ``split`` (and a toy's
 #: ``name``) are the options ``--data-opt`` accepts.
 _BUILTIN: dict[str, tuple[str, str, str]] = {
-    "digits": ("digits", "load_digits", "scikit-learn 8x8 digits: 1x8x8 images, 17 levels, 10 classes; 1000/350/447 split"),
-    **{t: ("toy2d", "load_toy", f"2-D toy '{t}' (FFJORD generator and scaling), continuous vectors") for t in TOY_NAMES},
-    "shapes": ("shapes", "load_shapes", "dSprites regenerator: 1x64x64 binary images with 5 factors (737,280 combinations)"),
-    "shapes-captions": ("shapes", "load_shapes_captions", "3x32x32 coloured shapes with an English caption per image ('text' tokens); captions parse back to factors"),
-    "tones": ("audio", "load_tones", "procedural melodies: 1,024-sample clips at 4 kHz, 8-bit mu-law audio in [-1, 1]; 2000/200/200"),
+    "digits": (
+        "digits",
+        "load_digits",
+        "scikit-learn 8x8 digits: 1x8x8 images, 17 levels, 10 classes; 1000/350/447 split",
+    ),
+    **{
+        t: ("toy2d", "load_toy", f"2-D toy '{t}' (FFJORD generator and scaling), continuous vectors") for t in TOY_NAMES
+    },
+    "shapes": (
+        "shapes",
+        "load_shapes",
+        "dSprites regenerator: 1x64x64 binary images with 5 factors (737,280 combinations)",
+    ),
+    "shapes-captions": (
+        "shapes",
+        "load_shapes_captions",
+        "3x32x32 coloured shapes with an English caption per image ('text' tokens); captions parse back to factors",
+    ),
+    "tones": (
+        "audio",
+        "load_tones",
+        "procedural melodies: 1,024-sample clips at 4 kHz, 8-bit mu-law audio in [-1, 1]; 2000/200/200",
+    ),
 }
 _NOT_OPTIONS = ("split", "name")
 
@@ -73,7 +92,9 @@ def load_dataset(name_or_path: str, split: str = "train", **opts: Any) -> Tensor
     if name_or_path in _BUILTIN:
         _check_options(name_or_path, opts)
         load = _loader(name_or_path)
-        return load(name_or_path, split, **opts) if "name" in inspect.signature(load).parameters else load(split, **opts)
+        return (
+            load(name_or_path, split, **opts) if "name" in inspect.signature(load).parameters else load(split, **opts)
+        )
     if os.path.exists(name_or_path):
         from .files import load_path
 
@@ -86,4 +107,13 @@ def load_dataset(name_or_path: str, split: str = "train", **opts: Any) -> Tensor
     )
 
 
-__all__ = ["DataSpec", "TensorDataset", "InvalidDataError", "load_dataset", "list_datasets", "dataset_options", "split_indices", "TOY_NAMES"]
+__all__ = [
+    "DataSpec",
+    "TensorDataset",
+    "InvalidDataError",
+    "load_dataset",
+    "list_datasets",
+    "dataset_options",
+    "split_indices",
+    "TOY_NAMES",
+]

@@ -73,12 +73,16 @@ def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """A 16-bit PCM WAV file -> (float64 samples [T] in [-1, 1], first channel; sample rate)."""
     with wave.open(str(path), "rb") as w:
         if w.getsampwidth() != 2:
-            raise InvalidDataError(f"WAV file {str(path)!r} has {8 * w.getsampwidth()}-bit samples; expected 16-bit PCM")
+            raise InvalidDataError(
+                f"WAV file {str(path)!r} has {8 * w.getsampwidth()}-bit samples; expected 16-bit PCM"
+            )
         raw = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
         return raw.reshape(-1, w.getnchannels())[:, 0] / 32767.0, w.getframerate()
 
 
-def synth_tones(n: int, length: int, sample_rate: int, note_length: int, noise: float, rng: np.random.Generator) -> np.ndarray:
+def synth_tones(
+    n: int, length: int, sample_rate: int, note_length: int, noise: float, rng: np.random.Generator
+) -> np.ndarray:
     """[n, length] float64 melodies in [-1, 1] (before quantization); see the module docstring."""
     n_notes = math.ceil(length / note_length)
     freqs = np.array(PENTATONIC)[rng.integers(0, len(PENTATONIC), (n, n_notes))]  # (n, notes)
@@ -92,7 +96,15 @@ def synth_tones(n: int, length: int, sample_rate: int, note_length: int, noise: 
     return np.clip(clip + noise * rng.standard_normal(clip.shape), -1.0, 1.0)
 
 
-def load_tones(split: str = "train", n: int | None = None, length: int = 1024, sample_rate: int = 4000, note_length: int = 256, noise: float = 0.01, seed: int = 0) -> TensorDataset:
+def load_tones(
+    split: str = "train",
+    n: int | None = None,
+    length: int = 1024,
+    sample_rate: int = 4000,
+    note_length: int = 256,
+    noise: float = 0.01,
+    seed: int = 0,
+) -> TensorDataset:
     """One split of ``tones``: ``"x"`` float32 [N, length] in [-1, 1] on the 8-bit mu-law grid.
 
     Defaults: 2,000 / 200 / 200 clips of 1,024 samples at 4 kHz (0.256 s: four 64 ms notes);
@@ -106,7 +118,10 @@ def load_tones(split: str = "train", n: int | None = None, length: int = 1024, s
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
         raise InvalidDataError(f"number of clips n={n!r} is invalid; expected a positive integer")
     if split == "all":
-        parts = [load_tones(s, None, length, sample_rate, note_length, noise, seed).tensors["x"] for s in ("train", "val", "test")]
+        parts = [
+            load_tones(s, None, length, sample_rate, note_length, noise, seed).tensors["x"]
+            for s in ("train", "val", "test")
+        ]
         x = torch.cat(parts)[: n or None]
     else:
         rng = np.random.default_rng([seed, _SPLIT_SEED[split]])

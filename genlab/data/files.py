@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import zipfile
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,14 +49,17 @@ def load_path(path: str, split: str = "train", **opts: Any) -> TensorDataset:
         _check_opts(path, opts, _TEXT_OPTS)
         return load_text_file(path, split, **opts)
     raise InvalidDataError(
-        f"data file {path!r} has unsupported extension {ext or '(none)'!r}; expected a folder of images, .npy, .npz or .txt"
+        f"data file {path!r} has unsupported extension {ext or '(none)'!r}; "
+        "expected a folder of images, .npy, .npz or .txt"
     )
 
 
 def _check_opts(path: str, opts: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(opts) - allowed)
     if unknown:
-        raise InvalidDataError(f"option(s) {', '.join(unknown)} do not apply to {path!r}; expected some of {', '.join(sorted(allowed))}")
+        raise InvalidDataError(
+            f"option(s) {', '.join(unknown)} do not apply to {path!r}; expected some of {', '.join(sorted(allowed))}"
+        )
 
 
 def _name(path: str) -> str:
@@ -75,7 +79,9 @@ def load_array_file(path: str, split: str = "train", levels: int | None = None, 
         loaded = np.load(path, allow_pickle=False)
     except ValueError as e:
         if "Object arrays" in str(e):
-            raise InvalidDataError(f"array file {path!r} holds Python objects (dtype=object); expected a numeric array") from None
+            raise InvalidDataError(
+                f"array file {path!r} holds Python objects (dtype=object); expected a numeric array"
+            ) from None
         raise InvalidDataError(f"array file {path!r} is not a valid {'.npz' if is_npz else '.npy'} file") from None
     except (OSError, EOFError, zipfile.BadZipFile):
         raise InvalidDataError(f"array file {path!r} is corrupt or truncated") from None
@@ -84,7 +90,10 @@ def load_array_file(path: str, split: str = "train", levels: int | None = None, 
         with loaded:
             keys = list(loaded.keys())
             if "x" not in keys:
-                raise InvalidDataError(f"archive {path!r} has no 'x' array (keys: {', '.join(keys) or 'none'}); expected 'x' and optional 'y', 'factors'")
+                raise InvalidDataError(
+                    f"archive {path!r} has no 'x' array (keys: {', '.join(keys) or 'none'}); "
+                    "expected 'x' and optional 'y', 'factors'"
+                )
             x = _read_npz_key(loaded, "x", path)
             y = _read_npz_key(loaded, "y", path) if "y" in keys else None
             factors = _read_npz_key(loaded, "factors", path) if "factors" in keys else None
@@ -99,7 +108,9 @@ def _read_npz_key(archive: Any, key: str, path: str) -> np.ndarray:
     try:
         return archive[key]
     except ValueError:
-        raise InvalidDataError(f"array {key!r} in {path!r} holds Python objects (dtype=object); expected a numeric array") from None
+        raise InvalidDataError(
+            f"array {key!r} in {path!r} holds Python objects (dtype=object); expected a numeric array"
+        ) from None
     except (OSError, EOFError, zipfile.BadZipFile):
         raise InvalidDataError(f"array {key!r} in {path!r} is corrupt or truncated") from None
 
@@ -127,7 +138,8 @@ def dataset_from_arrays(
         raise InvalidDataError(f"data {src!r} has dtype {x.dtype}; expected an integer, boolean or float array")
     if x.ndim not in (2, 3, 4):
         raise InvalidDataError(
-            f"data {src!r} has {x.ndim} dims (shape {x.shape}); expected [N, D] vectors, [N, H, W] or [N, C, H, W]/[N, H, W, C] images"
+            f"data {src!r} has {x.ndim} dims (shape {x.shape}); "
+            "expected [N, D] vectors, [N, H, W] or [N, C, H, W]/[N, H, W, C] images"
         )
     if x.shape[0] == 0:
         raise InvalidDataError(f"data {src!r} has zero rows (shape {x.shape}); expected at least one example")
@@ -147,7 +159,8 @@ def dataset_from_arrays(
             x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # [N, H, W, C] -> [N, C, H, W]
         else:
             raise InvalidDataError(
-                f"data {src!r} has shape {x.shape}: neither axis 1 nor axis 3 looks like 1-4 channels; expected [N, C, H, W] or [N, H, W, C]"
+                f"data {src!r} has shape {x.shape}: neither axis 1 nor axis 3 looks like 1-4 channels; "
+                "expected [N, C, H, W] or [N, H, W, C]"
             )
     elif x.ndim == 3:
         x = x[:, None]
@@ -156,10 +169,13 @@ def dataset_from_arrays(
 
     if x.dtype.kind == "f":
         if levels is not None:
-            raise InvalidDataError(f"levels={levels!r} was given but data {src!r} is float; levels apply to integer arrays")
+            raise InvalidDataError(
+                f"levels={levels!r} was given but data {src!r} is float; levels apply to integer arrays"
+            )
         if kind == "image" and (x.min() < 0 or x.max() > 1):
             raise InvalidDataError(
-                f"float images in {src!r} span [{float(x.min()):g}, {float(x.max()):g}]; expected values in [0, 1] (or integer levels)"
+                f"float images in {src!r} span [{float(x.min()):g}, {float(x.max()):g}]; "
+                "expected values in [0, 1] (or integer levels)"
             )
         data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         spec_levels, value_range = None, ((0.0, 1.0) if kind == "image" else None)
@@ -272,7 +288,8 @@ def load_image_folder(
     class_files = {d: fs for d, fs in class_files.items() if fs}
     if top_images and class_files:
         raise InvalidDataError(
-            f"image folder {path!r} mixes images at its top level with class sub-folders ({', '.join(class_files)}); expected one or the other"
+            f"image folder {path!r} mixes images at its top level with class sub-folders ({', '.join(class_files)}); "
+            "expected one or the other"
         )
     if class_files:
         class_names: tuple[str, ...] | None = tuple(sorted(class_files))
@@ -289,7 +306,8 @@ def load_image_folder(
         for f, a in zip(files, arrays):
             if a.shape[:2] != first:
                 raise InvalidDataError(
-                    f"images in {path!r} differ in size: {os.path.relpath(files[0], path)!r} is {first[0]}x{first[1]} but "
+                    f"images in {path!r} differ in size: "
+                    f"{os.path.relpath(files[0], path)!r} is {first[0]}x{first[1]} but "
                     f"{os.path.relpath(f, path)!r} is {a.shape[0]}x{a.shape[1]} (HxW); pass size= to resize"
                 )
     stack = np.stack(arrays)  # [N, H, W, 3] or [N, H, W, 1] uint8

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -86,7 +86,9 @@ class ShapesGrid:
             f = f[None, :]
         k = len(self.factor_sizes)
         if f.ndim != 2 or f.shape[1] != k:
-            raise InvalidDataError(f"factors have shape {tuple(np.shape(factors))}; expected [N, {k}] ({', '.join(self.factor_names)})")
+            raise InvalidDataError(
+                f"factors have shape {tuple(np.shape(factors))}; expected [N, {k}] ({', '.join(self.factor_names)})"
+            )
         if f.size and not np.issubdtype(f.dtype, np.integer):
             raise InvalidDataError(f"factors have dtype {f.dtype}; expected integer factor indices")
         f = f.astype(np.int64)
@@ -95,7 +97,8 @@ class ShapesGrid:
         if bad.any():
             row, col = np.argwhere(bad)[0]
             raise InvalidDataError(
-                f"factor {self.factor_names[col]}={int(f[row, col])} in row {int(row)} is out of range; expected 0..{sizes[col] - 1}"
+                f"factor {self.factor_names[col]}={int(f[row, col])} in row {int(row)} is out of range; "
+                f"expected 0..{sizes[col] - 1}"
             )
         return f
 
@@ -181,7 +184,9 @@ def _permutation(total: int, seed: int) -> np.ndarray:
     return perm
 
 
-def grid_split_indices(total: int, split: str, n: int | None, seed: int = 0, default_sizes: dict[str, int] = DEFAULT_SIZES) -> np.ndarray:
+def grid_split_indices(
+    total: int, split: str, n: int | None, seed: int = 0, default_sizes: dict[str, int] = DEFAULT_SIZES
+) -> np.ndarray:
     """Flat grid indices [N] of one split: a seeded permutation of all ``total`` combinations is
     cut into fixed regions (test: first 10 %, val: next 10 %, train: the remaining 80 %) and a split
     of size ``n`` takes the first ``n`` of its region, so splits stay disjoint whatever their sizes.
@@ -235,9 +240,7 @@ def load_shapes(split: str = "train", n: int | None = None, seed: int = 0, size:
 # --- shapes-captions ----------------------------------------------------------------------------
 
 COLOUR_NAMES: tuple[str, ...] = ("red", "green", "blue", "yellow", "magenta", "cyan", "white")
-COLOUR_RGB = np.array(
-    [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 1]], dtype=np.float32
-)
+COLOUR_RGB = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 1]], dtype=np.float32)
 CAPTION_GRID = ShapesGrid(FACTOR_NAMES + ("colour",), FACTOR_SIZES + (len(COLOUR_NAMES),))
 
 #: One word per scale value, smallest first (scale 0.5, 0.6, ..., 1.0).

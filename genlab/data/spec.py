@@ -49,7 +49,7 @@ class DataSpec:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DataSpec":
+    def from_dict(cls, d: dict[str, Any]) -> DataSpec:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:

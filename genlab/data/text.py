@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, ClassVar, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -39,7 +40,9 @@ class _Tokenizer:
     def _set_vocab(self, vocab: Sequence[str]) -> None:
         vocab = tuple(vocab)
         if vocab[: len(SPECIAL_TOKENS)] != SPECIAL_TOKENS:
-            raise InvalidDataError(f"vocabulary starts with {list(vocab[:4])}; expected the special tokens {list(SPECIAL_TOKENS)} first")
+            raise InvalidDataError(
+                f"vocabulary starts with {list(vocab[:4])}; expected the special tokens {list(SPECIAL_TOKENS)} first"
+            )
         if not all(isinstance(t, str) and t for t in vocab):
             bad = next(t for t in vocab if not (isinstance(t, str) and t))
             raise InvalidDataError(f"vocabulary entry {bad!r} is invalid; expected non-empty strings")
@@ -60,7 +63,7 @@ class _Tokenizer:
         """The token strings of ``text`` (before mapping to ids)."""
         raise NotImplementedError
 
-    def fit(self, text: str) -> "_Tokenizer":
+    def fit(self, text: str) -> _Tokenizer:
         """Build the vocabulary from ``text``: the specials, then every distinct token sorted (so the
         ids do not depend on where in the text a token first appears). Returns self."""
         tokens = set(self.split(text)) - set(SPECIAL_TOKENS)
@@ -92,7 +95,7 @@ class _Tokenizer:
         return {"type": self.kind, "vocab": list(self.vocab)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "_Tokenizer":
+    def from_dict(cls, d: dict[str, Any]) -> _Tokenizer:
         """Rebuild a tokenizer from :meth:`to_dict` output (on the base class, any type)."""
         kind = d.get("type") if isinstance(d, dict) else None
         classes = {"char": CharTokenizer, "word": WordTokenizer}
@@ -152,7 +155,9 @@ def read_text(path: str) -> str:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise InvalidDataError(f"text file {path!r} is not valid UTF-8: byte 0x{raw[e.start]:02x} at offset {e.start}") from None
+        raise InvalidDataError(
+            f"text file {path!r} is not valid UTF-8: byte 0x{raw[e.start]:02x} at offset {e.start}"
+        ) from None
     if not text.strip():
         raise InvalidDataError(f"text file {path!r} is empty (or only whitespace); expected some UTF-8 text")
     return text

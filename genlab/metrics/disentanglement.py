@@ -113,7 +113,14 @@ def dci_scores(importance: np.ndarray) -> tuple[float, float]:
     return dis, com
 
 
-def dci(codes: np.ndarray | Tensor, factors: np.ndarray | Tensor, *, test_fraction: float = 0.3, n_estimators: int = 50, seed: int = 0) -> dict[str, Any]:
+def dci(
+    codes: np.ndarray | Tensor,
+    factors: np.ndarray | Tensor,
+    *,
+    test_fraction: float = 0.3,
+    n_estimators: int = 50,
+    seed: int = 0,
+) -> dict[str, Any]:
     """DCI (Eastwood & Williams 2018) of codes [N, D] for factors [N, K] (integer classes).
 
     A random forest per factor (``n_estimators`` trees, scikit-learn) is fit on a random
@@ -147,4 +154,9 @@ def dci(codes: np.ndarray | Tensor, factors: np.ndarray | Tensor, *, test_fracti
         raise ValueError("every factor is constant on these examples; DCI is undefined")
     r = np.stack(cols, 1)  # [D, K']
     dis, com = dci_scores(r)
-    return {"disentanglement": dis, "completeness": com, "informativeness": float(np.mean(acc)), "importance": r.tolist()}
+    return {
+        "disentanglement": dis,
+        "completeness": com,
+        "informativeness": float(np.mean(acc)),
+        "importance": r.tolist(),
+    }

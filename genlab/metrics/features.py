@@ -73,10 +73,14 @@ class ClassifierNet(nn.Module):
         super().__init__()
         if len(shape) == 3:
             c, h, w = shape
-            self.body: nn.Module = nn.Sequential(nn.Conv2d(c, width, 3, padding=1), nn.ReLU(), ConvEncoder((width, h, w), feature_dim, 2 * width))
+            self.body: nn.Module = nn.Sequential(
+                nn.Conv2d(c, width, 3, padding=1), nn.ReLU(), ConvEncoder((width, h, w), feature_dim, 2 * width)
+            )
         else:
             d = int(np.prod(shape))
-            self.body = nn.Sequential(nn.Flatten(), nn.Linear(d, 4 * width), nn.ReLU(), nn.Linear(4 * width, feature_dim))
+            self.body = nn.Sequential(
+                nn.Flatten(), nn.Linear(d, 4 * width), nn.ReLU(), nn.Linear(4 * width, feature_dim)
+            )
         self.heads = nn.ModuleList(nn.Linear(feature_dim, k) for k in head_sizes)
 
     def features(self, x: Tensor) -> Tensor:
@@ -125,7 +129,9 @@ class ClassifierFeatures:
     @torch.no_grad()
     def features(self, x: Tensor, batch_size: int = 1024) -> Tensor:
         """x [N, *shape] in the data's range -> [N, feature_dim] float64."""
-        return torch.cat([self.net.features(x[i : i + batch_size].float()).double() for i in range(0, len(x), batch_size)])
+        return torch.cat(
+            [self.net.features(x[i : i + batch_size].float()).double() for i in range(0, len(x), batch_size)]
+        )
 
     @torch.no_grad()
     def predict(self, x: Tensor, batch_size: int = 1024) -> Tensor:
@@ -133,7 +139,18 @@ class ClassifierFeatures:
         return torch.cat([self.net(x[i : i + batch_size].float())[0].argmax(-1) for i in range(0, len(x), batch_size)])
 
 
-def train_classifier(data: TensorDataset, *, feature_dim: int = 128, width: int = 32, steps: int = 400, batch_size: int = 128, lr: float = 2e-3, seed: int = 0, max_examples: int = 20000, cache: bool = True) -> ClassifierFeatures:
+def train_classifier(
+    data: TensorDataset,
+    *,
+    feature_dim: int = 128,
+    width: int = 32,
+    steps: int = 400,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    max_examples: int = 20000,
+    cache: bool = True,
+) -> ClassifierFeatures:
     """Train (or load from the cache) the feature classifier of a labelled data set.
 
     ``data`` should be the training split. 10% of it (seeded) is held out to report the
@@ -144,10 +161,23 @@ def train_classifier(data: TensorDataset, *, feature_dim: int = 128, width: int 
     """
     targets = _targets(data)
     if not targets:
-        raise FeatureNetworkError(f"data set {data.spec.name!r} has no labels ('y') or factors to train a feature classifier on; use features='random'")
+        raise FeatureNetworkError(
+            f"data set {data.spec.name!r} has no labels ('y') or factors to train a feature classifier on; "
+            "use features='random'"
+        )
     x = data.tensors["x"][:max_examples].float().cpu()
     targets = [(n, k, t[:max_examples].cpu()) for n, k, t in targets]
-    recipe = {"version": FEATNET_VERSION, "shape": list(data.spec.shape), "feature_dim": feature_dim, "width": width, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "heads": [[n, k] for n, k, _ in targets]}
+    recipe = {
+        "version": FEATNET_VERSION,
+        "shape": list(data.spec.shape),
+        "feature_dim": feature_dim,
+        "width": width,
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "heads": [[n, k] for n, k, _ in targets],
+    }
     key = _content_hash(x, targets, recipe)
     path = cache_dir() / "features" / f"featnet-{key}.safetensors"
     head_sizes = [k for _, k, _ in targets]
@@ -160,14 +190,34 @@ def train_classifier(data: TensorDataset, *, feature_dim: int = 128, width: int 
         except (CheckpointError, RuntimeError):
             pass  # a damaged cache entry is retrained and overwritten
     with single_thread():  # small net; one thread is also bit-reproducible
-        net, acc, n_train = _fit(x, targets, head_sizes, tuple(data.spec.shape), feature_dim, width, steps, batch_size, lr, seed)
-    meta = {"hash": key, "recipe": recipe, "head_sizes": head_sizes, "holdout_accuracy": acc, "data": data.spec.name, "n_train": n_train}
+        net, acc, n_train = _fit(
+            x, targets, head_sizes, tuple(data.spec.shape), feature_dim, width, steps, batch_size, lr, seed
+        )
+    meta = {
+        "hash": key,
+        "recipe": recipe,
+        "head_sizes": head_sizes,
+        "holdout_accuracy": acc,
+        "data": data.spec.name,
+        "n_train": n_train,
+    }
     if cache:
         save_tensors({k: v.contiguous() for k, v in net.state_dict().items()}, path, meta)
     return ClassifierFeatures(net, meta)
 
 
-def _fit(x: Tensor, targets: list[tuple[str, int, Tensor]], head_sizes: list[int], shape: tuple[int, ...], feature_dim: int, width: int, steps: int, batch_size: int, lr: float, seed: int) -> tuple[ClassifierNet, float, int]:
+def _fit(
+    x: Tensor,
+    targets: list[tuple[str, int, Tensor]],
+    head_sizes: list[int],
+    shape: tuple[int, ...],
+    feature_dim: int,
+    width: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> tuple[ClassifierNet, float, int]:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         net = ClassifierNet(shape, head_sizes, feature_dim, width)
@@ -237,11 +287,17 @@ def inception_features() -> FeatureExtractor:
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3  # type: ignore[import-not-found]
     except ImportError:
-        raise FeatureNetworkError("features='inception' needs torch-fidelity (pip install torch-fidelity) and its weights on disk; use features='classifier' or 'random'") from None
+        raise FeatureNetworkError(
+            "features='inception' needs torch-fidelity (pip install torch-fidelity) and its weights on disk; "
+            "use features='classifier' or 'random'"
+        ) from None
     candidates = [cache_dir() / INCEPTION_WEIGHTS, Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS]
     found = next((p for p in candidates if p.exists()), None)
     if found is None:
-        raise FeatureNetworkError(f"Inception weights {INCEPTION_WEIGHTS} not found in {', '.join(str(p.parent) for p in candidates)}; genlab does not download them (copy the file there, or use features='classifier')")
+        raise FeatureNetworkError(
+            f"Inception weights {INCEPTION_WEIGHTS} not found in {', '.join(str(p.parent) for p in candidates)}; "
+            "genlab does not download them (copy the file there, or use features='classifier')"
+        )
     net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(found)).eval()
 
     class _Inception:

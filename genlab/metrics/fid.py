@@ -64,7 +64,12 @@ def frechet_distance(feats_a: np.ndarray | Tensor, feats_b: np.ndarray | Tensor)
         raise ValueError(f"feature sizes differ: {a.shape[1]} vs {b.shape[1]}")
     if len(a) < 2 or len(b) < 2:
         raise ValueError(f"need at least 2 examples per set; got {len(a)} and {len(b)}")
-    return gaussian_frechet(a.mean(0), np.cov(a, rowvar=False).reshape(a.shape[1], -1), b.mean(0), np.cov(b, rowvar=False).reshape(b.shape[1], -1))
+    return gaussian_frechet(
+        a.mean(0),
+        np.cov(a, rowvar=False).reshape(a.shape[1], -1),
+        b.mean(0),
+        np.cov(b, rowvar=False).reshape(b.shape[1], -1),
+    )
 
 
 def mmd2_unbiased(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
@@ -81,7 +86,14 @@ def polynomial_kernel(x: np.ndarray, y: np.ndarray, degree: int = 3, coef0: floa
     return (x @ y.T / x.shape[1] + coef0) ** degree
 
 
-def kid(feats_a: np.ndarray | Tensor, feats_b: np.ndarray | Tensor, *, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+def kid(
+    feats_a: np.ndarray | Tensor,
+    feats_b: np.ndarray | Tensor,
+    *,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
     """KID: unbiased MMD^2 with the cubic polynomial kernel, over ``subsets`` random subsets of
     ``min(subset_size, N_a, N_b)`` examples drawn without replacement from each set.
 

@@ -26,7 +26,9 @@ def bits_per_dim(log_prob_nats: float | Tensor, spec: DataSpec, discrete: bool) 
 
 
 @torch.no_grad()
-def likelihood_metrics(model: Any, data: Any, *, k: int | None = None, batch_size: int = 512, max_examples: int | None = None) -> dict[str, float]:
+def likelihood_metrics(
+    model: Any, data: Any, *, k: int | None = None, batch_size: int = 512, max_examples: int | None = None
+) -> dict[str, float]:
     """Mean negative log-likelihood (nats/example) and bits/dim of ``model`` on a data set.
 
     For a model with ``likelihood == "bound"`` this is the bound it reports (ELBO, or IWAE-k when
@@ -35,7 +37,9 @@ def likelihood_metrics(model: Any, data: Any, *, k: int | None = None, batch_siz
     key = getattr(model, "data_key", "x")
     spec = data.spec
     if key != "x":  # e.g. captions: bits per token of the text, not per pixel of the image
-        spec = dataclasses.replace(spec, kind="tokens", shape=tuple(data.tensors[key].shape[1:]), levels=spec.vocab_size)
+        spec = dataclasses.replace(
+            spec, kind="tokens", shape=tuple(data.tensors[key].shape[1:]), levels=spec.vocab_size
+        )
     total, count = 0.0, 0
     n = len(data) if max_examples is None else min(len(data), max_examples)
     for start in range(0, n, batch_size):

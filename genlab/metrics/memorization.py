@@ -44,7 +44,15 @@ def _nearest(q: Tensor, ref: Tensor, chunk: int = 2048) -> tuple[Tensor, Tensor]
     return torch.cat(ds), torch.cat(ix)
 
 
-def memorization_audit(samples: Tensor, train: Tensor, heldout: Tensor, *, copy_quantile: float = 0.05, top: int = 16, png: str | os.PathLike | None = None) -> dict[str, Any]:
+def memorization_audit(
+    samples: Tensor,
+    train: Tensor,
+    heldout: Tensor,
+    *,
+    copy_quantile: float = 0.05,
+    top: int = 16,
+    png: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Audit ``samples`` [N, ...] against ``train`` [M, ...] and ``heldout`` [H, ...] (same shape per
     example; images are compared as flat pixel vectors). Returns the statistics of the module
     docstring plus ``mean_dist_train``/``mean_dist_heldout`` and ``near_copy_threshold`` (tau);
@@ -57,7 +65,9 @@ def memorization_audit(samples: Tensor, train: Tensor, heldout: Tensor, *, copy_
     tr = train.detach().double().cpu().flatten(1)
     ho = heldout.detach().double().cpu().flatten(1)
     if not (g.shape[1] == tr.shape[1] == ho.shape[1]):
-        raise ValueError(f"samples, train and heldout differ in size per example: {g.shape[1]}, {tr.shape[1]}, {ho.shape[1]}")
+        raise ValueError(
+            f"samples, train and heldout differ in size per example: {g.shape[1]}, {tr.shape[1]}, {ho.shape[1]}"
+        )
     if len(tr) < 2 or len(ho) < 2:
         raise ValueError(f"need at least 2 train and 2 held-out examples; got {len(tr)} and {len(ho)}")
     d_train, j = _nearest(g, tr)

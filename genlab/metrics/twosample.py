@@ -13,8 +13,8 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -61,7 +61,14 @@ def _mmd2_from_assignments(k: Tensor, a: Tensor) -> Tensor:
     return sxx + syy - 2.0 * sxy
 
 
-def mmd_test(a: np.ndarray | Tensor, b: np.ndarray | Tensor, *, permutations: int = 1000, seed: int = 0, bandwidth: float | None = None) -> tuple[float, float]:
+def mmd_test(
+    a: np.ndarray | Tensor,
+    b: np.ndarray | Tensor,
+    *,
+    permutations: int = 1000,
+    seed: int = 0,
+    bandwidth: float | None = None,
+) -> tuple[float, float]:
     """Kernel two-sample test with a Gaussian kernel (bandwidth: median heuristic unless given).
 
     a: [M, F], b: [N, F] (M, N >= 2). Returns (statistic, p_value): the unbiased MMD^2 estimate
@@ -80,7 +87,9 @@ def mmd_test(a: np.ndarray | Tensor, b: np.ndarray | Tensor, *, permutations: in
         return _mmd_permutation_test(torch.from_numpy(np.concatenate([x, y])), len(x), permutations, seed, bandwidth)
 
 
-def _mmd_permutation_test(z: Tensor, m: int, permutations: int, seed: int, bandwidth: float | None) -> tuple[float, float]:
+def _mmd_permutation_test(
+    z: Tensor, m: int, permutations: int, seed: int, bandwidth: float | None
+) -> tuple[float, float]:
     h = median_bandwidth(z) if bandwidth is None else float(bandwidth)
     k = gaussian_kernel_matrix(z, h)
     n_tot = len(z)
@@ -98,7 +107,15 @@ def _mmd_permutation_test(z: Tensor, m: int, permutations: int, seed: int, bandw
     return float(observed), (1 + exceed) / (1 + permutations)
 
 
-def c2st(a: np.ndarray | Tensor, b: np.ndarray | Tensor, *, seed: int = 0, hidden: int = 64, steps: int = 300, test_fraction: float = 0.5) -> float:
+def c2st(
+    a: np.ndarray | Tensor,
+    b: np.ndarray | Tensor,
+    *,
+    seed: int = 0,
+    hidden: int = 64,
+    steps: int = 300,
+    test_fraction: float = 0.5,
+) -> float:
     """Classifier two-sample test: held-out accuracy of a small MLP that tells a from b.
 
     Both samples are subsampled to the same size (so chance is exactly 0.5), standardized with the

@@ -24,7 +24,8 @@ fake by quantization alone. GANs have no likelihood (``likelihood = "none"``) an
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +57,9 @@ def jsd_estimate(value: Tensor) -> Tensor:
     return (value + LOG4) / 2
 
 
-def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def gradient_penalty(
+    critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, generator: torch.Generator | None = None
+) -> Tensor:
     """WGAN-GP penalty E[(||grad_x critic(x_hat)||_2 - 1)^2] on x_hat = e real + (1 - e) fake,
     e ~ U[0, 1] per example (Gulrajani et al. 2017, Alg. 1). Differentiable in the critic's
     parameters (create_graph); works under an outer ``torch.no_grad`` too."""
@@ -90,10 +93,16 @@ class ConvGenerator(nn.Module):
         c, h, w = shape
         n = _num_upsamplings(h, w)
         self.start = (_stage(base, n), h // 2**n, w // 2**n)
-        self.fc = nn.Sequential(nn.Linear(in_dim, math.prod(self.start)), nn.BatchNorm1d(math.prod(self.start)), nn.ReLU())
+        self.fc = nn.Sequential(
+            nn.Linear(in_dim, math.prod(self.start)), nn.BatchNorm1d(math.prod(self.start)), nn.ReLU()
+        )
         layers: list[nn.Module] = []
         for j in range(n, 0, -1):
-            layers += [nn.ConvTranspose2d(_stage(base, j), _stage(base, j - 1), 4, 2, 1), nn.BatchNorm2d(_stage(base, j - 1)), nn.ReLU()]
+            layers += [
+                nn.ConvTranspose2d(_stage(base, j), _stage(base, j - 1), 4, 2, 1),
+                nn.BatchNorm2d(_stage(base, j - 1)),
+                nn.ReLU(),
+            ]
         layers.append(nn.Conv2d(_stage(base, 0), c, 3, padding=1))
         self.body = nn.Sequential(*layers)
 
@@ -141,7 +150,11 @@ class GAN(GenerativeModel):
     """
 
     likelihood = "none"
-    capabilities = ("sample", "conditional (projection discriminator)", "validation: Frechet distance on random features")
+    capabilities = (
+        "sample",
+        "conditional (projection discriminator)",
+        "validation: Frechet distance on random features",
+    )
     # G steps against the discriminator just updated in the same training step (alternating updates).
     recompute_loss_per_group = True
     default_loss: ClassVar[str] = "ns"
@@ -170,13 +183,24 @@ class GAN(GenerativeModel):
         if arch == "auto":
             arch = "conv" if is_image and min(spec.shape[1:]) >= 8 else "mlp"
         if arch not in ("conv", "mlp") or (arch == "conv" and not (is_image and min(spec.shape[1:]) >= 8)):
-            raise ValueError(f"arch must be 'conv' (images of side >= 8), 'mlp' or 'auto'; got {arch!r} for shape {spec.shape}")
+            raise ValueError(
+                f"arch must be 'conv' (images of side >= 8), 'mlp' or 'auto'; got {arch!r} for shape {spec.shape}"
+            )
         n_critic = DEFAULTS[loss]["n_critic"] if n_critic is None else n_critic
         if z_dim < 1 or n_critic < 1 or gp_weight < 0 or not hidden:
-            raise ValueError(f"need z_dim >= 1, n_critic >= 1, gp_weight >= 0 and at least one hidden width; got {z_dim}, {n_critic}, {gp_weight}, {hidden}")
+            raise ValueError(
+                "need z_dim >= 1, n_critic >= 1, gp_weight >= 0 and at least one hidden width; "
+                f"got {z_dim}, {n_critic}, {gp_weight}, {hidden}"
+            )
         if conditional and not spec.num_classes:
             raise ValueError(f"conditional=True needs class labels; data set {spec.name!r} has none")
-        self.loss_type, self.z_dim, self.arch, self.n_critic, self.gp_weight = loss, z_dim, arch, n_critic, float(gp_weight)
+        self.loss_type, self.z_dim, self.arch, self.n_critic, self.gp_weight = (
+            loss,
+            z_dim,
+            arch,
+            n_critic,
+            float(gp_weight),
+        )
         self.lr_g = DEFAULTS[loss]["lr"] if lr_g is None else float(lr_g)
         self.lr_d = DEFAULTS[loss]["lr"] if lr_d is None else float(lr_d)
         self.conditional = conditional
@@ -189,7 +213,9 @@ class GAN(GenerativeModel):
         else:
             hidden = list(hidden)
             self.gen = MLP(z_dim + self.c_dim, hidden[::-1], d, "relu")
-            self.disc_body = nn.Sequential(nn.Flatten(), MLP(d, hidden[:-1], hidden[-1], "leaky_relu"), nn.LeakyReLU(0.2))
+            self.disc_body = nn.Sequential(
+                nn.Flatten(), MLP(d, hidden[:-1], hidden[-1], "leaky_relu"), nn.LeakyReLU(0.2)
+            )
             feat = hidden[-1]
         self.disc_head = nn.Linear(feat, 1)  # psi
         # Projection term <embed(c), phi(x)>: a bias-free linear map of the one-hot class.
@@ -239,10 +265,19 @@ class GAN(GenerativeModel):
         d_real, d_fake = self.discriminate(real, cond), self.discriminate(fake.detach(), cond)
         if self.loss_type == "ns":
             v = discriminator_value(d_real, d_fake)
-            return {"discriminator": -v, "jsd_est": jsd_estimate(v.detach()), "d_real": torch.sigmoid(d_real).mean().detach(), "d_fake": torch.sigmoid(d_fake).mean().detach()}
+            return {
+                "discriminator": -v,
+                "jsd_est": jsd_estimate(v.detach()),
+                "d_real": torch.sigmoid(d_real).mean().detach(),
+                "d_fake": torch.sigmoid(d_fake).mean().detach(),
+            }
         w = d_real.mean() - d_fake.mean()  # the critic's estimate of W1(p_data, p_G)
         gp = gradient_penalty(lambda x: self.discriminate(x, cond), real, fake)
-        return {"discriminator": -w + self.gp_weight * gp, "wasserstein_est": w.detach(), "gradient_penalty": gp.detach()}
+        return {
+            "discriminator": -w + self.gp_weight * gp,
+            "wasserstein_est": w.detach(),
+            "gradient_penalty": gp.detach(),
+        }
 
     def generator_loss(self, fake: Tensor, cond: Tensor | None = None) -> Tensor:
         """Non-saturating -E[log D(G(z))] (ns) or -E[f(G(z))] (wgan-gp)."""
@@ -291,7 +326,9 @@ class GAN(GenerativeModel):
         return x
 
     def encode(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        raise NotImplementedError("a GAN has no encoder (no inference network maps x to z); use a VAE or a flow for representations")
+        raise NotImplementedError(
+            "a GAN has no encoder (no inference network maps x to z); use a VAE or a flow for representations"
+        )
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         # D first: the trainer steps the keys in this order, so G then trains against the new D.
@@ -322,9 +359,13 @@ class GAN(GenerativeModel):
         real = self.dequantize(batch["x"].to(self.disc_head.weight.dtype))
         fake = self.generate(torch.randn(n, self.z_dim, dtype=real.dtype, device=real.device), cond)
         if self.loss_type == "ns":
-            out["val_jsd_est"] = float(jsd_estimate(discriminator_value(self.discriminate(real, cond), self.discriminate(fake, cond))))
+            out["val_jsd_est"] = float(
+                jsd_estimate(discriminator_value(self.discriminate(real, cond), self.discriminate(fake, cond)))
+            )
         else:
-            out["val_wasserstein_est"] = float(self.discriminate(real, cond).mean() - self.discriminate(fake, cond).mean())
+            out["val_wasserstein_est"] = float(
+                self.discriminate(real, cond).mean() - self.discriminate(fake, cond).mean()
+            )
         return out
 
 

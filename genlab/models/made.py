@@ -20,7 +20,7 @@ instead of a full pass. (On 64x64 shapes that is 4,096 sequential steps: seconds
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,15 +50,31 @@ class MADE(GenerativeModel):
     #: Training settings for a ~1-minute CPU run (applied by `genlab train` once the CLI reads them).
     train_defaults = {"steps": 1000, "eval_every": 100}
 
-    def __init__(self, spec: DataSpec, hidden: Sequence[int] = (512,), order_agnostic: bool = False, num_masks: int = 8, conditional: bool = False) -> None:
+    def __init__(
+        self,
+        spec: DataSpec,
+        hidden: Sequence[int] = (512,),
+        order_agnostic: bool = False,
+        num_masks: int = 8,
+        conditional: bool = False,
+    ) -> None:
         super().__init__(spec)
         if spec.kind not in ("image", "vector", "multimodal") or not spec.levels:
-            raise ValueError(f"MADE models discrete images or vectors (with levels); data set {spec.name!r} is {spec.kind} with levels={spec.levels}")
+            raise ValueError(
+                "MADE models discrete images or vectors (with levels); "
+                f"data set {spec.name!r} is {spec.kind} with levels={spec.levels}"
+            )
         if spec.levels > 64:  # D * L softmax outputs: 196,608 units for 16x16 RGB at 256 levels
-            raise ValueError(f"MADE's categorical output needs D*L units; levels={spec.levels} is too many (<= 64; use pixelcnn for 8-bit images)")
+            raise ValueError(
+                "MADE's categorical output needs D*L units; "
+                f"levels={spec.levels} is too many (<= 64; use pixelcnn for 8-bit images)"
+            )
         hidden = [int(h) for h in hidden]
         if not hidden or min(hidden) < 1 or num_masks < 1:
-            raise ValueError(f"MADE needs at least one hidden layer of positive width and num_masks >= 1; got hidden={hidden}, num_masks={num_masks}")
+            raise ValueError(
+                "MADE needs at least one hidden layer of positive width and num_masks >= 1; "
+                f"got hidden={hidden}, num_masks={num_masks}"
+            )
         if conditional and not spec.num_classes:
             raise ValueError(f"conditional=True needs class labels; data set {spec.name!r} has none")
         self.d, self.levels, self.conditional, self.discrete = spec.dim, int(spec.levels), conditional, True
@@ -66,7 +82,9 @@ class MADE(GenerativeModel):
         dims = [self.d, *hidden, self.d * self.levels]
         self.layers = nn.ModuleList(MaskedLinear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         # Unmasked class inputs to every layer: the first outputs see no hidden unit at all.
-        self.cond_layers = nn.ModuleList(nn.Linear(spec.num_classes, b, bias=False) for b in dims[1:]) if conditional else None
+        self.cond_layers = (
+            nn.ModuleList(nn.Linear(spec.num_classes, b, bias=False) for b in dims[1:]) if conditional else None
+        )
         # Input degrees (orderings) of every mask set, and the index of the active one.
         self.register_buffer("orders", torch.stack([self._ordering(k) for k in range(self.num_masks)]))
         self.register_buffer("active", torch.zeros((), dtype=torch.long))
@@ -146,7 +164,11 @@ class MADE(GenerativeModel):
         each sample first picks one uniformly (a draw from the mixture that log_prob scores)."""
         w = self.layers[0].weight
         x = torch.zeros(n, self.d, dtype=w.dtype, device=w.device)
-        comp = torch.randint(self.num_masks, (n,), generator=generator, device=w.device) if self.num_masks > 1 else torch.zeros(n, dtype=torch.long)
+        comp = (
+            torch.randint(self.num_masks, (n,), generator=generator, device=w.device)
+            if self.num_masks > 1
+            else torch.zeros(n, dtype=torch.long)
+        )
         keep = int(self.active)
         for k in comp.unique().tolist():
             rows = (comp == k).nonzero()[:, 0]

@@ -75,16 +75,36 @@ class PixelCNN(GenerativeModel):
     """
 
     likelihood = "exact"
-    capabilities = ("log_prob (exact, nats)", "sample (one pass per sub-pixel)", "encode (mean feature map)", "conditional")
+    capabilities = (
+        "log_prob (exact, nats)",
+        "sample (one pass per sub-pixel)",
+        "encode (mean feature map)",
+        "conditional",
+    )
     #: Training settings for a ~1-minute CPU run (applied by `genlab train` once the CLI reads them).
     train_defaults = {"steps": 1000, "batch_size": 64, "eval_every": 100}
 
-    def __init__(self, spec: DataSpec, gated: bool = True, channels: int = 32, n_layers: int = 5, kernel_size: int = 3, first_kernel: int = 7, conditional: bool = False) -> None:
+    def __init__(
+        self,
+        spec: DataSpec,
+        gated: bool = True,
+        channels: int = 32,
+        n_layers: int = 5,
+        kernel_size: int = 3,
+        first_kernel: int = 7,
+        conditional: bool = False,
+    ) -> None:
         super().__init__(spec)
         if len(spec.shape) != 3 or spec.kind not in ("image", "multimodal") or not spec.levels:
-            raise ValueError(f"PixelCNN models discrete images [C, H, W] with levels; data set {spec.name!r} is {spec.kind} {spec.shape} with levels={spec.levels}")
+            raise ValueError(
+                "PixelCNN models discrete images [C, H, W] with levels; "
+                f"data set {spec.name!r} is {spec.kind} {spec.shape} with levels={spec.levels}"
+            )
         if min(channels, n_layers + 1, kernel_size, first_kernel) < 1 or kernel_size % 2 == 0 or first_kernel % 2 == 0:
-            raise ValueError(f"need channels >= 1, n_layers >= 0 and odd kernels; got {channels}, {n_layers}, {kernel_size}, {first_kernel}")
+            raise ValueError(
+                "need channels >= 1, n_layers >= 0 and odd kernels; "
+                f"got {channels}, {n_layers}, {kernel_size}, {first_kernel}"
+            )
         if conditional and not spec.num_classes:
             raise ValueError(f"conditional=True needs class labels; data set {spec.name!r} has none")
         self.gated, self.conditional, self.discrete = gated, conditional, True
@@ -92,13 +112,32 @@ class PixelCNN(GenerativeModel):
         ch = math.ceil(channels / self.c_in) * self.c_in
         self.n_cond = spec.num_classes if conditional else 0
         if gated:
-            self.layers = nn.ModuleList(GatedLayer(self.c_in if i == 0 else ch, ch, first_kernel if i == 0 else kernel_size, self.c_in, i == 0, self.n_cond) for i in range(n_layers + 1))
+            self.layers = nn.ModuleList(
+                GatedLayer(
+                    self.c_in if i == 0 else ch,
+                    ch,
+                    first_kernel if i == 0 else kernel_size,
+                    self.c_in,
+                    i == 0,
+                    self.n_cond,
+                )
+                for i in range(n_layers + 1)
+            )
         else:
             self.first = MaskedConv2d(self.c_in, ch, first_kernel, "A", self.c_in)
             self.layers = nn.ModuleList(MaskedConv2d(ch, ch, kernel_size, "B", self.c_in) for _ in range(n_layers))
-            self.cond = nn.ModuleList(nn.Linear(self.n_cond, ch, bias=False) for _ in range(n_layers + 1)) if conditional else None
+            self.cond = (
+                nn.ModuleList(nn.Linear(self.n_cond, ch, bias=False) for _ in range(n_layers + 1))
+                if conditional
+                else None
+            )
         # Output head: 1x1 type-B convolutions, channel o = level * C + colour (group o % C).
-        self.head = nn.Sequential(nn.ReLU(), MaskedConv2d(ch, 2 * ch, 1, "B", self.c_in), nn.ReLU(), MaskedConv2d(2 * ch, self.levels * self.c_in, 1, "B", self.c_in))
+        self.head = nn.Sequential(
+            nn.ReLU(),
+            MaskedConv2d(ch, 2 * ch, 1, "B", self.c_in),
+            nn.ReLU(),
+            MaskedConv2d(2 * ch, self.levels * self.c_in, 1, "B", self.c_in),
+        )
 
     def _c(self, cond: Tensor | None, ref: Tensor) -> Tensor | None:
         if not self.conditional:

@@ -28,7 +28,13 @@ from ..protocol import GenerativeModel, register
 KVCache = list[dict[str, Tensor]]  # one {"k": (B, nh, S, hs), "v": ...} per layer
 
 
-def sample_categorical(logits: Tensor, generator: torch.Generator | None = None, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> Tensor:
+def sample_categorical(
+    logits: Tensor,
+    generator: torch.Generator | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> Tensor:
     """One draw per row of ``logits`` [B, V] -> ids [B] (long), after temperature, top-k and top-p.
 
     top-k keeps the k most likely ids; top-p keeps the smallest set of most likely ids whose mass
@@ -84,7 +90,9 @@ class Block(nn.Module):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.attn = CausalSelfAttention(d_model, n_heads, dropout)
-        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model), nn.Dropout(dropout)
+        )
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, cache: dict[str, Tensor] | None = None) -> Tensor:
@@ -106,24 +114,48 @@ class TransformerLM(GenerativeModel):
     """
 
     likelihood = "exact"
-    capabilities = ("log_prob (exact, nats)", "sample (KV cache, temperature/top-k/top-p)", "encode (mean hidden state)", "prefix_embeds", "conditional")
+    capabilities = (
+        "log_prob (exact, nats)",
+        "sample (KV cache, temperature/top-k/top-p)",
+        "encode (mean hidden state)",
+        "prefix_embeds",
+        "conditional",
+    )
     #: Training settings for a ~1-minute CPU run (applied by `genlab train` once the CLI reads them).
     train_defaults = {"steps": 500, "batch_size": 32, "lr": 2e-3, "eval_every": 100}
 
-    def __init__(self, spec: DataSpec, d_model: int = 128, n_layers: int = 4, n_heads: int = 4, dropout: float = 0.0, max_prefix: int = 16, source: str = "x", conditional: bool = False) -> None:
+    def __init__(
+        self,
+        spec: DataSpec,
+        d_model: int = 128,
+        n_layers: int = 4,
+        n_heads: int = 4,
+        dropout: float = 0.0,
+        max_prefix: int = 16,
+        source: str = "x",
+        conditional: bool = False,
+    ) -> None:
         super().__init__(spec)
         if source == "x" and spec.kind != "tokens":
-            raise ValueError(f"the transformer models token ids; data set {spec.name!r} has kind {spec.kind!r} (captions: source='text')")
+            raise ValueError(
+                "the transformer models token ids; "
+                f"data set {spec.name!r} has kind {spec.kind!r} (captions: source='text')"
+            )
         if source == "text" and not (spec.vocab and "text_len" in spec.extra):
             raise ValueError(f"source='text' needs a data set with captions ('text' tokens); {spec.name!r} has none")
         if source not in ("x", "text"):
             raise ValueError(f"source must be 'x' or 'text'; got {source!r}")
         if source == "text" and conditional:
-            raise ValueError("conditional=True with source='text' is not supported yet (needs a data-key hook in the trainer)")
+            raise ValueError(
+                "conditional=True with source='text' is not supported yet (needs a data-key hook in the trainer)"
+            )
         if conditional and not spec.num_classes:
             raise ValueError(f"conditional=True needs class labels; data set {spec.name!r} has none")
         if d_model % n_heads or min(d_model, n_layers, n_heads) < 1 or max_prefix < 0:
-            raise ValueError(f"need d_model divisible by n_heads, positive sizes and max_prefix >= 0; got {d_model}, {n_layers}, {n_heads}, {max_prefix}")
+            raise ValueError(
+                "need d_model divisible by n_heads, positive sizes and max_prefix >= 0; "
+                f"got {d_model}, {n_layers}, {n_heads}, {max_prefix}"
+            )
         self.source, self.conditional, self.discrete = source, conditional, True
         self.data_key = source  # the batch key this model scores (for a trainer that asks)
         self.vocab_size = len(spec.vocab) if source == "text" else int(spec.levels or spec.vocab_size or 0)
@@ -168,7 +200,9 @@ class TransformerLM(GenerativeModel):
                 raise ValueError(f"prefix_embeds must be [{n}, P, {self.d_model}]; got {tuple(prefix_embeds.shape)}")
             parts.append(prefix_embeds.to(self.start.dtype))
         if sum(p.shape[1] for p in parts) > self.max_prefix:
-            raise ValueError(f"prefix of {sum(p.shape[1] for p in parts)} positions exceeds max_prefix={self.max_prefix}")
+            raise ValueError(
+                f"prefix of {sum(p.shape[1] for p in parts)} positions exceeds max_prefix={self.max_prefix}"
+            )
         parts.append(self.start.expand(n, 1, -1))
         return torch.cat(parts, 1)
 
@@ -214,7 +248,19 @@ class TransformerLM(GenerativeModel):
         return logp.gather(-1, x[..., None])[..., 0].sum(-1)
 
     @torch.no_grad()
-    def sample(self, n: int, cond: Tensor | None = None, *, generator: torch.Generator | None = None, prefix_embeds: Tensor | None = None, length: int | None = None, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, use_cache: bool = True) -> Tensor:
+    def sample(
+        self,
+        n: int,
+        cond: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        prefix_embeds: Tensor | None = None,
+        length: int | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
+    ) -> Tensor:
         """[n, length] token ids (long; length = the data's T by default) drawn one at a time.
 
         ``use_cache=False`` re-runs the whole sequence for every token (the naive sampler); with the

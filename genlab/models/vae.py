@@ -12,7 +12,7 @@ Representation using Deep Conditional Generative Models", NeurIPS 2015 (conditio
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -76,7 +76,10 @@ class VAE(GenerativeModel):
         if spec.kind not in ("image", "vector", "multimodal") or (spec.kind == "multimodal" and not is_image):
             raise ValueError(f"the VAE models images or vectors; data set {spec.name!r} has kind {spec.kind!r}")
         if z_dim < 1 or iwae_k < 1 or beta < 0 or warmup_steps < 0:
-            raise ValueError(f"need z_dim >= 1, iwae_k >= 1, beta >= 0, warmup_steps >= 0; got {z_dim}, {iwae_k}, {beta}, {warmup_steps}")
+            raise ValueError(
+                "need z_dim >= 1, iwae_k >= 1, beta >= 0, warmup_steps >= 0; "
+                f"got {z_dim}, {iwae_k}, {beta}, {warmup_steps}"
+            )
         if arch == "auto":
             arch = "conv" if is_image and min(spec.shape[1:]) >= 16 else "mlp"
         if arch not in ("mlp", "conv") or (arch == "conv" and not is_image):
@@ -92,7 +95,9 @@ class VAE(GenerativeModel):
         d, n_par = spec.dim, self.lik.n_params
         if arch == "mlp":
             # hidden=() gives a linear encoder and decoder (a linear-Gaussian model with known log p(x)).
-            self.enc_body: nn.Module = nn.Sequential(MLP(d, hidden[:-1], hidden[-1], act), activation(act)) if hidden else nn.Identity()
+            self.enc_body: nn.Module = (
+                nn.Sequential(MLP(d, hidden[:-1], hidden[-1], act), activation(act)) if hidden else nn.Identity()
+            )
             self.dec: nn.Module = MLP(z_dim + self.c_dim, hidden[::-1], d * n_par, act)
             feat = hidden[-1] if hidden else d
         else:
@@ -175,7 +180,9 @@ class VAE(GenerativeModel):
         return torch.logsumexp(log_w, 0) - math.log(k)
 
     @torch.no_grad()
-    def sample(self, n: int, cond: Tensor | None = None, *, generator: torch.Generator | None = None, mean: bool = False) -> Tensor:
+    def sample(
+        self, n: int, cond: Tensor | None = None, *, generator: torch.Generator | None = None, mean: bool = False
+    ) -> Tensor:
         """[n, *data_shape] draws of x ~ p(x|z) p(z) (``mean=True``: the decoder mean E[x|z] instead)."""
         z = torch.randn(n, self.z_dim, generator=generator, device=self.device, dtype=self.enc_head.weight.dtype)
         params = self.decode(z, cond)

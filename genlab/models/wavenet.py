@@ -82,26 +82,50 @@ class WaveNet(GenerativeModel):
     """
 
     likelihood = "exact"
-    capabilities = ("log_prob (exact, nats, of the quantized signal)", "sample (queue cache)", "encode (mean skip features)", "conditional")
+    capabilities = (
+        "log_prob (exact, nats, of the quantized signal)",
+        "sample (queue cache)",
+        "encode (mean skip features)",
+        "conditional",
+    )
     #: Training settings for a ~1-minute CPU run (applied by `genlab train` once the CLI reads them).
     train_defaults = {"steps": 300, "batch_size": 8, "eval_every": 100}
 
-    def __init__(self, spec: DataSpec, channels: int = 32, skip_channels: int = 64, layers_per_stack: int = 8, stacks: int = 1, mu_levels: int = 256, conditional: bool = False) -> None:
+    def __init__(
+        self,
+        spec: DataSpec,
+        channels: int = 32,
+        skip_channels: int = 64,
+        layers_per_stack: int = 8,
+        stacks: int = 1,
+        mu_levels: int = 256,
+        conditional: bool = False,
+    ) -> None:
         super().__init__(spec)
         lo, hi = spec.value_range or (None, None)
         if spec.kind not in ("audio", "vector") or len(spec.shape) != 1:
             raise ValueError(f"WaveNet models 1-D signals [T]; data set {spec.name!r} is {spec.kind} {spec.shape}")
         if not spec.levels and (lo is None or lo < -1 or hi > 1):
-            raise ValueError(f"WaveNet needs levels or a signal in [-1, 1] for mu-law coding; {spec.name!r} has value_range={spec.value_range}")
+            raise ValueError(
+                "WaveNet needs levels or a signal in [-1, 1] for mu-law coding; "
+                f"{spec.name!r} has value_range={spec.value_range}"
+            )
         if min(channels, skip_channels, layers_per_stack, stacks) < 1 or mu_levels < 2:
-            raise ValueError(f"need positive sizes and mu_levels >= 2; got {channels}, {skip_channels}, {layers_per_stack}, {stacks}, {mu_levels}")
+            raise ValueError(
+                "need positive sizes and mu_levels >= 2; "
+                f"got {channels}, {skip_channels}, {layers_per_stack}, {stacks}, {mu_levels}"
+            )
         if conditional and not spec.num_classes:
             raise ValueError(f"conditional=True needs class labels; data set {spec.name!r} has none")
         self.conditional, self.discrete = conditional, True
         self.levels = int(spec.levels or mu_levels)
         self.n_cond = spec.num_classes if conditional else 0
         self.embed = nn.Embedding(self.levels + 1, channels)  # id L = <start>: the input before x_0
-        self.layers = nn.ModuleList(ResidualLayer(channels, skip_channels, 2**i, self.n_cond) for _ in range(stacks) for i in range(layers_per_stack))
+        self.layers = nn.ModuleList(
+            ResidualLayer(channels, skip_channels, 2**i, self.n_cond)
+            for _ in range(stacks)
+            for i in range(layers_per_stack)
+        )
         self.out1 = nn.Linear(skip_channels, skip_channels)
         self.out2 = nn.Linear(skip_channels, self.levels)
         #: Input positions that influence one output (the naive sampler's window).
@@ -161,7 +185,16 @@ class WaveNet(GenerativeModel):
         return logp.gather(-1, self.quantize(x)[..., None])[..., 0].sum(1)
 
     @torch.no_grad()
-    def sample(self, n: int, cond: Tensor | None = None, *, generator: torch.Generator | None = None, length: int | None = None, temperature: float = 1.0, use_cache: bool = True) -> Tensor:
+    def sample(
+        self,
+        n: int,
+        cond: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        length: int | None = None,
+        temperature: float = 1.0,
+        use_cache: bool = True,
+    ) -> Tensor:
         """[n, length] signals in the data's space (mu-law decoded), one sample at a time.
 
         ``use_cache=False`` re-runs the net on the last ``receptive_field`` inputs per step (the

@@ -42,10 +42,20 @@ class FlowModel(GenerativeModel):
     likelihood = "exact"
     capabilities = ("log_prob (exact)", "sample (temperature)", "encode (exact inverse)", "decode", "conditional")
 
-    def __init__(self, spec: DataSpec, *, conditional: bool = False, dequantization: str = "uniform", logit_alpha: float | None = 0.05, deq_hidden: int = 32) -> None:
+    def __init__(
+        self,
+        spec: DataSpec,
+        *,
+        conditional: bool = False,
+        dequantization: str = "uniform",
+        logit_alpha: float | None = 0.05,
+        deq_hidden: int = 32,
+    ) -> None:
         super().__init__(spec)
         if spec.kind not in ("image", "vector"):
-            raise ValueError(f"{type(self).__name__} models images or vectors; data set {spec.name!r} has kind {spec.kind!r}")
+            raise ValueError(
+                f"{type(self).__name__} models images or vectors; data set {spec.name!r} has kind {spec.kind!r}"
+            )
         if spec.dtype not in ("float32", "float64"):
             raise ValueError(f"{type(self).__name__} needs float data; data set {spec.name!r} has dtype {spec.dtype!r}")
         if conditional and not spec.num_classes:
@@ -58,13 +68,25 @@ class FlowModel(GenerativeModel):
         self.levels = spec.levels
         # Bounded data (discrete levels, or floats in [0, 1]) go through a logit (or Glow's shift).
         self.bounded = spec.levels is not None or spec.value_range is not None
-        self.pre: Transform = (Logit(logit_alpha) if logit_alpha is not None else Shift()) if self.bounded else Chain([])
+        self.pre: Transform = (
+            (Logit(logit_alpha) if logit_alpha is not None else Shift()) if self.bounded else Chain([])
+        )
         if self.bounded and spec.value_range not in (None, (0.0, 1.0), (0, 1)):
-            raise ValueError(f"{type(self).__name__} needs data in [0, 1] or unbounded; data set {spec.name!r} has range {spec.value_range}")
+            raise ValueError(
+                f"{type(self).__name__} needs data in [0, 1] or unbounded; "
+                f"data set {spec.name!r} has range {spec.value_range}"
+            )
         if dequantization == "variational" and not spec.levels:
-            raise ValueError(f"dequantization='variational' applies to discrete data; data set {spec.name!r} is continuous (no levels)")
+            raise ValueError(
+                "dequantization='variational' applies to discrete data; "
+                f"data set {spec.name!r} is continuous (no levels)"
+            )
         self.dequantization = dequantization
-        self.deq = VariationalDequantizer(spec.shape, deq_hidden) if (dequantization == "variational" and spec.levels) else None
+        self.deq = (
+            VariationalDequantizer(spec.shape, deq_hidden)
+            if (dequantization == "variational" and spec.levels)
+            else None
+        )
         self.flow: Transform = Chain([])
 
     # --- helpers ------------------------------------------------------------------------------
@@ -133,7 +155,9 @@ class FlowModel(GenerativeModel):
         return y
 
     @torch.no_grad()
-    def sample(self, n: int, cond: Tensor | None = None, *, generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
+    def sample(
+        self, n: int, cond: Tensor | None = None, *, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> Tensor:
         """[n, *shape] samples x = f^{-1}(z), z ~ N(0, T^2 I) (T = ``temperature``; T < 1 trades
         diversity for typicality, as in Glow, sec. 5)."""
         z = torch.randn(n, self.spec.dim, generator=generator, device=self.device, dtype=self._dtype) * temperature

@@ -72,7 +72,9 @@ class VariationalDequantizer(nn.Module):
         eps = torch.randn_like(levels_x)
         v, ladj = self.flow(eps, ctx)
         u = torch.sigmoid(v)
-        log_q = -0.5 * sum_except_batch(eps * eps + LOG_2PI) - ladj - sum_except_batch(F.logsigmoid(v) + F.logsigmoid(-v))
+        log_q = (
+            -0.5 * sum_except_batch(eps * eps + LOG_2PI) - ladj - sum_except_batch(F.logsigmoid(v) + F.logsigmoid(-v))
+        )
         return (levels_x + u) / levels, log_q
 
 

@@ -57,7 +57,9 @@ class Glow(FlowModel):
         logit_alpha: float | None = 0.05,
         deq_hidden: int = 32,
     ) -> None:
-        super().__init__(spec, conditional=conditional, dequantization=dequantization, logit_alpha=logit_alpha, deq_hidden=deq_hidden)
+        super().__init__(
+            spec, conditional=conditional, dequantization=dequantization, logit_alpha=logit_alpha, deq_hidden=deq_hidden
+        )
         if min(n_levels, steps, hidden) < 1:
             raise ValueError(f"n_levels, steps and hidden must be >= 1; got {n_levels}, {steps}, {hidden}")
         self.lu, self.bound = lu, max_log_scale
@@ -66,15 +68,26 @@ class Glow(FlowModel):
             if dim < 2:
                 raise ValueError(f"glow needs at least 2 dimensions; got {dim} (use 'maf' for 1-D data)")
             if n_levels != 2:
-                raise ValueError(f"n_levels={n_levels} applies to images (multi-scale); a glow on vectors is one stack of {steps} steps")
-            self.flow = Chain([t for _ in range(steps) for t in self._step(dim, lambda a, b: CondMLP(a, (hidden, hidden), b, self.c_dim))])
+                raise ValueError(
+                    f"n_levels={n_levels} applies to images (multi-scale); "
+                    f"a glow on vectors is one stack of {steps} steps"
+                )
+            self.flow = Chain(
+                [
+                    t
+                    for _ in range(steps)
+                    for t in self._step(dim, lambda a, b: CondMLP(a, (hidden, hidden), b, self.c_dim))
+                ]
+            )
             return
         if len(spec.shape) != 3:
             raise ValueError(f"glow models images [C, H, W] or vectors [D]; got shape {spec.shape}")
         ch, h, w = spec.shape
         f = 2**n_levels
         if h % f or w % f:
-            raise ValueError(f"glow with n_levels={n_levels} needs image sides divisible by {f}; got {h}x{w} (lower n_levels)")
+            raise ValueError(
+                f"glow with n_levels={n_levels} needs image sides divisible by {f}; got {h}x{w} (lower n_levels)"
+            )
 
         def conv(a: int, b: int) -> CondConvNet:
             return CondConvNet(a, hidden, b, self.c_dim, dropout=dropout)
@@ -87,7 +100,9 @@ class Glow(FlowModel):
                 layers += self._step(ch, conv)
             if lvl < n_levels - 1:
                 if learn_split_prior:  # z_out ~ N(mu(z_keep), sigma(z_keep)) as a coupling on the split
-                    layers.append(AffineCoupling(conv(ch - ch // 2, 2 * (ch // 2)), "half", ch, 0, max_log_scale=max_log_scale))
+                    layers.append(
+                        AffineCoupling(conv(ch - ch // 2, 2 * (ch // 2)), "half", ch, 0, max_log_scale=max_log_scale)
+                    )
                 ch -= ch // 2
             levels.append(Chain(layers))
         self.flow = MultiScale(levels, spec.shape)
@@ -95,4 +110,8 @@ class Glow(FlowModel):
     def _step(self, ch: int, make_net) -> list[Transform]:  # type: ignore[no-untyped-def]
         """actnorm -> invertible 1x1 conv -> affine coupling (second half given the first)."""
         n_a = ch - ch // 2
-        return [ActNorm(ch), InvConv1x1(ch, self.lu), AffineCoupling(make_net(n_a, 2 * (ch - n_a)), "half", ch, 0, max_log_scale=self.bound)]
+        return [
+            ActNorm(ch),
+            InvConv1x1(ch, self.lu),
+            AffineCoupling(make_net(n_a, 2 * (ch - n_a)), "half", ch, 0, max_log_scale=self.bound),
+        ]

@@ -13,7 +13,7 @@ Small images (up to 256 values, e.g. 8x8 digits) are flattened to vectors.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -53,13 +53,20 @@ class MAF(FlowModel):
         logit_alpha: float | None = 0.05,
         deq_hidden: int = 32,
     ) -> None:
-        super().__init__(spec, conditional=conditional, dequantization=dequantization, logit_alpha=logit_alpha, deq_hidden=deq_hidden)
+        super().__init__(
+            spec, conditional=conditional, dequantization=dequantization, logit_alpha=logit_alpha, deq_hidden=deq_hidden
+        )
         hidden = [int(h) for h in hidden]
         if n_layers < 1 or not hidden or min(hidden) < 1:
-            raise ValueError(f"maf needs n_layers >= 1 and a non-empty list of positive hidden widths; got {n_layers}, {hidden}")
+            raise ValueError(
+                f"maf needs n_layers >= 1 and a non-empty list of positive hidden widths; got {n_layers}, {hidden}"
+            )
         dim = spec.dim
         if len(spec.shape) > 1 and dim > MAX_IMAGE_DIM:
-            raise ValueError(f"maf flattens images and samples with {dim} sequential passes per layer; {spec.shape} has more than {MAX_IMAGE_DIM} pixels (use glow or realnvp)")
+            raise ValueError(
+                f"maf flattens images and samples with {dim} sequential passes per layer; "
+                f"{spec.shape} has more than {MAX_IMAGE_DIM} pixels (use glow or realnvp)"
+            )
         layers: list[Transform] = [Flatten(spec.shape)] if len(spec.shape) > 1 else []
         layers += [ActNorm(dim)] if actnorm else []
         forward_order = torch.arange(dim)

@@ -49,14 +49,22 @@ class NSF(FlowModel):
         logit_alpha: float | None = 0.05,
         deq_hidden: int = 32,
     ) -> None:
-        super().__init__(spec, conditional=conditional, dequantization=dequantization, logit_alpha=logit_alpha, deq_hidden=deq_hidden)
+        super().__init__(
+            spec, conditional=conditional, dequantization=dequantization, logit_alpha=logit_alpha, deq_hidden=deq_hidden
+        )
         if len(spec.shape) != 1:
-            raise ValueError(f"nsf models vectors [D]; got shape {spec.shape} (use glow or realnvp for images, or maf on flattened pixels)")
+            raise ValueError(
+                "nsf models vectors [D]; "
+                f"got shape {spec.shape} (use glow or realnvp for images, or maf on flattened pixels)"
+            )
         dim = spec.shape[0]
         if dim < 2:
             raise ValueError(f"spline couplings need at least 2 dimensions; got {dim} (use 'maf' for 1-D data)")
         if min(n_couplings, hidden, depth) < 1 or bins < 2 or bound <= 0:
-            raise ValueError(f"need n_couplings, hidden, depth >= 1, bins >= 2, bound > 0; got {n_couplings}, {hidden}, {depth}, {bins}, {bound}")
+            raise ValueError(
+                "need n_couplings, hidden, depth >= 1, bins >= 2, bound > 0; "
+                f"got {n_couplings}, {hidden}, {depth}, {bins}, {bound}"
+            )
         layers: list[Transform] = [ActNorm(dim)] if actnorm else []
         for i in range(n_couplings):
             parity = 0 if lu else i % 2

@@ -20,7 +20,9 @@ from .base import FlowModel
 from .transforms import ActNorm, AffineCoupling, Chain, CondConvNet, CondMLP, MultiScale, Squeeze, Transform
 
 
-def vector_couplings(dim: int, n: int, hidden: int, depth: int, c_dim: int, max_log_scale: float, actnorm: bool) -> list[Transform]:
+def vector_couplings(
+    dim: int, n: int, hidden: int, depth: int, c_dim: int, max_log_scale: float, actnorm: bool
+) -> list[Transform]:
     """``n`` affine couplings on [B, dim] with alternating halves (an ActNorm in front if asked)."""
     if dim < 2:
         raise ValueError(f"coupling flows need at least 2 dimensions; got {dim} (use 'maf' for 1-D data)")
@@ -68,17 +70,35 @@ class RealNVP(FlowModel):
         logit_alpha: float | None = 0.05,
         deq_hidden: int = 32,
     ) -> None:
-        super().__init__(spec, conditional=conditional, dequantization=dequantization, logit_alpha=logit_alpha, deq_hidden=deq_hidden)
+        super().__init__(
+            spec, conditional=conditional, dequantization=dequantization, logit_alpha=logit_alpha, deq_hidden=deq_hidden
+        )
         if min(n_couplings, depth, n_scales, stage_couplings) < 1 or (hidden is not None and hidden < 1):
-            raise ValueError(f"n_couplings, hidden, depth, n_scales, stage_couplings must be >= 1; got {n_couplings}, {hidden}, {depth}, {n_scales}, {stage_couplings}")
+            raise ValueError(
+                "n_couplings, hidden, depth, n_scales, stage_couplings must be >= 1; "
+                f"got {n_couplings}, {hidden}, {depth}, {n_scales}, {stage_couplings}"
+            )
         if len(spec.shape) == 1:
-            self.flow = Chain(vector_couplings(spec.shape[0], n_couplings, hidden or 256, depth, self.c_dim, max_log_scale, actnorm))
+            self.flow = Chain(
+                vector_couplings(spec.shape[0], n_couplings, hidden or 256, depth, self.c_dim, max_log_scale, actnorm)
+            )
         elif len(spec.shape) == 3:
-            self.flow = self._image_flow(spec.shape, hidden or 32, n_scales, stage_couplings, actnorm, max_log_scale, dropout)  # type: ignore[arg-type]
+            self.flow = self._image_flow(
+                spec.shape, hidden or 32, n_scales, stage_couplings, actnorm, max_log_scale, dropout
+            )  # type: ignore[arg-type]
         else:
             raise ValueError(f"realnvp models vectors [D] or images [C, H, W]; got shape {spec.shape}")
 
-    def _image_flow(self, shape: tuple[int, int, int], hidden: int, n_scales: int, k: int, actnorm: bool, bound: float, dropout: float) -> MultiScale:
+    def _image_flow(
+        self,
+        shape: tuple[int, int, int],
+        hidden: int,
+        n_scales: int,
+        k: int,
+        actnorm: bool,
+        bound: float,
+        dropout: float,
+    ) -> MultiScale:
         ch, h, w = shape
         f = 2 ** (n_scales - 1)
         if h % f or w % f:
@@ -88,14 +108,31 @@ class RealNVP(FlowModel):
             last = s == n_scales - 1
             layers: list[Transform] = []
             for i in range(k + 1 if last else k):  # checkerboard couplings, alternating squares
-                layers.append(AffineCoupling(CondConvNet(ch, hidden, 2 * ch, self.c_dim, dropout=dropout), "checkerboard", ch, i % 2, (h, w), bound))
+                layers.append(
+                    AffineCoupling(
+                        CondConvNet(ch, hidden, 2 * ch, self.c_dim, dropout=dropout),
+                        "checkerboard",
+                        ch,
+                        i % 2,
+                        (h, w),
+                        bound,
+                    )
+                )
                 layers += [ActNorm(ch)] if actnorm else []
             if not last:
                 layers.append(Squeeze())
                 ch, h, w = 4 * ch, h // 2, w // 2
                 for i in range(k):  # channel couplings, alternating halves
                     n_a = ch - ch // 2 if i % 2 == 0 else ch // 2
-                    layers.append(AffineCoupling(CondConvNet(n_a, hidden, 2 * (ch - n_a), self.c_dim, dropout=dropout), "half", ch, i % 2, max_log_scale=bound))
+                    layers.append(
+                        AffineCoupling(
+                            CondConvNet(n_a, hidden, 2 * (ch - n_a), self.c_dim, dropout=dropout),
+                            "half",
+                            ch,
+                            i % 2,
+                            max_log_scale=bound,
+                        )
+                    )
                     layers += [ActNorm(ch)] if actnorm else []
                 ch -= ch // 2  # MultiScale factors out the second half of the channels
             levels.append(Chain(layers))

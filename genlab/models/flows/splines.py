@@ -37,7 +37,9 @@ def _knots(raw: Tensor, bound: float) -> tuple[Tensor, Tensor]:
     return cum, cum[..., 1:] - cum[..., :-1]
 
 
-def rq_spline(x: Tensor, raw_w: Tensor, raw_h: Tensor, raw_d: Tensor, bound: float, inverse: bool = False) -> tuple[Tensor, Tensor]:
+def rq_spline(
+    x: Tensor, raw_w: Tensor, raw_h: Tensor, raw_d: Tensor, bound: float, inverse: bool = False
+) -> tuple[Tensor, Tensor]:
     """Element-wise monotonic RQ spline on [-bound, bound], identity outside.
 
     x [...]; raw_w, raw_h [..., K]; raw_d [..., K-1] (interior knot derivatives). Returns the output
@@ -50,7 +52,9 @@ def rq_spline(x: Tensor, raw_w: Tensor, raw_h: Tensor, raw_d: Tensor, bound: flo
     ones = torch.ones_like(raw_d[..., :1])
     d = torch.cat([ones, F.softplus(raw_d + _DERIV_SHIFT) + MIN_DERIV, ones], -1)  # [..., K+1]
     knots = ch if inverse else cw
-    idx = torch.searchsorted(knots[..., 1:-1].contiguous(), xc.unsqueeze(-1).contiguous(), right=True)  # bin id [..., 1]
+    idx = torch.searchsorted(
+        knots[..., 1:-1].contiguous(), xc.unsqueeze(-1).contiguous(), right=True
+    )  # bin id [..., 1]
 
     def at(t: Tensor) -> Tensor:
         return t.gather(-1, idx).squeeze(-1)
@@ -69,7 +73,9 @@ def rq_spline(x: Tensor, raw_w: Tensor, raw_h: Tensor, raw_d: Tensor, bound: flo
         xi = (xc - xk) / wk
     one_m = 1 - xi
     den = s + (dk1 + dk - 2 * s) * xi * one_m
-    log_deriv = 2 * torch.log(s) + torch.log(dk1 * xi * xi + 2 * s * xi * one_m + dk * one_m * one_m) - 2 * torch.log(den)
+    log_deriv = (
+        2 * torch.log(s) + torch.log(dk1 * xi * xi + 2 * s * xi * one_m + dk * one_m * one_m) - 2 * torch.log(den)
+    )
     if not inverse:
         out = yk + hk * (s * xi * xi + dk * xi * one_m) / den
         ladj = log_deriv
@@ -103,7 +109,9 @@ class SplineCoupling(Transform):
         a, b = self._halves(x)
         k = self.bins
         p = self.net(a, c).view(b.shape[0], b.shape[1], 3 * k - 1)
-        out, ladj = rq_spline(b, p[..., :k] * self.scale, p[..., k : 2 * k] * self.scale, p[..., 2 * k :], self.bound, inverse)
+        out, ladj = rq_spline(
+            b, p[..., :k] * self.scale, p[..., k : 2 * k] * self.scale, p[..., 2 * k :], self.bound, inverse
+        )
         return self._join(a, out), sum_except_batch(ladj)
 
     def forward(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -22,7 +22,7 @@ Durkan et al., "Neural Spline Flows", NeurIPS 2019 (rational-quadratic splines, 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
@@ -145,13 +145,13 @@ class InvConv1x1(Transform):
         if not lu:
             self.weight = nn.Parameter(w)
             return
-        p, l, u = torch.linalg.lu(w)
+        p, lower, u = torch.linalg.lu(w)
         s = torch.diagonal(u)
         self.register_buffer("perm", p)
         self.register_buffer("sign_s", torch.sign(s))
         self.register_buffer("lower_mask", torch.tril(torch.ones(channels, channels), -1), persistent=False)
         self.register_buffer("eye", torch.eye(channels), persistent=False)
-        self.lower = nn.Parameter(l * self.lower_mask)
+        self.lower = nn.Parameter(lower * self.lower_mask)
         self.upper = nn.Parameter(torch.triu(u, 1))
         self.log_s = nn.Parameter(torch.log(s.abs()))
 
@@ -359,7 +359,9 @@ class CondConvNet(nn.Module):
     acts on the last hidden layer in training mode only, so the flow stays an exact bijection
     at evaluation (during training each step sees a randomly thinned network)."""
 
-    def __init__(self, in_ch: int, hidden: int, out_ch: int, cond_dim: int = 0, ctx_channels: int = 0, dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_ch: int, hidden: int, out_ch: int, cond_dim: int = 0, ctx_channels: int = 0, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.dropout = float(dropout)
         self.conv_in = nn.Conv2d(in_ch + ctx_channels, hidden, 3, padding=1)
@@ -400,7 +402,15 @@ class AffineCoupling(Transform):
     log s is soft-clamped to +-``max_log_scale``.
     """
 
-    def __init__(self, net: nn.Module, mask: str, n: int, parity: int = 0, spatial: tuple[int, int] | None = None, max_log_scale: float = 3.0) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        mask: str,
+        n: int,
+        parity: int = 0,
+        spatial: tuple[int, int] | None = None,
+        max_log_scale: float = 3.0,
+    ) -> None:
         super().__init__()
         if mask not in ("half", "checkerboard"):
             raise ValueError(f"coupling mask must be 'half' or 'checkerboard'; got {mask!r}")
@@ -498,7 +508,9 @@ class MaskedAffineAutoregressive(Transform):
     needs D sequential passes: after pass k every coordinate of degree <= k is exact.
     """
 
-    def __init__(self, dim: int, hidden: Sequence[int], order: Tensor, cond_dim: int = 0, max_log_scale: float = 3.0) -> None:
+    def __init__(
+        self, dim: int, hidden: Sequence[int], order: Tensor, cond_dim: int = 0, max_log_scale: float = 3.0
+    ) -> None:
         super().__init__()
         self.made = MADE(dim, hidden, 2, order, cond_dim)
         self.bound = float(max_log_scale)
