@@ -2,8 +2,11 @@
 
 Never pickle: a checkpoint from an untrusted source can only ever yield tensors and plain data.
 Each write goes to a temporary file in the same folder, is flushed to disk, then renamed over the
-target, so a crash or Ctrl-C leaves either the old or the new file, never half of one. The file
-being replaced is kept as ``*.prev.*`` so one bad file (e.g. a truncated copy) still leaves a good one.
+target, so a crash or Ctrl-C leaves either the old or the new file, never half of one. With
+``keep_prev`` the file being replaced is kept as ``*.prev.*`` so one bad file (e.g. a truncated
+copy) still leaves a good one; the backup is made by renames too (a hard link to the old file,
+renamed over the old backup), so no file is ever rewritten in place. Loaded tensors are copied
+into memory of their own: a memory-mapped tensor would change if its file were replaced in place.
 """
 
 from __future__ import annotations
@@ -26,21 +29,79 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated or inconsistent; the message says which file and why."""
 
 
+#: Temporary files end in this suffix (and start with ``.NAME.``): a crash can leave them behind,
+#: and :func:`genlab.runs.remove_stale_temp_files` recognizes them by it.
+TMP_SUFFIX = ".tmp"
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (best effort: not every OS can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; put it back at once
+    os.umask(mask)
+    return mask
+
+
+def _temp_path(path: Path) -> str:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    return tmp
+
+
+def _backup(path: Path) -> None:
+    """Keep the current ``path`` as ``prev_path(path)`` by atomic renames only.
+
+    A hard link gives the current file a second name without copying; renaming that name over the
+    old backup replaces it atomically, so at every moment both ``path`` and the backup are
+    complete files. (``shutil.copy`` over the backup truncated it first: a crash left a torn
+    backup, and a tensor memory-mapped from it changed under the trainer.) On a file system
+    without hard links the copy goes to a temporary file that is then renamed."""
+    tmp = _temp_path(path)
+    try:
+        os.unlink(tmp)
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copyfile(path, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, prev_path(path))
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def _atomic(path: Path, write: Callable[[str], None], keep_prev: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _temp_path(path)
     try:
         write(tmp)
+        # mkstemp makes 0600 files (and a writer may make its own): a run folder's files get the
+        # permissions the user's umask gives, like any other file the user creates.
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         if keep_prev and path.exists():
-            shutil.copy2(path, prev_path(path))
+            _backup(path)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
 
 
 def prev_path(path: Path) -> Path:
@@ -64,7 +125,9 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, 
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
-        tensors = load_file(str(path))
+        # clone(): own the memory. load_file maps the file; a mapped tensor would follow any later
+        # in-place change of the file (an optimizer state resumed from it would silently reset).
+        tensors = {k: v.clone() for k, v in load_file(str(path)).items()}
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
@@ -83,6 +146,16 @@ def write_json(obj: Any, path: str | os.PathLike, keep_prev: bool = False) -> No
             json.dump(obj, f, indent=2, sort_keys=True)
 
     _atomic(Path(path), w, keep_prev)
+
+
+def write_text(text: str, path: str | os.PathLike) -> None:
+    """Atomically replace the text file ``path`` with ``text``."""
+
+    def w(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    _atomic(Path(path), w)
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -7,13 +7,12 @@ with one line on stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
+from .config import parse_assignments, read_config_file, split_settings
 
 
 class CLIError(Exception):
@@ -25,46 +24,15 @@ class _Parser(argparse.ArgumentParser):
         raise CLIError(f"{message} (see '{self.prog} --help')")
 
 
-def _parse_assignments(items: Sequence[str], flag: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item or not item.split("=", 1)[0]:
-            raise CLIError(f"{flag} expects key=value; got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            val = yaml.safe_load(v) if v != "" else ""
-        except yaml.YAMLError:
-            val = v
-        if isinstance(val, str):  # YAML 1.1 reads 2e-3 (no dot) as a string; a number was meant
-            try:
-                val = float(val)
-            except ValueError:
-                pass
-        out[k.strip()] = val
-    return out
-
-
 def _split_settings(model: str, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Route flat ``key=value`` settings to the trainer or the model constructor."""
+    """:func:`genlab.config.split_settings` with the trainer's keys and the options of ``model``."""
     import dataclasses
 
-    from .protocol import model_kwargs
+    from .registry import model_kwargs
     from .train import TrainConfig
 
-    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
-    model_keys = set(model_kwargs(model))
-    train, mk = {}, {}
-    for k, v in settings.items():
-        if k in train_keys:
-            train[k] = v
-        elif k in model_keys:
-            mk[k] = v
-        else:
-            raise CLIError(
-                f"unknown setting {k!r}: not a training key ({', '.join(sorted(train_keys))})"
-                f" nor an option of model {model!r} ({', '.join(sorted(model_keys))})"
-            )
-    return train, mk
+    train_keys = [f.name for f in dataclasses.fields(TrainConfig)]
+    return split_settings(settings, train_keys=train_keys, model_keys=model_kwargs(model), model=model)
 
 
 def _check_out_suffix(out: str | None, suffix: str, note: str = "") -> None:
@@ -73,52 +41,77 @@ def _check_out_suffix(out: str | None, suffix: str, note: str = "") -> None:
         raise CLIError(f"--out must name a {suffix} file{note}; got {out!r}")
 
 
-def _read_config_file(path: str | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    from .checkpoint import read_yaml
-
-    cfg = read_yaml(path)
-    if cfg is None:
-        return {}
-    if not isinstance(cfg, dict):
-        raise CLIError(f"config file {path!r} must hold a mapping of settings; got {type(cfg).__name__}")
-    return cfg
+def _same_data(given: str, stored: str) -> bool:
+    """Whether ``--data given`` names the data set ``stored`` in a run's config.yaml (built-in
+    names as they are; paths compared resolved, as config.yaml stores them absolute)."""
+    if given == stored:
+        return True
+    return Path(given).exists() and Path(given).resolve() == Path(stored).resolve()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from . import build_model, list_datasets, load_dataset
-    from .checkpoint import read_json, read_yaml
-    from .runs import CONFIG_FILE, clear_run
-    from .train import TrainConfig, Trainer
+    from .checkpoint import read_yaml
+    from .runs import (
+        CONFIG_FILE,
+        RunLock,
+        check_out_folder,
+        check_run_folder,
+        checkpoint_step,
+        claim_run_folder,
+        clear_run,
+        has_checkpoint,
+        is_run_folder,
+    )
+    from .train import TrainConfig, Trainer, init_distributed, rank0_first, resolve_device
 
+    if args.resume and args.overwrite:
+        raise CLIError("--resume continues the run in --out and --overwrite starts it over; give one of them")
     if args.out is None:
         if args.resume or not args.model or not args.data:
             raise CLIError("train needs --out RUN_FOLDER (or MODEL and --data, to default to runs/MODEL-DATA)")
         args.out = str(Path("runs") / f"{args.model}-{Path(args.data.rstrip('/')).stem}")
     out = Path(args.out)
-    overrides = _parse_assignments(args.set or [], "--set")
-    data_opts = _parse_assignments(args.data_opt or [], "--data-opt")
+    overrides = parse_assignments(args.set or [], "--set")
+    data_opts = parse_assignments(args.data_opt or [], "--data-opt")
     if "split" in data_opts:
         raise CLIError(
             "--data-opt split: the split is not a data option; "
             "train uses the train and val splits, eval/encode take --split"
         )
     if args.resume:
-        if not (out / CONFIG_FILE).exists():
-            raise CLIError(f"--resume: {str(out)!r} holds no run to resume ({CONFIG_FILE} missing)")
+        if not (out / CONFIG_FILE).exists() or not is_run_folder(out):
+            raise CLIError(f"--resume: {str(out)!r} holds no run to resume (no genlab {CONFIG_FILE})")
         cfg = read_yaml(out / CONFIG_FILE)
         if args.model and args.model != cfg["model"]:
             raise CLIError(f"--resume: run {str(out)!r} trains {cfg['model']!r}, not {args.model!r}")
+        # A resumed run keeps its data and settings: flags that would change them are refused,
+        # not silently ignored.
+        if args.data and not _same_data(args.data, cfg["data"]):
+            raise CLIError(
+                f"--resume: run {str(out)!r} trains on {cfg['data']!r}, not {args.data!r}; "
+                "leave out --data to resume it, or train a new run in another --out"
+            )
+        if args.data_opt and data_opts != (cfg.get("data_opts") or {}):
+            raise CLIError(f"--resume cannot change data options (the run has {cfg.get('data_opts') or {}})")
+        if args.config:
+            raise CLIError(
+                f"--resume takes the settings of {str(out / CONFIG_FILE)!r}; change training keys with --set"
+            )
+        if not has_checkpoint(out):
+            raise CLIError(
+                f"--resume: run {str(out)!r} has no checkpoint yet (it stopped before its first one); "
+                "start it over with --overwrite"
+            )
         model_name, data_name, data_opts = cfg["model"], cfg["data"], cfg.get("data_opts") or {}
+        check_out_folder(out, data_name)
         train_over, model_over = _split_settings(model_name, overrides)
         if model_over:
             raise CLIError(f"--resume cannot change model options ({', '.join(model_over)})")
         train_settings = {**cfg["train"], **train_over}
-        state = out / "trainer-state.json"
-        done = int(read_json(state)["step"]) if state.exists() else 0
+        done = checkpoint_step(out) or 0
         if int(train_settings.get("steps", 0)) <= done:
             raise CLIError(
                 f"--resume: run {str(out)!r} is already at step {done} and steps={train_settings.get('steps')}; "
@@ -130,17 +123,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CLIError("train needs a MODEL (see 'genlab models')")
         if not args.data:
             raise CLIError("train needs --data NAME|PATH (see 'genlab datasets')")
-        if (out / "trainer-state.json").exists() and not args.overwrite:
-            raise CLIError(
-                f"{str(out)!r} already holds a run; use --resume to continue it or --overwrite to start over"
-            )
-        if args.overwrite:
-            clear_run(out)
         model_name, data_name = args.model, args.data
         if data_name not in list_datasets() and Path(data_name).exists():
             # config.yaml keeps an absolute path, so eval/encode work from any directory
             data_name = str(Path(data_name).resolve())
-        file_cfg = _read_config_file(args.config)
+        check_out_folder(out, data_name)
+        check_run_folder(out)  # early, before data and model are loaded; checked again under the lock
+        file_cfg = read_config_file(args.config)
         flat = {k: v for k, v in file_cfg.items() if k not in ("model", "train", "data_opts")}
         nested = (
             {**(file_cfg.get("train") or {}), **(file_cfg.get("model") or {})}
@@ -149,29 +138,65 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         data_opts = {**(file_cfg.get("data_opts") or {}), **data_opts}
         train_settings, model_settings = _split_settings(model_name, {**nested, **flat, **overrides})
-        from .protocol import get_model_class
+        from .registry import get_model_class
 
         train_settings = {**get_model_class(model_name).train_defaults, **train_settings}
     train_cfg = TrainConfig.from_dict(train_settings)
     if args.quiet:
         train_cfg.progress = False
+    device = resolve_device(train_cfg.device)
+    init_distributed(device)
+    # Data and model first: a bad --data or option fails before the folder is touched (with
+    # --overwrite, before the old run is cleared).
     train_data = load_dataset(data_name, "train", **data_opts)
     val_data = load_dataset(data_name, "val", **data_opts)
     torch.manual_seed(train_cfg.seed)
     model = build_model(model_name, train_data.spec, **model_settings)
-    trainer = Trainer(model, train_data, val_data, train_cfg, out)
-    trainer.write_config(data_name, data_opts)
-    summary = trainer.fit(resume=args.resume)
-    if trainer.is_main:
-        from .viz import display_count, run_figures
 
-        # Final pictures with the configured sample count: sequential samplers (PixelCNN on 64x64)
-        # pay per sample.
-        figs = run_figures(model, val_data, out, seed=train_cfg.seed, n=display_count(model.spec, train_cfg.n_samples))
-        best = "" if summary["best"] is None else f", best val {summary['best']:.4f} at step {summary['best_step']}"
-        print(f"{summary['stopped']} at step {summary['step']} in {summary['seconds']:.1f}s{best}; run folder {out}")
-        for f in figs:
-            print(f"  wrote {f}")
+    # Rank 0 alone locks, checks and clears the folder (under torchrun every rank runs this
+    # command); the others wait for it, and stop if it refuses. The lock is held to the end: the
+    # final figures are written into the folder too.
+    lock = RunLock(out)
+
+    def prepare() -> None:
+        lock.acquire()
+        if args.resume:
+            claim_run_folder(out)  # marks a run written before run folders had a marker
+            return
+        if has_checkpoint(out) and not args.overwrite:
+            raise CLIError(
+                f"{str(out)!r} already holds a run; use --resume to continue it or --overwrite to start over"
+            )
+        claim_run_folder(out)
+        # A run folder: --overwrite was given, or it holds no checkpoint (a run stopped before its
+        # first one). Either way nothing of the old run (eval.json, latents, figures) may stay
+        # beside the new weights.
+        clear_run(out)
+
+    try:
+        rank0_first(prepare)
+        trainer = Trainer(model, train_data, val_data, train_cfg, out)
+        trainer.write_config(data_name, data_opts)  # on --resume too: the settings it continues with
+        summary = trainer.fit(resume=args.resume)
+        if trainer.is_main:
+            from .viz import display_count, run_figures
+
+            # Final pictures with the configured sample count: sequential samplers (PixelCNN on
+            # 64x64) pay per sample.
+            n = display_count(model.spec, train_cfg.n_samples)
+            figs = run_figures(model, val_data, out, seed=train_cfg.seed, n=n)
+            best = "" if summary["best"] is None else f", best val {summary['best']:.4f} at step {summary['best_step']}"
+            print(
+                f"{summary['stopped']} at step {summary['step']} in {summary['seconds']:.1f}s{best}; run folder {out}"
+            )
+            for f in figs:
+                print(f"  wrote {f}")
+    finally:
+        lock.release()
+        import torch.distributed as dist
+
+        if dist.is_initialized():  # leave the process group cleanly, whether training ended well or not
+            dist.destroy_process_group()
     return 0
 
 
@@ -188,7 +213,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model, cfg, spec = load_run(args.run, weights=args.weights)
     # What save_samples can write for this run's data, decided before the (possibly slow) sampling;
     # .npy (the raw array) always works. The file name is never changed behind the user's back.
-    if getattr(model, "data_key", "x") == "text" or spec.kind == "tokens":
+    if model.data_key == "text" or spec.kind == "tokens":
         what, exts = (
             ("caption" if spec.kind == "multimodal" else "token"),
             ((".txt", ".npy") if spec.vocab else (".npy",)),
@@ -220,11 +245,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
             cond = torch.full((args.n,), args.cond, dtype=torch.long)
     elif args.cond is not None:
         raise CLIError(f"--cond given but run {args.run!r} is not conditional")
-    params = inspect.signature(model.sample).parameters
-    kw: dict[str, Any] = {"mean": True} if args.mean and "mean" in params else {}
-    if args.mean and not kw:
-        raise CLIError(f"--mean: model {cfg['model']!r} has no mean sample")
-    if "temperature" in params:
+    options = model.capabilities.sample_options
+    kw: dict[str, Any] = {}
+    if args.mean:
+        if "mean" not in options:
+            raise CLIError(f"--mean: model {cfg['model']!r} has no mean sample")
+        kw["mean"] = True
+    if "temperature" in options:
         kw["temperature"] = args.temperature
     elif args.temperature != 1.0:
         raise CLIError(f"--temperature: model {cfg['model']!r} does not support sampling temperature")
@@ -250,7 +277,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from . import evaluate, load_dataset
     from .evaluate import AVAILABLE
-    from .runs import load_run
+    from .runs import EVAL_FILE, load_run
 
     # Flags first: a bad value is reported before the run and its data are loaded.
     if args.k is not None and args.k < 1:
@@ -285,7 +312,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     data_opts = cfg.get("data_opts") or {}
     data = load_dataset(cfg["data"], args.split, **data_opts)
-    out = Path(args.out) if args.out else Path(args.run) / "eval.json"
+    out = Path(args.out) if args.out else Path(args.run) / EVAL_FILE
     # The training split (loaded only if a sample metric needs it) trains the feature classifier
     # and is the 'train' side of the memorization audit.
     reference = (lambda: data) if args.split == "train" else (lambda: load_dataset(cfg["data"], "train", **data_opts))
@@ -315,7 +342,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     from . import load_dataset
     from .encode import encode_dataset, latent_scatter
-    from .runs import load_run
+    from .runs import latents_file, load_run
 
     if args.limit is not None and args.limit < 1:
         raise CLIError(f"--limit must be >= 1; got {args.limit}")
@@ -343,8 +370,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     except NotImplementedError as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else "encode is not implemented"
         raise CLIError(f"model {cfg['model']!r} has no encoder: {reason}") from None
-    stem = "latents" if own else f"latents-{Path(args.data.rstrip('/')).stem}"
-    out = Path(args.out) if args.out else Path(args.run) / f"{stem}-{args.split}.npz"
+    default = latents_file(args.split, None if own else Path(args.data.rstrip("/")).stem)
+    out = Path(args.out) if args.out else Path(args.run) / default
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, **res)
     n, z_dim = res["z"].shape
@@ -380,7 +407,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .protocol import list_models, model_kwargs
+    from .registry import list_models, model_kwargs
 
     models = list_models()
     w = max((len(name) for name in models), default=0)  # the name column fits the longest name
@@ -388,7 +415,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name, cls in models.items():
         doc = ((cls.__doc__ or "").strip().splitlines() or [""])[0]
         print(f"{name:<{w}} likelihood={cls.likelihood:<{lw}} {doc}")
-        print(f"{'':<{w}} capabilities: {', '.join(cls.capabilities)}")
+        print(f"{'':<{w}} capabilities: {cls.capabilities.describe()}")
         opts = ", ".join(f"{k}={p.default!r}" for k, p in model_kwargs(name).items())
         print(f"{'':<{w}} options: {opts}")
     return 0
@@ -412,7 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-opt", action="append", metavar="KEY=VALUE", help="option for the data loader, e.g. --data-opt n=5000"
     )
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    t.add_argument("--overwrite", action="store_true", help="start over in an existing run folder")
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in an existing run folder (only genlab's own files in a folder genlab made are removed)",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
     s = sub.add_parser("sample", help="draw samples from a trained run")

@@ -16,15 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image, ImageDraw
-
 from .checkpoint import read_yaml
-from .runs import CONFIG_FILE
-from .train import METRICS_FILE
-from .viz import PALETTE, draw_text, legend, save_png, text_size, titled
-
-EVAL_FILE = "eval.json"
+from .runs import CONFIG_FILE, EVAL_FILE, METRICS_FILE
+from .viz import plot_curves
 
 
 def is_number(v: Any) -> bool:
@@ -191,55 +185,6 @@ def shared_metric(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> tupl
     return metric, [r for r, c in have.items() if metric in c]
 
 
-def _nice(v: float) -> str:
-    return f"{v:.4g}"
-
-
-def curves_image(
-    series: dict[str, list[tuple[int, float]]], title: str, width: int = 640, height: int = 400
-) -> np.ndarray:
-    """A line plot (uint8 [H, W, 3]) of ``{name: [(step, value), ...]}``: one coloured line per
-    name (:data:`~genlab.viz.PALETTE`), step to the right, value up, the ranges printed at the
-    axes and a legend on the right."""
-    steps = [s for pts in series.values() for s, _ in pts]
-    vals = [v for pts in series.values() for _, v in pts]
-    s0, s1 = (min(steps), max(steps)) if steps else (0, 1)
-    v0, v1 = (min(vals), max(vals)) if vals else (0.0, 1.0)
-    if s1 == s0:
-        s0, s1 = s0 - 1, s1 + 1
-    if v1 == v0:
-        v0, v1 = v0 - 0.5 * (abs(v0) or 1), v1 + 0.5 * (abs(v1) or 1)
-    pad = 0.05 * (v1 - v0)
-    v0, v1 = v0 - pad, v1 + pad
-    hi, lo = _nice(v1), _nice(v0)  # the value range, printed left of the plot
-    _, th = text_size(hi)
-    left = max(60, max(text_size(hi)[0], text_size(lo)[0]) + 14)
-    right, top, bottom, legend_w = 16, 10, 2 * th + 8, 150
-    w, h = width - left - right - legend_w, height - top - bottom
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-
-    def xy(s: float, v: float) -> tuple[float, float]:
-        return left + (s - s0) / (s1 - s0) * (w - 1), top + (v1 - v) / (v1 - v0) * (h - 1)
-
-    draw.rectangle([left, top, left + w, top + h], outline=(120, 120, 120))
-    draw_text(draw, (left - 8 - text_size(hi)[0], top), hi)
-    draw_text(draw, (left - 8 - text_size(lo)[0], top + h - th), lo)
-    first, last = str(int(s0)), str(int(s1))  # step range under the plot's ends
-    draw_text(draw, (left, top + h + 3), first)
-    draw_text(draw, (left + w - text_size(last)[0], top + h + 3), last)
-    draw_text(draw, (left + (w - text_size("step")[0]) // 2, top + h + 3 + th), "step")
-    for i, pts in enumerate(series.values()):
-        col = PALETTE[i % len(PALETTE)]
-        line = [xy(s, v) for s, v in sorted(pts)]
-        if len(line) > 1:
-            draw.line(line, fill=col, width=2)
-        for px, py in line:
-            draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=col)
-    legend(draw, left + w + 12, top, list(series))
-    return titled(np.asarray(canvas), title)
-
-
 def compare_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike = "compare.md") -> dict[str, Any]:
     """Read every run's ``eval.json`` (and ``config.yaml``, ``metrics.jsonl``); write the metric
     table to ``out`` (Markdown) and next to it as ``.csv``, and the validation curves as ``.png``
@@ -320,9 +265,12 @@ def compare_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike = "co
     pick = shared_metric(curves)
     if pick is not None:
         metric, with_it = pick
-        png = save_png(
-            curves_image({r: curves[r][metric] for r in with_it}, f"{metric} vs step (validation)"),
+        png = plot_curves(
+            {r: curves[r][metric] for r in with_it},
             out.with_suffix(".png"),
+            f"{metric} vs step (validation)",
+            "step",
+            metric,
         )
         written.append(png)
         plotted = metric

@@ -6,6 +6,9 @@ in nats summed over every dimension of an example ([B]), a mean, and a sample. D
 the data's L levels; the Gaussian returns a log *density* of the [0, 1]-scaled data.
 
 Discretized logistic: Salimans et al., "PixelCNN++", ICLR 2017, eq. (2), without the mixture.
+Also the one copy of the small helpers every family shares: ``LOG_2PI``, :func:`to_levels` and
+:func:`sample_categorical` (Holtzman et al., "The Curious Case of Neural Text Degeneration",
+ICLR 2020, for top-p).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from torch import Tensor
 from .data.spec import DataSpec
 
 LIKELIHOODS = ("bernoulli", "gaussian", "logistic", "categorical")
+#: log(2 pi), the constant of every Gaussian log-density.
+LOG_2PI = math.log(2 * math.pi)
 
 
 def _sum_per_example(t: Tensor) -> Tensor:
@@ -27,8 +32,40 @@ def _sum_per_example(t: Tensor) -> Tensor:
 
 
 def to_levels(x: Tensor, levels: int) -> Tensor:
-    """Floats in [0, 1] -> integer level ids 0..L-1 (long), rounding to the nearest level."""
+    """Floats level / (L - 1) in [0, 1], shape [...] -> level ids 0..L-1 (long, same shape),
+    rounding to the nearest level and clamping. Callers that need float ids convert the result."""
     return torch.round(x * (levels - 1)).clamp_(0, levels - 1).long()
+
+
+def sample_categorical(
+    logits: Tensor,
+    generator: torch.Generator | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> Tensor:
+    """One draw per row of ``logits`` [B, V] -> ids [B] (long), after temperature, top-k and top-p.
+
+    top-k keeps the k most likely ids; top-p keeps the smallest set of most likely ids whose mass
+    reaches p (Holtzman et al. 2020). Exactly one uniform per row is drawn from ``generator``
+    (inverse CDF), so two samplers that compute the same logits make the same choices; this is
+    what lets cached and naive sampling be compared draw for draw. ``temperature=0`` is greedy.
+    """
+    u = 1.0 - torch.rand(logits.shape[0], 1, generator=generator, dtype=logits.dtype, device=logits.device)  # (0, 1]
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop_sorted = probs.cumsum(-1) - probs >= top_p  # the mass before this id already reaches p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to id order
+        logits = logits.masked_fill(drop, float("-inf"))
+    cdf = logits.softmax(-1).cumsum(-1)  # (B, V)
+    return (cdf < u * cdf[:, -1:]).sum(-1).clamp_(max=logits.shape[-1] - 1)
 
 
 @dataclass(frozen=True)
@@ -65,7 +102,7 @@ class Likelihood:
         if self.kind == "gaussian":
             mean, log_scale = params[:, 0], params[:, 1].clamp(min=-7.0)
             z = (x - mean) * torch.exp(-log_scale)
-            return _sum_per_example(-0.5 * z * z - log_scale - 0.5 * math.log(2 * math.pi))
+            return _sum_per_example(-0.5 * z * z - log_scale - 0.5 * LOG_2PI)
         if self.kind == "categorical":
             ids = to_levels(x, self.levels)  # type: ignore[arg-type]
             return -_sum_per_example(F.cross_entropy(params, ids, reduction="none"))

@@ -1,14 +1,15 @@
-"""``genlab.evaluate``: the metrics that apply to a model, chosen from its capabilities.
+"""``genlab.evaluate``: the metrics that apply to a model, chosen from its declared capabilities.
 
 Likelihood metrics need ``log_prob`` (``likelihood`` exact or bound); the IWAE bound needs a bound
-model whose ``log_prob`` takes ``k``; ``recon`` needs ``reconstruct``. Sample-based metrics need
-``sample`` on image or vector data and run on a feature network (:mod:`genlab.metrics.features`):
-so every family -- VAE, flow, autoregressive, GAN -- is compared on the same footing.
+model whose ``log_prob`` takes ``k`` (``capabilities.iwae``); ``recon`` needs
+``capabilities.reconstruct``; disentanglement needs ``capabilities.encode``. Sample-based metrics
+need ``capabilities.sample`` on image or vector data and run on a feature network
+(:mod:`genlab.metrics.features`): so every family -- VAE, flow, autoregressive, GAN -- is compared
+on the same footing.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,26 +34,24 @@ AVAILABLE = LIKELIHOOD_METRICS + SAMPLE_METRICS + REPRESENTATION_METRICS
 MAX_DISENTANGLEMENT_EXAMPLES = 10000
 
 
-def can_sample(model: GenerativeModel) -> bool:
-    """True if the model's class overrides :meth:`GenerativeModel.sample`."""
-    return type(model).sample is not GenerativeModel.sample
-
-
 def applicable_metrics(model: GenerativeModel) -> list[str]:
-    """The metric names that make sense for ``model``: ``likelihood`` unless it has none, ``iwae``
-    for bound models whose ``log_prob`` takes ``k``, ``recon`` if it can reconstruct, and the
-    sample-based metrics if it can sample images or vectors (``classes`` only for labelled data)."""
+    """The metric names that make sense for ``model``, from ``model.likelihood`` and
+    ``model.capabilities``: ``likelihood`` unless it has none, ``iwae`` for bound models whose
+    ``log_prob`` takes ``k``, ``recon`` if it can reconstruct, ``disentanglement`` for encoders on
+    data with ground-truth factors, and the sample-based metrics if it can sample images or vectors
+    (``classes`` only for labelled data)."""
+    caps = model.capabilities
     out = []
     if model.likelihood != "none":
         out.append("likelihood")
-        if model.likelihood == "bound" and "k" in inspect.signature(model.log_prob).parameters:
+        if model.likelihood == "bound" and caps.iwae:
             out.append("iwae")
-    if hasattr(model, "reconstruct"):
+    if caps.reconstruct:
         out.append("recon")
     spec = model.spec
-    if spec.factor_sizes and any(c.startswith("encode") for c in model.capabilities):
+    if spec.factor_sizes and caps.encode:
         out.append("disentanglement")
-    if can_sample(model) and spec.kind in ("image", "vector") and not spec.dtype.startswith("int"):
+    if caps.sample and spec.kind in ("image", "vector") and not spec.dtype.startswith("int"):
         labelled = bool(spec.num_classes or spec.factor_sizes)
         out += [m for m in SAMPLE_METRICS if m != "classes" or labelled]
     return out
@@ -149,10 +148,7 @@ def sample_metrics(
     from .metrics.twosample import c2st, mmd_test
 
     ref = reference if reference is not None else dataset
-    kind = features
-    if kind == "auto":
-        kind = "classifier" if F._targets(ref) else "random"
-    fx = F.feature_extractor(ref, kind)
+    fx = F.feature_extractor(ref, features)  # "auto": a classifier for labelled data, else random features
     out: dict[str, Any] = {"n_samples": len(samples), "features": fx.name}
     if isinstance(fx, F.ClassifierFeatures):
         out["feature_classifier_accuracy"] = fx.accuracy
@@ -196,11 +192,15 @@ def sample_metrics(
             raise ValueError(
                 "metric 'memorization' needs the training split (reference=...) distinct from the evaluated split"
             )
-        png = None if out_dir is None else Path(out_dir) / "memorization.png"
-        audit = memorization_audit(
-            samples, reference.tensors["x"].float(), real_x, png=png if samples.dim() == 4 else None
-        )
-        out.update({f"mem_{k}" if k != "png" else "memorization_png": v for k, v in audit.items()})
+        train_x = reference.tensors["x"].float()
+        audit = memorization_audit(samples, train_x, real_x)
+        closest, nearest = audit.pop("closest_samples"), audit.pop("closest_train")
+        out.update({f"mem_{k}": v for k, v in audit.items()})
+        if out_dir is not None and samples.dim() == 4:  # images: the top copies next to their originals
+            from .viz import save_copy_pairs
+
+            png = save_copy_pairs(samples[closest], train_x[nearest], Path(out_dir) / "memorization.png")
+            out["memorization_png"] = str(png)
     return out
 
 
@@ -263,7 +263,7 @@ def evaluate(
         se, n = 0.0, 0
         for batch in dataset.batches(batch_size):
             batch = {kk: v.to(model.device) for kk, v in batch.items()}
-            rec = model.reconstruct(batch["x"], model.condition(batch))  # type: ignore[operator]
+            rec = model.reconstruct(batch["x"], model.condition(batch))
             se += float((rec - batch["x"]).pow(2).flatten(1).sum(1).double().sum())
             n += len(batch["x"])
         out["recon_mse"] = se / max(n, 1)

@@ -1,5 +1,7 @@
-"""Shared network blocks: MLP, convolutional encoder/decoder sized from a data shape, and the masked
-layers of autoregressive models (MaskedLinear + made_masks for MADE/MAF, MaskedConv2d for PixelCNN)."""
+"""Shared network blocks: MLP, convolutional encoder/decoder sized from a data shape, the class
+one-hot, and the masked layers of autoregressive models (MaskedLinear, made_masks and the MADE
+network :class:`MaskedMLP` used by both the MADE model and MAF's conditioner; MaskedConv2d for
+PixelCNN)."""
 
 from __future__ import annotations
 
@@ -132,9 +134,17 @@ class MaskedLinear(nn.Linear):
     Input [..., in_features] -> output [..., out_features].
     """
 
-    def __init__(self, in_features: int, out_features: int, mask: Tensor | None = None, bias: bool = True) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        mask: Tensor | None = None,
+        bias: bool = True,
+        persistent_mask: bool = True,
+    ) -> None:
         super().__init__(in_features, out_features, bias)
-        self.register_buffer("mask", torch.ones(out_features, in_features))
+        # persistent_mask=False: the mask follows from the config alone and is not saved.
+        self.register_buffer("mask", torch.ones(out_features, in_features), persistent=persistent_mask)
         if mask is not None:
             self.set_mask(mask)
 
@@ -159,6 +169,78 @@ def made_masks(in_degrees: Tensor, hidden_degrees: Sequence[Tensor], out_degrees
     masks = [(d_out[:, None] >= d_in[None, :]).float() for d_in, d_out in zip(degs[:-1], degs[1:])]
     masks.append((out_degrees[:, None] > degs[-1][None, :]).float())
     return masks
+
+
+class MaskedMLP(nn.Module):
+    """The MADE network (Germain et al., ICML 2015): an MLP ``D -> hidden... -> n_params * D`` whose
+    masks (:func:`made_masks`) make output (p, d) depend only on inputs that come before d.
+
+    The degrees are set by the caller with :meth:`set_degrees` (a fixed order for MAF's conditioner;
+    random orders and connectivities for order-agnostic MADE). Output unit ``p * D + d`` predicts
+    parameter p of dimension d, so :meth:`forward` returns [B, n_params, D]. A condition c [B, K]
+    enters unmasked, through a bias-free linear map, into the first layer (``cond_layers="first"``)
+    or into every layer including the output (``"all"``). ReLU between layers.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int],
+        n_params: int,
+        cond_dim: int = 0,
+        cond_layers: str = "first",
+        persistent_masks: bool = True,
+    ) -> None:
+        super().__init__()
+        if cond_layers not in ("first", "all"):
+            raise ValueError(f"cond_layers must be 'first' or 'all'; got {cond_layers!r}")
+        self.dim, self.n_params = dim, n_params
+        dims = [dim, *hidden, n_params * dim]
+        self.layers = nn.ModuleList(
+            MaskedLinear(a, b, persistent_mask=persistent_masks) for a, b in zip(dims[:-1], dims[1:])
+        )
+        widths = dims[1:] if cond_layers == "all" else dims[1:2]
+        self.cond = nn.ModuleList(nn.Linear(cond_dim, b, bias=False) for b in widths) if cond_dim else None
+
+    def set_degrees(self, in_degrees: Tensor, hidden_degrees: Sequence[Tensor]) -> None:
+        """Masks from the degree (1..D) of every input and of every hidden unit (one tensor per
+        hidden layer); output unit ``p * D + d`` gets the degree of input d."""
+        masks = made_masks(in_degrees, hidden_degrees, in_degrees.repeat(self.n_params))
+        for layer, m in zip(self.layers, masks):
+            layer.set_mask(m)
+
+    def masked_weights(self) -> list[Tensor]:
+        """The weights with their masks applied; compute once and pass to :meth:`forward` when the
+        same masks serve many passes (a sequential inverse or sampler)."""
+        return [layer.weight * layer.mask for layer in self.layers]
+
+    def cond_term(self, i: int, c: Tensor | None) -> Tensor | None:
+        """The condition's contribution [B, width_i] to the pre-activation of layer i, or None."""
+        if c is None or self.cond is None or i >= len(self.cond):
+            return None
+        return self.cond[i](c)
+
+    def hidden_states(self, x: Tensor, c: Tensor | None = None, weights: list[Tensor] | None = None) -> list[Tensor]:
+        """Activations [B, H_i] of every hidden layer for inputs x [B, D] (after the ReLU)."""
+        weights = self.masked_weights() if weights is None else weights
+        h, hs = x, []
+        for i, layer in enumerate(self.layers[:-1]):
+            a = nn.functional.linear(h, weights[i], layer.bias)
+            ct = self.cond_term(i, c)
+            h = torch.relu(a if ct is None else a + ct)
+            hs.append(h)
+        return hs
+
+    def forward(self, x: Tensor, c: Tensor | None = None, weights: list[Tensor] | None = None) -> Tensor:
+        """[B, n_params, D] outputs for inputs x [B, D]; c: the condition [B, K] or None."""
+        weights = self.masked_weights() if weights is None else weights
+        last = len(self.layers) - 1
+        h = self.hidden_states(x, c, weights)[-1] if last else x
+        out = nn.functional.linear(h, weights[last], self.layers[last].bias)
+        ct = self.cond_term(last, c)
+        if ct is not None:
+            out = out + ct
+        return out.view(x.shape[0], self.n_params, self.dim)
 
 
 class MaskedConv2d(nn.Conv2d):

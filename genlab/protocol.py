@@ -1,33 +1,98 @@
-"""The protocol every genlab model follows, and the one explicit model registry.
+"""The protocol every genlab model follows: :class:`GenerativeModel`, and what it can do as data
+(:class:`Capabilities`).
 
 A model is a ``torch.nn.Module`` subclass of :class:`GenerativeModel`. Its typed constructor
-arguments *are* its config: :func:`build_model` passes the data set's :class:`~genlab.data.DataSpec`
-plus user keyword arguments, and checkpoints store ``{name, kwargs, weights}`` so the model can be
-rebuilt without pickle.
+arguments *are* its config: :func:`genlab.registry.build_model` passes the data set's
+:class:`~genlab.data.DataSpec` plus user keyword arguments, and checkpoints store
+``{name, kwargs, weights}`` so the model can be rebuilt without pickle.
+
+The command line, the figures and the evaluation never probe a model (no ``hasattr``, no signature
+inspection): they read ``model.capabilities`` and ``model.likelihood``, and call the methods below.
+This module imports no model family and nothing above it (registry, trainer, CLI).
 """
 
 from __future__ import annotations
 
-import collections.abc
-import inspect
-import types
-import typing
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
 from .data.spec import DataSpec
+from .nn import one_hot
 
-Modalities = "Tensor | dict[str, Tensor]"
+#: What ``log_prob`` and ``encode`` take and ``sample`` returns: one tensor for a model of one
+#: modality; for a multimodal model a dict ``{modality key: tensor}`` (any non-empty subset as input).
+Modalities = Tensor | dict[str, Tensor]
+
+#: Keyword options of ``sample`` that the CLI and the figures know how to pass.
+SAMPLE_OPTIONS = ("mean", "temperature", "top_k", "top_p", "length", "prefix_embeds", "use_cache")
+#: End-of-training figures (see :func:`genlab.viz.run_figures`).
+FIGURES = ("samples", "samples-mean", "reconstructions", "traversal", "interpolation", "density")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model family can do, declared once on its class (``capabilities = Capabilities(...)``).
+
+    Fields:
+        sample: ``sample`` draws from the model.
+        encode: ``encode`` maps data to a representation [B, z_dim] (a latent variable or features).
+        decode: ``decode(z, cond, mean=...)`` maps latents back to data (the inverse direction of
+            ``encode``; VAEs and flows).
+        reconstruct: ``reconstruct(x, cond)`` returns the model's reconstruction of x.
+        conditional: the family can be built with ``conditional=True`` (class labels).
+        iwae: ``log_prob(x, cond, k=...)`` takes the number of importance samples k (IWAE bound).
+        sample_options: keyword options of ``sample`` beyond ``generator``, from :data:`SAMPLE_OPTIONS`
+            (``"mean"``: decoder means; ``"temperature"``; ``"top_k"``/``"top_p"``; ...).
+        figures: end-of-training figures the model can draw, from :data:`FIGURES`; which of them are
+            drawn also depends on the data (images; 2-D vectors for ``"density"``).
+        modalities: the batch keys of a multimodal model (``log_prob``/``encode`` take and ``sample``
+            returns a dict over them); empty for a model of one tensor (``model.data_key``).
+        notes: one short line for ``genlab models`` (how sampling works, what ``encode`` returns).
+    """
+
+    sample: bool = True
+    encode: bool = False
+    decode: bool = False
+    reconstruct: bool = False
+    conditional: bool = False
+    iwae: bool = False
+    sample_options: tuple[str, ...] = ()
+    figures: tuple[str, ...] = ()
+    modalities: tuple[str, ...] = ()
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("sample_options", self.sample_options, SAMPLE_OPTIONS),
+            ("figures", self.figures, FIGURES),
+        ):
+            bad = [v for v in value if v not in allowed]
+            if bad:
+                raise ValueError(f"Capabilities.{name}: unknown {bad[0]!r}; expected some of {', '.join(allowed)}")
+
+    def describe(self) -> str:
+        """One readable line, e.g. ``sample (temperature), encode, decode, conditional; exact inverse``."""
+        parts = []
+        if self.sample:
+            parts.append("sample" + (f" ({', '.join(self.sample_options)})" if self.sample_options else ""))
+        for name in ("encode", "decode", "reconstruct", "iwae", "conditional"):
+            if getattr(self, name):
+                parts.append(name)
+        if self.modalities:
+            parts.append(f"modalities {'+'.join(self.modalities)}")
+        line = ", ".join(parts) or "none"
+        return f"{line}; {self.notes}" if self.notes else line
 
 
 class GenerativeModel(nn.Module):
     """Base class: one generative model of p(x) or p(x | c).
 
-    Subclasses implement :meth:`loss` and whichever of :meth:`log_prob`, :meth:`sample` and
-    :meth:`encode` they support; the unsupported ones raise ``NotImplementedError`` with a reason.
+    Subclasses implement :meth:`loss` and whichever of :meth:`log_prob`, :meth:`sample`,
+    :meth:`encode`, :meth:`decode` and :meth:`reconstruct` they support, and say which in
+    ``capabilities``; the unsupported ones raise ``NotImplementedError`` with a reason.
     ``likelihood`` says what ``log_prob`` returns: ``"exact"`` log-likelihood, a lower ``"bound"``
     (ELBO / IWAE), or ``"none"``. ``discrete`` says whether ``log_prob`` is a log probability *mass*
     on the data's levels (True) or a log *density* of the dequantized data in [0, 1] (False); the
@@ -35,12 +100,12 @@ class GenerativeModel(nn.Module):
     """
 
     likelihood: ClassVar[Literal["exact", "bound", "none"]] = "none"
-    #: Human-readable list of what the model supports, shown by ``genlab models``.
-    capabilities: ClassVar[tuple[str, ...]] = ()
+    #: What the model can do, as data (see :class:`Capabilities`); ``genlab models`` prints it.
+    capabilities: ClassVar[Capabilities] = Capabilities()
     #: Call ``loss(batch)`` afresh before stepping each loss key after the first (alternating
     #: updates, e.g. a GAN's generator against the just-updated discriminator).
     recompute_loss_per_group: ClassVar[bool] = False
-    #: Name under which the class is registered (set by :func:`register`).
+    #: Name under which the class is registered (set by :mod:`genlab.registry` when it loads the class).
     registry_name: ClassVar[str] = ""
     #: Training settings this family needs to train in about a minute on a CPU (e.g. a smaller
     #: batch for sequence models); ``genlab train`` applies them under the user's settings.
@@ -50,6 +115,8 @@ class GenerativeModel(nn.Module):
         super().__init__()
         self.spec = spec
         self.conditional = False
+        #: Size K of the condition vector (classes of a conditional model), 0 when unconditional.
+        self.c_dim = 0
         self.discrete = False
         #: The batch key holding what the model models ("x"; a language model on captions: "text").
         self.data_key = "x"
@@ -60,23 +127,56 @@ class GenerativeModel(nn.Module):
         per parameter group (see :meth:`parameter_groups`). Extra keys are logged only."""
         raise NotImplementedError(f"{type(self).__name__} does not define a training loss")
 
-    def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        """[B] log-likelihood of each example in nats (exact, or a lower bound; see ``likelihood``)."""
+    def log_prob(self, x: Modalities, cond: Tensor | None = None) -> Tensor:
+        """[B] log-likelihood of each example in nats (exact, or a lower bound; see ``likelihood``).
+        A multimodal model takes a dict of any non-empty subset of its modalities."""
         raise NotImplementedError(f"{type(self).__name__} has no likelihood (likelihood='none')")
 
-    def sample(self, n: int, cond: Tensor | None = None, *, generator: torch.Generator | None = None) -> Tensor:
-        """[n, *data_shape] samples in the same space and range as the training data."""
+    def sample(self, n: int, cond: Tensor | None = None, *, generator: torch.Generator | None = None) -> Modalities:
+        """[n, *data_shape] samples in the same space and range as the training data (a multimodal
+        model: a dict with one such tensor per modality)."""
         raise NotImplementedError(f"{type(self).__name__} cannot sample")
 
-    def encode(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        """[B, z_dim] representation of each example."""
+    def encode(self, x: Modalities, cond: Tensor | None = None) -> Tensor:
+        """[B, z_dim] representation of each example (a multimodal model takes a dict of any
+        non-empty subset of its modalities)."""
         raise NotImplementedError(f"{type(self).__name__} has no encoder")
+
+    def decode(
+        self, z: Tensor, cond: Tensor | None = None, *, mean: bool = True, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """[B, *data_shape] data for latents z [B, z_dim] (the direction opposite to :meth:`encode`):
+        the decoder's mean E[x | z] (``mean=True``) or one draw from p(x | z)."""
+        raise NotImplementedError(f"{type(self).__name__} has no decoder")
+
+    def reconstruct(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """[B, *data_shape] the model's reconstruction of x, in the data's space and range."""
+        raise NotImplementedError(f"{type(self).__name__} cannot reconstruct")
 
     def validation_metrics(self, data: Any) -> dict[str, float] | None:
         """Optional validation for models without a likelihood: metrics on ``data`` (a validation
         split), the first of which the trainer minimizes to select the best weights. Default None:
         the trainer falls back to the mean training loss."""
         return None
+
+    # --- conditioning, one copy for every family -----------------------------------------------
+    def _init_conditioning(self, conditional: bool) -> None:
+        """Set ``conditional`` and ``c_dim`` (the number of classes, or 0) from the spec.
+        ``conditional=True`` on data without class labels is a one-line ``ValueError``."""
+        if conditional and not self.spec.num_classes:
+            raise ValueError(f"conditional=True needs class labels; data set {self.spec.name!r} has none")
+        self.conditional = bool(conditional)
+        self.c_dim = int(self.spec.num_classes) if conditional else 0  # type: ignore[arg-type]
+
+    def cond_embedding(self, cond: Tensor | None, ref: Tensor) -> Tensor | None:
+        """The condition as a vector [B, c_dim] on ``ref``'s device and dtype: one-hot of class ids
+        [B] (long), or a float condition [B, c_dim] as given. None for an unconditional model; a
+        conditional model called without ``cond`` raises a ``ValueError`` that says so."""
+        if not self.conditional:
+            return None
+        if cond is None:
+            raise ValueError(f"this {type(self).__name__} is conditional: pass cond (class ids [B] or one-hot [B, K])")
+        return one_hot(cond.to(ref.device), self.c_dim, ref.dtype)
 
     # --- helpers shared by the trainer and the CLI ----------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -105,117 +205,11 @@ class GenerativeModel(nn.Module):
         return torch.device("cpu")
 
 
-_REGISTRY: dict[str, type[GenerativeModel]] = {}
+def __getattr__(name: str) -> Any:
+    # Transitional, to be deleted once no module imports these from here (compare.py): the
+    # registry moved to genlab.registry. Resolved lazily, so importing protocol imports nothing above it.
+    if name in ("build_model", "list_models", "get_model_class", "model_kwargs", "register"):
+        from . import registry
 
-
-def register(name: str) -> Callable[[type[GenerativeModel]], type[GenerativeModel]]:
-    """Class decorator: make ``cls`` buildable as ``build_model(name, spec, **kwargs)``."""
-
-    def deco(cls: type[GenerativeModel]) -> type[GenerativeModel]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"model name {name!r} is already registered to {_REGISTRY[name].__name__}")
-        cls.registry_name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def _ensure_models_imported() -> None:
-    # Importing the package registers every built-in family exactly once.
-    from . import models  # noqa: F401
-
-
-def list_models() -> dict[str, type[GenerativeModel]]:
-    """Registered model names mapped to their classes, sorted by name."""
-    _ensure_models_imported()
-    return dict(sorted(_REGISTRY.items()))
-
-
-def model_kwargs(name: str) -> dict[str, inspect.Parameter]:
-    """The constructor parameters (the config) of model ``name``, excluding ``spec``."""
-    cls = get_model_class(name)
-    params = inspect.signature(cls.__init__).parameters
-    return {k: p for k, p in params.items() if k not in ("self", "spec")}
-
-
-def get_model_class(name: str) -> type[GenerativeModel]:
-    _ensure_models_imported()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; expected one of: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
-
-
-def build_model(name: str, data_spec: DataSpec, **config: Any) -> GenerativeModel:
-    """Build registered model ``name`` sized from ``data_spec``; ``config`` sets constructor keys.
-
-    Unknown keys raise a one-line ``ValueError`` that lists the valid ones, so a typo in
-    ``--set z_dim=16`` never silently trains the default model.
-    """
-    cls = get_model_class(name)
-    valid = model_kwargs(name)
-    bad = [k for k in config if k not in valid]
-    if bad:
-        raise ValueError(f"model {name!r} has no option {bad[0]!r}; valid options: {', '.join(valid)}")
-    hints = _constructor_hints(cls)
-    for k, v in config.items():
-        if k in hints and not value_matches(v, hints[k]):
-            raise ValueError(f"model {name!r} option {k}={v!r}: expected {describe_type(hints[k])}")
-    model = cls(data_spec, **config)
-    model.init_kwargs = dict(config)  # stored in checkpoints to rebuild the model
-    return model
-
-
-# --- checking option values against the constructor's type hints ------------------------------
-
-
-def _constructor_hints(cls: type) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(cls.__init__)
-    except Exception:  # unresolvable annotations: skip the check rather than block the model
-        return {}
-
-
-def value_matches(value: Any, hint: Any) -> bool:
-    """Whether a config value (as YAML gives it: int, float, bool, str, list, dict, None) fits a
-    type hint; unknown hints accept anything."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(value_matches(value, a) for a in args)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if origin is typing.Literal:
-        return value in args
-    if origin in (list, tuple, collections.abc.Sequence):
-        if not isinstance(value, (list, tuple)):
-            return False
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(value_matches(v, a) for v, a in zip(value, args))
-        return not args or all(value_matches(v, args[0]) for v in value)
-    if origin is dict or hint is dict:
-        return isinstance(value, dict)
-    return True
-
-
-def describe_type(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(describe_type(a) for a in args)
-    if hint is type(None):
-        return "null"
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (list, tuple, collections.abc.Sequence):
-        inner = describe_type(args[0]) if args else "value"
-        return f"a list of {inner} (e.g. [256, 256])" if inner in ("int", "float") else f"a list of {inner}"
-    return getattr(hint, "__name__", str(hint))
+        return getattr(registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

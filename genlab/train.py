@@ -5,7 +5,11 @@ with an optional cosine schedule, gradient clipping and EMA; evaluates on the va
 ``eval_every`` steps (negative log-likelihood where the model has one, else the mean loss) and
 keeps the best weights as well as the last; writes ``metrics.jsonl``, sample PNGs and atomic
 safetensors checkpoints; resumes bit for bit; stops cleanly on Ctrl-C or a non-finite loss; and
-runs data-parallel under ``torchrun`` (gradients all-reduced over ranks, gloo on CPU, nccl on GPU).
+runs data-parallel under ``torchrun`` (``DistributedDataParallel``: gradients averaged over ranks in
+buckets, overlapped with the backward pass; gloo on CPU, nccl on GPU).
+
+The run folder's file names, its marker, lock and trainer-state files live in :mod:`genlab.runs`;
+this module only collects and restores the state.
 
 Reproducibility: the data order comes from its own generator, evaluation and sampling run inside
 ``torch.random.fork_rng`` with fixed seeds, so neither the evaluation schedule nor a resume changes
@@ -15,7 +19,6 @@ the training stream.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import signal
@@ -23,7 +26,7 @@ import sys
 import time
 import typing
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,20 +34,36 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint as ckpt
+from .config import describe_type, value_matches
 from .data.base import TensorDataset
 from .metrics.likelihood import likelihood_metrics
-from .protocol import GenerativeModel, describe_type, value_matches
-from .runs import CONFIG_FILE, run_config
+from .protocol import GenerativeModel
+from .runs import (
+    BEST_FILE,
+    CONFIG_FILE,
+    MODEL_FILE,
+    SAMPLES_DIR,
+    RunLock,
+    append_metrics,
+    claim_run_folder,
+    clear_run,
+    load_trainer_state,
+    recover_trainer_state,
+    remove_results,
+    run_config,
+    save_trainer_state,
+    truncate_metrics,
+)
 from .viz import display_count, save_samples
 
-STATE_FILE = "trainer-state.safetensors"
-STATE_JSON = "trainer-state.json"
-MODEL_FILE = "model.safetensors"
-BEST_FILE = "best.safetensors"
-METRICS_FILE = "metrics.jsonl"
+
+class Rank0Error(ValueError):
+    """Under torchrun, rank 0 failed in a step the other ranks wait for; they stop with this one
+    line (a ValueError, so the CLI prints it without a traceback) while rank 0 reports the cause."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -145,16 +164,68 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     """Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1); returns (rank, world)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":  # each rank drives its own GPU; NCCL collectives run on the current one
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return _dist_info()
+
+
+def rank0_first(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on rank 0 only (e.g. clearing or claiming the run folder), then let every rank
+    go on (a barrier). If ``fn`` fails on rank 0 the others stop too, instead of waiting forever;
+    rank 0 raises the error itself. Without a process group this is just ``fn()``."""
+    rank, world = _dist_info()
+    if world == 1:
+        return fn()
+    result, error = None, None
+    if rank == 0:
+        try:
+            result = fn()
+        except BaseException as e:  # re-raised below, after the other ranks were told
+            error = e
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    flag = torch.tensor([0 if error is None else 1], device=device)
+    dist.broadcast(flag, 0)  # doubles as the barrier
+    if error is not None:
+        raise error
+    if int(flag.item()):
+        raise Rank0Error(f"rank {rank}: stopped because rank 0 failed (its message says why)")
+    return result
+
+
+class _LossOf(nn.Module):
+    """What DistributedDataParallel wraps: its ``forward`` is the model's ``loss``.
+
+    DDP hooks into ``forward``: it broadcasts buffers, then, for the outputs that carry a graph,
+    arranges for the next backward pass to all-reduce the gradients in buckets as they become ready
+    (overlapping communication with the rest of the backward). The protocol's entry point is
+    ``loss``, so this module makes ``loss`` the forward. DDP expects exactly one backward pass per
+    forward, over the graph of the outputs; a model with several loss keys takes one backward per key
+    (each stepping its own parameter group), so only one key keeps its graph per forward: ``key``
+    if given, else the first present key of ``order`` (``parameter_groups()`` order); the others
+    are detached (they are logged only). Multi-key models recompute the loss before every later
+    key (``recompute_loss_per_group``), which is one forward per backward.
+    """
+
+    def __init__(self, model: GenerativeModel, order: list[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.order = order
+
+    def forward(self, batch: dict[str, Tensor], key: str | None = None) -> dict[str, Tensor]:
+        losses = self.model.loss(batch)
+        keep = key if key is not None else next((k for k in self.order if k in losses), None)
+        return {k: (v if k == keep else v.detach()) for k, v in losses.items()}
 
 
 class Trainer:
     """Train ``model`` on ``train_data``; evaluate/select on ``val_data``; write a run folder.
 
-    ``out_dir`` receives ``config.yaml`` (:meth:`write_config`; ``fit`` writes it if missing),
-    ``model.safetensors`` (last weights), ``best.safetensors`` (best validation weights),
-    ``trainer-state.*`` (everything needed to resume), ``metrics.jsonl`` and ``samples/``.
+    ``out_dir`` receives ``config.yaml`` (:meth:`write_config`; ``fit`` writes it unless it was
+    called), ``model.safetensors`` (last weights), ``best.safetensors`` (best validation weights),
+    ``trainer-state.*`` (everything needed to resume), ``metrics.jsonl`` and ``samples/`` (names in
+    :mod:`genlab.runs`). ``fit`` holds the folder's lock, refuses a non-empty folder that is not a
+    genlab run, and a new (not resumed) run first removes the files of an earlier run in it.
     With ``out_dir=None`` nothing is written (handy in notebooks and tests).
     """
 
@@ -205,9 +276,30 @@ class Trainer:
         self.perm = torch.empty(0, dtype=torch.long)
         self.pos = 0
         self._stop_requested = False
+        self._config_written = False
+        self.checkpoint_step: int | None = None  # the step of the last checkpoint on disk
+        # Data parallelism. DDP (see _LossOf) serves single-key models and multi-key models that
+        # recompute their loss before each key (one forward per backward, as DDP requires). Such
+        # a multi-key model's key reaches only part of the parameters (a GAN's discriminator loss
+        # does not reach the generator), hence find_unused_parameters for them; a single-key model
+        # gives every trainable parameter a gradient (the contract tests check it), so it skips
+        # that graph search. A multi-key model that backpropagates several keys through one forward
+        # cannot be served by DDP: its gradients are averaged per group in one flat all_reduce
+        # per dtype (_all_reduce_flat) after each key's backward.
+        self.ddp: DistributedDataParallel | None = None
+        self._flat_all_reduce = False
         if self.world > 1:
-            for t in model.state_dict().values():  # every rank starts from rank 0's weights
-                dist.broadcast(t.data, 0)
+            multi = len(self.groups) > 1
+            if multi and not getattr(model, "recompute_loss_per_group", False):
+                self._flat_all_reduce = True
+                for t in model.state_dict().values():  # every rank starts from rank 0's weights
+                    dist.broadcast(t.data, 0)
+            else:  # DDP broadcasts rank 0's parameters and buffers when it is built
+                self.ddp = DistributedDataParallel(
+                    _LossOf(self.model, list(self.groups)),
+                    device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                    find_unused_parameters=multi,
+                )
 
     def _make_optimizer(self, params: list[torch.nn.Parameter], override: dict[str, Any]) -> torch.optim.Optimizer:
         kw: dict[str, Any] = dict(
@@ -240,16 +332,40 @@ class Trainer:
         return self.cfg.lr * f
 
     # --- one optimizer step -----------------------------------------------------------------
+    def _any_rank(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any rank: decisions that end the loop (a non-finite loss,
+        Ctrl-C, early stopping) must be taken by all ranks at the same step, or the others would
+        wait forever in the next collective."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([float(flag)], device=self.device if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
     def _check_finite(self, losses: dict[str, Tensor], keys: list[str]) -> None:
         vals = torch.stack([losses[k].detach().float() for k in keys])
-        if not bool(torch.isfinite(vals).all()):
-            bad = {k: float(losses[k].detach()) for k in keys}
-            raise NonFiniteLossError(f"non-finite loss at step {self.step + 1}: {bad}")
+        bad = not bool(torch.isfinite(vals).all())
+        if self._any_rank(bad):
+            what = {k: float(losses[k].detach()) for k in keys} if bad else "on another rank"
+            raise NonFiniteLossError(f"non-finite loss at step {self.step + 1}: {what}")
 
-    def _loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def _loss(self, batch: dict[str, Tensor], key: str | None = None) -> dict[str, Tensor]:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
-            losses = self.model.loss(batch)
+            losses = self.ddp(batch, key) if self.ddp is not None else self.model.loss(batch)
         return {k: v.float() for k, v in losses.items()}
+
+    def _all_reduce_flat(self, params: list[nn.Parameter]) -> None:
+        """Average the gradients of ``params`` over ranks: one all_reduce per dtype of one flat
+        buffer (not one per parameter). Every rank runs the same code on same-shaped data, so the
+        same parameters have gradients everywhere."""
+        with_grad = [p for p in params if p.grad is not None]
+        for dtype in dict.fromkeys(p.grad.dtype for p in with_grad):
+            group = [p for p in with_grad if p.grad.dtype == dtype]
+            flat = torch.cat([p.grad.reshape(-1) for p in group])
+            dist.all_reduce(flat)
+            flat /= self.world
+            for p, g in zip(group, flat.split([p.numel() for p in group])):
+                p.grad = g.view_as(p.grad).clone()
 
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """One step: every loss key the model returns steps its own optimizer, in the order of
@@ -267,18 +383,15 @@ class Trainer:
         recompute = getattr(self.model, "recompute_loss_per_group", False)
         for i, key in enumerate(keys):
             if recompute and i > 0:
-                fresh = self._loss(batch)
+                fresh = self._loss(batch, key)
                 self._check_finite(fresh, [key])
                 losses = {**losses, key: fresh[key]}
             params = self.groups[key]
             for p in self._all_params:
                 p.grad = None
             losses[key].backward(retain_graph=not recompute and i < len(keys) - 1)
-            if self.world > 1:
-                for p in params:
-                    if p.grad is not None:
-                        dist.all_reduce(p.grad)
-                        p.grad /= self.world
+            if self._flat_all_reduce:
+                self._all_reduce_flat(params)
             if self.cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
             opt = self.optimizers[key]
@@ -372,7 +485,7 @@ class Trainer:
             return save_samples(
                 x,
                 self.model.spec,
-                self.out / "samples" / f"{name}.png",
+                self.out / SAMPLES_DIR / f"{name}.png",
                 reference=self.train_data.tensors["x"][:20000],
                 nrow=nrow,
             )
@@ -383,9 +496,27 @@ class Trainer:
     def _weights_meta(self) -> dict[str, Any]:
         return {"step": self.step, "model": self.model.registry_name, "kwargs": getattr(self.model, "init_kwargs", {})}
 
+    def _gather(self, t: Tensor) -> list[Tensor]:
+        """``t`` of every rank (same shape everywhere), in rank order, on the CPU."""
+        if self.world == 1:
+            return [t.cpu()]
+        x = t.to(self.device if dist.get_backend() == "nccl" else "cpu")
+        out = [torch.empty_like(x) for _ in range(self.world)]
+        dist.all_gather(out, x)
+        return [o.cpu() for o in out]
+
     def save_checkpoint(self) -> None:
-        """Atomically write the last weights and the full trainer state (rank 0 only)."""
-        if self.out is None or not self.is_main:
+        """Write the last weights and the full trainer state (:func:`genlab.runs.save_trainer_state`).
+        Every rank calls it (each contributes its RNG state); rank 0 writes."""
+        if self.out is None:
+            return
+        # Every rank's RNG state: the ranks draw different noise (seeded seed + rank), and a resume
+        # that gave them all rank 0's state would not continue the same run.
+        rng = {f"rng.torch.rank{r}": s for r, s in enumerate(self._gather(torch.get_rng_state()))}
+        if self.device.type == "cuda":
+            cuda = self._gather(torch.cuda.get_rng_state(self.device))
+            rng.update({f"rng.cuda.rank{r}": s for r, s in enumerate(cuda)})
+        if not self.is_main:
             return
         tensors: dict[str, Tensor] = {f"model.{k}": v for k, v in ckpt.model_state(self.model).items()}
         if self.ema is not None:
@@ -395,38 +526,27 @@ class Trainer:
             t, skel = ckpt.flatten_optimizer(f"opt.{key}", opt.state_dict())
             tensors.update(t)
             skeletons[key] = skel
-        tensors["rng.torch"] = torch.get_rng_state()
+        tensors.update(rng)
         tensors["rng.data"] = self.data_gen.get_state()
         tensors["data.perm"] = self.perm.clone()
-        if torch.cuda.is_available() and self.device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         state = {
             "step": self.step,
             "pos": self.pos,
             "best": self.best,
             "best_step": self.best_step,
             "bad_evals": self.bad_evals,
+            "world_size": self.world,
             "optimizers": skeletons,
             "config": dataclasses.asdict(self.cfg),
         }
-        ckpt.save_tensors(tensors, self.out / STATE_FILE, {"step": self.step}, keep_prev=True)
-        ckpt.write_json(state, self.out / STATE_JSON, keep_prev=True)
+        save_trainer_state(self.out, tensors, state)
         ckpt.save_tensors(self._export_weights(), self.out / MODEL_FILE, self._weights_meta())
+        self.checkpoint_step = self.step
 
     def load_checkpoint(self) -> None:
-        """Restore the state written by :meth:`save_checkpoint` from ``out_dir``."""
+        """Restore the state written by :meth:`save_checkpoint` from ``out_dir`` (every rank)."""
         assert self.out is not None
-        state = ckpt.read_json(self.out / STATE_JSON)
-        tensors, meta = ckpt.load_tensors(self.out / STATE_FILE)
-        if meta.get("step") != state["step"]:
-            # A crash between the two atomic writes: the previous tensors match this JSON.
-            prev = ckpt.prev_path(self.out / STATE_FILE)
-            tensors, meta = ckpt.load_tensors(prev)
-            if meta.get("step") != state["step"]:
-                raise ckpt.CheckpointError(
-                    f"{self.out / STATE_FILE} (step {meta.get('step')}) "
-                    f"does not match {self.out / STATE_JSON} (step {state['step']})"
-                )
+        tensors, state = load_trainer_state(self.out)
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         if self.ema is not None:
             ema = {k[4:]: v.to(self.device) for k, v in tensors.items() if k.startswith("ema.")}
@@ -435,28 +555,31 @@ class Trainer:
             if key not in state["optimizers"]:
                 raise ckpt.CheckpointError(f"checkpoint has no optimizer state for loss key {key!r}")
             opt.load_state_dict(ckpt.unflatten_optimizer(tensors, state["optimizers"][key]))
-        torch.set_rng_state(tensors["rng.torch"])
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.world:
+            warnings.warn(
+                f"the checkpoint in {self.out} was written by {saved_world} process(es), this run has {self.world}: "
+                "training continues, but not exactly as the original run would have",
+                stacklevel=2,
+            )
+        # "rng.torch": checkpoints written before every rank's state was kept (rank 0's only).
+        cpu_rng = tensors.get(f"rng.torch.rank{self.rank}", tensors.get("rng.torch"))
+        if cpu_rng is not None:
+            torch.set_rng_state(cpu_rng)
+        else:  # more ranks than the checkpoint has states: a stream of its own per rank
+            torch.manual_seed(self.cfg.seed + self.rank)
+        cuda_rng = tensors.get(f"rng.cuda.rank{self.rank}", tensors.get("rng.cuda"))
+        if cuda_rng is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(cuda_rng, self.device)
         self.data_gen.set_state(tensors["rng.data"])
-        if "rng.cuda" in tensors and self.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.perm = tensors["data.perm"]
         self.step, self.pos = state["step"], state["pos"]
         self.best, self.best_step, self.bad_evals = state["best"], state["best_step"], state["bad_evals"]
-        self._truncate_metrics()
-
-    def _truncate_metrics(self) -> None:
-        # Lines written after the checkpoint belong to steps that will be re-run.
-        path = self.out / METRICS_FILE  # type: ignore[operator]
-        if not path.exists():
-            return
-        kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
-        path.write_text("".join(ln + "\n" for ln in kept))
+        self.checkpoint_step = self.step
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.out is not None and self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            with open(self.out / METRICS_FILE, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_metrics(self.out, record)
 
     def _after_eval(self, metrics: dict[str, float]) -> bool:
         """Record a validation result; save best weights; return True to stop early."""
@@ -478,7 +601,7 @@ class Trainer:
     def write_config(self, data: str | None = None, data_opts: dict[str, Any] | None = None) -> None:
         """Write ``config.yaml`` (model name and options, data set and options, spec, training
         settings), so that :func:`genlab.load_run` can rebuild the model from the folder. ``fit``
-        calls it when the folder has none; ``data`` defaults to the training spec's name."""
+        calls it if it was not called before; ``data`` defaults to the training spec's name."""
         if self.out is None or not self.is_main:
             return
         kwargs = getattr(self.model, "init_kwargs", None)
@@ -493,8 +616,10 @@ class Trainer:
         config = run_config(
             self.model.registry_name, kwargs, data or spec.name, data_opts or {}, spec, dataclasses.asdict(self.cfg)
         )
-        self.out.mkdir(parents=True, exist_ok=True)
-        ckpt.write_yaml(config, self.out / CONFIG_FILE)
+        with RunLock(self.out):  # never into another training's folder, nor a non-run folder
+            claim_run_folder(self.out)
+            ckpt.write_yaml(config, self.out / CONFIG_FILE)
+        self._config_written = True
 
     def fit(self, resume: bool = False) -> dict[str, Any]:
         """Train to ``config.steps`` (continuing from the checkpoint with ``resume=True``).
@@ -503,14 +628,47 @@ class Trainer:
         ``interrupted``), best validation metric and its step, wall-clock seconds.
         """
         cfg = self.cfg
+        if resume and self.out is None:
+            raise ValueError("fit(resume=True) needs the Trainer's out_dir to resume from")
+        # Rank 0, the only writer, holds the run's lock for the whole of fit; it takes it inside
+        # rank0_first so that a refusal (another training holds it) stops the other ranks too.
+        lock = RunLock(self.out) if self.out is not None and self.is_main else None
+        try:
+            rank0_first(lambda: self._prepare_folder(resume, lock))
+            if resume:
+                self.load_checkpoint()
+                rank0_first(self._after_resume)
+            else:
+                torch.manual_seed(cfg.seed + self.rank)
+            return self._loop()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _prepare_folder(self, resume: bool, lock: RunLock | None) -> None:
+        """Rank 0, before training: lock and claim the folder (refusing a non-run one). A new run
+        removes the files of an earlier run in it (its config.yaml too, unless this trainer just
+        wrote it); a resumed run is first brought back to its newest consistent trainer state."""
+        if self.out is None or lock is None:
+            return
+        lock.acquire()
+        claim_run_folder(self.out)
         if resume:
-            self.load_checkpoint()
-        else:
-            torch.manual_seed(cfg.seed + self.rank)
-            if self.out is not None and self.is_main:
-                (self.out / METRICS_FILE).unlink(missing_ok=True)
-                if not (self.out / CONFIG_FILE).exists():
-                    self.write_config()
+            recover_trainer_state(self.out)
+            return
+        clear_run(self.out, keep=(CONFIG_FILE,) if self._config_written else ())
+        if not self._config_written:
+            self.write_config()
+
+    def _after_resume(self) -> None:
+        assert self.out is not None
+        # Records after the checkpoint belong to steps that will be re-run; results (eval.json,
+        # latents, figures) describe weights that training is about to replace.
+        truncate_metrics(self.out, self.step)
+        remove_results(self.out)
+
+    def _loop(self) -> dict[str, Any]:
+        cfg = self.cfg
         bar = None
         if cfg.progress and self.is_main:
             from tqdm.auto import tqdm
@@ -532,7 +690,12 @@ class Trainer:
                     losses = self.train_step(batch)
                 except NonFiniteLossError as e:
                     where = f"; batch indices {idx[:16].tolist()}{'...' if len(idx) > 16 else ''}"
-                    keep = f"; the last good checkpoint is in {self.out}" if self.out is not None else ""
+                    if self.out is None:
+                        keep = ""
+                    elif self.checkpoint_step is None:
+                        keep = f"; no checkpoint was written yet, so {self.out} holds nothing to resume"
+                    else:
+                        keep = f"; the last good checkpoint (step {self.checkpoint_step}) is in {self.out}"
                     raise NonFiniteLossError(f"{e}{where}{keep}") from None
                 for k, v in losses.items():
                     acc[k] = acc.get(k, 0) + v.detach().float()
@@ -547,7 +710,7 @@ class Trainer:
                     bar.update(1)
                 last = self.step == cfg.steps
                 if self.val_data is not None and ((cfg.eval_every and self.step % cfg.eval_every == 0) or last):
-                    if self._after_eval(self.evaluate()):
+                    if self._any_rank(self._after_eval(self.evaluate())):
                         reason = "early_stop"
                 if (cfg.sample_every and self.step % cfg.sample_every == 0) or last or reason == "early_stop":
                     if self.is_main:
@@ -556,9 +719,10 @@ class Trainer:
                     self.save_checkpoint()
                 if reason == "early_stop":
                     break
-                if self._stop_requested:
+                if self._any_rank(self._stop_requested):
                     reason = "interrupted"
-                    self.save_checkpoint()
+                    if self.checkpoint_step != self.step:
+                        self.save_checkpoint()
                     break
         finally:
             if bar is not None:

@@ -1,19 +1,20 @@
-"""Pictures people would rather look at than numbers: sample grids, reconstructions, latent
-traversals and interpolations, and 2-D densities. Pillow and numpy only (no matplotlib needed)."""
+"""Pictures people would rather look at than numbers: image grids (sample grids, reconstructions,
+latent traversals and interpolations: pixel arrays written with Pillow) and plots (2-D densities,
+curves, scatters, heat maps: matplotlib figures on an Agg canvas, never pyplot or global state)."""
 
 from __future__ import annotations
 
-import functools
-import inspect
+import io
 import math
 import os
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from torch import Tensor
 
 from .data.spec import DataSpec
@@ -59,23 +60,6 @@ def save_image_grid(x: Tensor | np.ndarray, path: str | os.PathLike, nrow: int |
     return save_png(image_grid(x, nrow), path)
 
 
-def density_image(points: np.ndarray, bins: int = 200, bounds: tuple[float, float] | None = None) -> np.ndarray:
-    """2-D histogram of points [N, 2] as a uint8 heat map [bins, bins] (log scale, y up)."""
-    pts = np.asarray(points, dtype=np.float64)
-    if bounds is None:
-        lim = float(np.quantile(np.abs(pts), 0.995)) * 1.1 + 1e-6
-        bounds = (-lim, lim)
-    h, _, _ = np.histogram2d(pts[:, 0], pts[:, 1], bins=bins, range=[bounds, bounds])
-    h = np.log1p(h.T[::-1])
-    return (255 * h / max(h.max(), 1e-12)).astype(np.uint8)
-
-
-def values_image(values: np.ndarray) -> np.ndarray:
-    """A [H, W] array of non-negative values (e.g. a density on a grid) as a uint8 image."""
-    v = np.asarray(values, dtype=np.float64)
-    return (255 * v / max(float(v.max()), 1e-300)).astype(np.uint8)
-
-
 def side_by_side(*images: np.ndarray, pad: int = 4) -> np.ndarray:
     """Concatenate uint8 images ([H, W] or [H, W, 3], same H) horizontally with a gray gap."""
     rgb = [np.repeat(im[..., None], 3, -1) if im.ndim == 2 else im for im in images]
@@ -94,72 +78,261 @@ def display_count(spec: DataSpec, n: int = 64) -> int:
     return 5000 if spec.kind == "vector" and spec.shape == (2,) else n
 
 
-#: Point sizes of figure text: labels and legends, and titles.
-FONT_SIZE = 12
-TITLE_SIZE = 13
+# --- plots: matplotlib figures on their own Agg canvas -------------------------------------------
+# Every plot is a matplotlib.figure.Figure attached to a FigureCanvasAgg: no pyplot, no backend
+# switch, no rcParams change, so nothing leaks into (or waits on) a user's interactive session.
+# matplotlib is imported on first use, so `import genlab` stays quick.
+
+#: Pixels per inch of every figure (a 6.4 x 4.8 inch figure is 640 x 480 pixels).
+DPI = 100
+#: Point size of figure and caption titles (axis labels, ticks and legends use matplotlib's defaults).
+TITLE_SIZE = 11
 
 
-@functools.cache
-def font(size: int = FONT_SIZE) -> Any:
-    """The font of every text genlab draws: Pillow's scalable default TrueType font at ``size``
-    points (Pillow >= 10.1, built with FreeType), which spaces words properly; on older Pillow the
-    bitmap default font (fixed size, and it drops some spaces)."""
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError, ImportError):  # Pillow < 10.1 (no size argument) or no FreeType
-        return ImageFont.load_default()
+def new_figure(width: float, height: float) -> Any:
+    """An empty matplotlib ``Figure`` of ``width`` x ``height`` inches, white, on its own Agg
+    canvas. No layout engine: :func:`save_figure` crops or widens the picture to what it shows
+    (one layout pass instead of two, and labels or legends outside the axes are never cut off)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=DPI, facecolor="white")
+    FigureCanvasAgg(fig)
+    return fig
 
 
-def text_size(text: str, size: int = FONT_SIZE) -> tuple[int, int]:
-    """(width, height) in pixels of one line of ``text`` in :func:`font` (height: a full line,
-    ascenders to descenders, whatever the text)."""
-    f = font(size)
-    if hasattr(f, "getmetrics"):  # TrueType
-        ascent, descent = f.getmetrics()
-        height = ascent + descent
-    elif hasattr(f, "getbbox"):  # bitmap font, Pillow >= 9.2
-        height = f.getbbox("Ag|")[3]
-    else:  # older bitmap font
-        height = f.getsize("Ag|")[1]
-    if hasattr(f, "getlength"):
-        width = f.getlength(text)
-    elif hasattr(f, "getbbox"):
-        width = f.getbbox(text)[2]
-    else:
-        width = f.getsize(text)[0]
-    return int(math.ceil(width)), int(height)
+def save_figure(fig: Any, path: str | os.PathLike) -> Path:
+    """Write a matplotlib figure as PNG at :data:`DPI` (parent folders are created), cropped or
+    widened to what it shows plus a small white margin, so no title, label or legend is cut off."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=DPI, facecolor="white", bbox_inches="tight", pad_inches=0.08)
+    return path
 
 
-def draw_text(
-    draw: ImageDraw.ImageDraw,
-    xy: tuple[float, float],
-    text: str,
-    fill: tuple[int, int, int] = (0, 0, 0),
-    size: int = FONT_SIZE,
-) -> None:
-    """Write one line of ``text`` with its top left at ``xy`` in :func:`font` (all figure text
-    goes through here)."""
-    draw.text(xy, text, fill=fill, font=font(size))
+def _plain(text: Any) -> str:
+    # Names and titles are shown as written: matplotlib would read text between two '$' as math.
+    return str(text).replace("$", r"\$")
 
 
-def titled(img: np.ndarray, title: str, size: int = TITLE_SIZE) -> np.ndarray:
-    """Put a one-line caption above a uint8 image ([H, W] or [H, W, 3]); an image narrower than
-    the caption is centred on a white canvas as wide as the caption."""
+def _title(text: str, width_in: float) -> str:
+    # Wrap a long title to the figure's width (DejaVu Sans averages about 0.6 em per character).
+    return textwrap.fill(_plain(text), max(20, int(width_in * 72 / (0.6 * TITLE_SIZE))))
+
+
+def colours(n: int) -> list[tuple[float, float, float, float]]:
+    """``n`` categorical RGBA colours: matplotlib's "tab10" up to 10, "tab20" up to 20, else
+    evenly spaced along "turbo"."""
+    from matplotlib import colormaps
+
+    if n > 20:
+        return [colormaps["turbo"](t) for t in np.linspace(0.05, 0.95, n)]
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i) for i in range(n)]
+
+
+def _legend(ax: Any, handles: Sequence[Any] | None = None) -> None:
+    # Outside the axes on the right, so it never hides data; a second column past 25 entries.
+    n = len(handles) if handles is not None else len(ax.get_legend_handles_labels()[0])
+    if n:
+        kw = {"handles": handles} if handles is not None else {}
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, ncol=math.ceil(n / 25), **kw)
+
+
+def plot_curves(
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    path: str | os.PathLike,
+    title: str,
+    xlabel: str = "step",
+    ylabel: str = "value",
+) -> Path:
+    """PNG line plot of ``{name: [(x, y), ...]}``: one line with dots per name (points sorted by
+    x; colours from :func:`colours` in order), axes with ticks and labels, a light grid, the legend
+    to the right and ``title`` above. Returns the path."""
+    fig = new_figure(6.0, 4.2)
+    ax = fig.add_subplot()
+    for (name, pts), col in zip(series.items(), colours(len(series))):
+        xy = np.asarray(sorted(pts), dtype=np.float64).reshape(-1, 2)
+        ax.plot(xy[:, 0], xy[:, 1], marker="o", markersize=3, linewidth=1.5, color=col, label=_plain(name))
+    ax.set_xlabel(_plain(xlabel))
+    ax.set_ylabel(_plain(ylabel))
+    ax.grid(alpha=0.3)
+    ax.set_title(_title(title, 4.8), fontsize=TITLE_SIZE)
+    _legend(ax)
+    return save_figure(fig, path)
+
+
+def robust_limits(v: np.ndarray) -> tuple[float, float]:
+    """Axis limits around values ``v`` [N] from their 0.2% and 99.8% quantiles plus 5%, so a few
+    outliers do not squeeze the picture into a corner ((-1, 1) around a constant; (0, 1) if empty)."""
+    v = np.asarray(v, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    lo, hi = (float(q) for q in np.quantile(v, [0.002, 0.998])) if len(v) else (0.0, 1.0)
+    pad = 0.05 * (hi - lo) if hi > lo else 1.0
+    return lo - pad, hi + pad
+
+
+def plot_scatter(
+    points: np.ndarray,
+    labels: np.ndarray | None,
+    class_names: Sequence[str] | None,
+    path: str | os.PathLike,
+    title: str,
+    xlabel: str = "",
+    ylabel: str = "",
+) -> Path:
+    """PNG scatter of ``points`` [N, 2], one small dot each, coloured by integer ``labels`` [N]
+    (class ``i`` named ``class_names[i]``, else ``i``; a legend of every class present or named)
+    or all alike when ``labels`` is None; axes with ticks, labels and :func:`robust_limits`; drawn
+    in a fixed random order so that no class is systematically on top. Returns the path."""
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"plot_scatter expects points [N, 2]; got shape {tuple(pts.shape)}")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(pts),) or not np.issubdtype(labels.dtype, np.integer) or (labels < 0).any():
+            raise ValueError(
+                f"plot_scatter expects non-negative integer labels [{len(pts)}]; "
+                f"got {labels.dtype} of shape {tuple(labels.shape)}"
+            )
+    from matplotlib.lines import Line2D
+
+    k = max(len(class_names or ()), int(labels.max()) + 1 if labels is not None and len(labels) else 0)
+    names = [class_names[i] if class_names and i < len(class_names) else str(i) for i in range(k)]
+    cols = np.asarray(colours(max(k, 1)))
+    fig = new_figure(6.4, 5.2)
+    ax = fig.add_subplot()
+    order = np.random.default_rng(0).permutation(len(pts))
+    c = cols[labels[order]] if labels is not None else cols[np.zeros(len(pts), dtype=np.int64)]
+    ax.scatter(pts[order, 0], pts[order, 1], c=c, s=10 if len(pts) <= 2000 else 3, linewidths=0, alpha=0.8)
+    ax.set_xlim(*robust_limits(pts[:, 0]))
+    ax.set_ylim(*robust_limits(pts[:, 1]))
+    ax.set_xlabel(_plain(xlabel))
+    ax.set_ylabel(_plain(ylabel))
+    ax.set_title(_title(title, 4.8), fontsize=TITLE_SIZE)
+    if labels is not None and k:
+        handles = [
+            Line2D([], [], marker="o", linestyle="", color=cols[i], markersize=6, label=_plain(names[i]))
+            for i in range(k)
+        ]
+        _legend(ax, handles)
+    return save_figure(fig, path)
+
+
+def plot_heatmap(
+    matrix: np.ndarray,
+    row_names: Sequence[str],
+    col_names: Sequence[str],
+    path: str | os.PathLike,
+    title: str,
+    xlabel: str = "",
+    ylabel: str = "",
+    colorbar_label: str = "",
+    annotate: bool | None = None,
+) -> Path:
+    """PNG heat map of ``matrix`` [R, C] (e.g. mutual information, factors x latents): row ``i``
+    named ``row_names[i]`` (top to bottom), column ``j`` ``col_names[j]``, a colour bar, each cell
+    printed (3 significant digits) when ``annotate`` (default: up to 20 x 20 cells); NaN cells are
+    light gray. The figure grows with the matrix. Returns the path."""
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.ndim != 2 or m.shape != (len(row_names), len(col_names)):
+        raise ValueError(
+            f"plot_heatmap: matrix of shape {tuple(m.shape)} does not match "
+            f"{len(row_names)} row names x {len(col_names)} column names"
+        )
+    from matplotlib import colormaps
+
+    r, c = m.shape
+    annotate = r <= 20 and c <= 20 if annotate is None else annotate
+    rotate = max((len(str(n)) for n in col_names), default=0) > 4  # long column names: slanted
+    cell = 0.5 if annotate else 0.3  # inches; the axes take about 60% of the width, 77% of the height
+    width, height = min(16.0, max(4.0, cell * c / 0.6)), min(16.0, max(2.5, cell * r / 0.77))
+    fig = new_figure(width, height)
+    ax = fig.add_subplot()
+    cmap = colormaps["viridis"].with_extremes(bad="lightgray")
+    finite = m[np.isfinite(m)]
+    lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1, aspect="auto")
+    ax.set_xticks(range(c))
+    ax.set_yticks(range(r))
+    ax.set_xticklabels(
+        [_plain(n) for n in col_names],
+        rotation=45 if rotate else 0,
+        ha="right" if rotate else "center",
+        rotation_mode="anchor",
+    )
+    ax.set_yticklabels([_plain(n) for n in row_names])
+    ax.tick_params(length=0)
+    ax.set_xlabel(_plain(xlabel))
+    ax.set_ylabel(_plain(ylabel))
+    ax.set_title(_title(title, 0.6 * width), fontsize=TITLE_SIZE)
+    bar = fig.colorbar(im, ax=ax, pad=0.02)
+    bar.set_label(_plain(colorbar_label))
+    if annotate:
+        for (i, j), v in np.ndenumerate(m):
+            if np.isfinite(v):  # light text on the dark half of viridis, dark text on the light half
+                dark = (v - lo) / (hi - lo) < 0.6 if hi > lo else True
+                ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    return save_figure(fig, path)
+
+
+def data_bounds(points: np.ndarray) -> tuple[float, float]:
+    """A square around 2-D points [N, 2] as (lo, hi) for both axes: +-1.1 times the 99.5% quantile
+    of the absolute coordinates, so that a few outliers do not shrink the picture."""
+    lim = float(np.quantile(np.abs(np.asarray(points, dtype=np.float64)), 0.995)) * 1.1 + 1e-6
+    return -lim, lim
+
+
+def histogram_2d(points: np.ndarray, bins: int, bounds: tuple[float, float]) -> np.ndarray:
+    """Counts of points [N, 2] in ``bins`` x ``bins`` cells over ``bounds``^2, as a [bins, bins]
+    array laid out like an image (x to the right, row 0 at the top = largest y)."""
+    pts = np.asarray(points, dtype=np.float64)
+    h, _, _ = np.histogram2d(pts[:, 0], pts[:, 1], bins=bins, range=[bounds, bounds])
+    return h.T[::-1]
+
+
+def plot_density_panels(
+    panels: Sequence[tuple[str, np.ndarray]], bounds: tuple[float, float], path: str | os.PathLike
+) -> Path:
+    """PNG of 2-D densities side by side: one square panel per ``(title, values)``, ``values``
+    [bins, bins] laid out like :func:`histogram_2d` over ``bounds``^2 (x1 right, x2 up), each on
+    its own linear colour scale (pass log counts for a histogram), with ticked axes. Returns the path."""
+    lo, hi = bounds
+    fig = new_figure(4.6 * len(panels), 4.6)
+    for i, (name, values) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        ax.imshow(values, extent=(lo, hi, lo, hi), origin="upper", cmap="viridis", interpolation="nearest")
+        ax.set_title(_title(name, 3.6), fontsize=TITLE_SIZE)
+        ax.set_xlabel("x1")
+        if i == 0:
+            ax.set_ylabel("x2")
+    return save_figure(fig, path)
+
+
+def text_image(text: str, size: float = 10.0) -> np.ndarray:
+    """One line of black ``text`` on white as a uint8 [H, W, 3] array, rendered by matplotlib
+    (its bundled DejaVu Sans at ``size`` points and :data:`DPI`, whatever Pillow was built with)
+    and cropped to the text plus a 3-pixel margin."""
+    fig = new_figure(1.0, 1.0)
+    fig.text(0, 0, text, fontsize=size, parse_math=False)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.03, facecolor="white")
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def titled(img: np.ndarray, title: str, size: float = 10.0) -> np.ndarray:
+    """Put a one-line caption (:func:`text_image`) above a uint8 image ([H, W] or [H, W, 3]); an
+    image narrower than the caption is centred on a white canvas as wide as the caption."""
     rgb = np.repeat(img[..., None], 3, -1) if img.ndim == 2 else img
-    tw, th = text_size(title, size)
-    bar = th + 4
-    width = max(rgb.shape[1], tw + 6)
-    canvas = Image.new("RGB", (width, rgb.shape[0] + bar), (255, 255, 255))
-    canvas.paste(Image.fromarray(rgb), ((width - rgb.shape[1]) // 2, bar))
-    draw_text(ImageDraw.Draw(canvas), (3, 2), title, size=size)
-    return np.asarray(canvas)
-
-
-def enlarge(img: np.ndarray, min_side: int) -> np.ndarray:
-    """Repeat the pixels of a uint8 image ([H, W] or [H, W, 3]) by the smallest integer factor
-    that makes its longer side at least ``min_side`` (nearest neighbour; unchanged if already)."""
-    f = max(1, math.ceil(min_side / max(img.shape[0], img.shape[1])))
-    return img if f == 1 else img.repeat(f, axis=0).repeat(f, axis=1)
+    if not title:
+        return rgb
+    cap = text_image(title, size)
+    width = max(rgb.shape[1], cap.shape[1])
+    canvas = np.full((cap.shape[0] + rgb.shape[0], width, 3), 255, dtype=np.uint8)
+    canvas[: cap.shape[0], : cap.shape[1]] = cap
+    left = (width - rgb.shape[1]) // 2
+    canvas[cap.shape[0] :, left : left + rgb.shape[1]] = rgb
+    return canvas
 
 
 def sample_delimiter(i: int) -> str:
@@ -170,12 +343,12 @@ def sample_delimiter(i: int) -> str:
 def save_samples(
     samples: Tensor, spec: DataSpec, path: str | os.PathLike, reference: Tensor | None = None, nrow: int | None = None
 ) -> Path | None:
-    """Save model samples in the form that suits the data: a PNG grid for images, a PNG density
-    (next to ``reference`` data when given) for 2-D vectors, a ``.txt`` file for token ids (each
-    sample after a line ``----- sample i -----``, since texts hold blank lines themselves), a
-    ``.wav`` file for audio; other kinds are skipped (None)."""
+    """Save model samples in the form that suits the data: a PNG grid for images, a PNG histogram
+    (right of the ``reference`` data's when given; :func:`plot_density_panels`) for 2-D vectors,
+    a ``.txt`` file for token ids (each sample after a line ``----- sample i -----``, since texts
+    hold blank lines themselves), a ``.wav`` file for audio; other kinds are skipped (None)."""
     if samples.dtype == torch.long and spec.vocab:  # tokens, or an LM's captions
-        from .models.transformer import tokens_to_text
+        from .data.text import tokens_to_text
 
         path = Path(path).with_suffix(".txt")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,13 +363,11 @@ def save_samples(
         return save_image_grid(samples.view(-1, *spec.shape), path, nrow)
     if spec.kind == "vector" and spec.shape == (2,):
         s = samples.detach().cpu().numpy()
-        if reference is None:
-            return save_png(density_image(s), path)
-        r = reference.detach().cpu().numpy()
-        lim = float(np.quantile(np.abs(r), 0.995)) * 1.1 + 1e-6
-        data_img = titled(density_image(r, bounds=(-lim, lim)), f"data ({len(r)} points)")
-        model_img = titled(density_image(s, bounds=(-lim, lim)), f"samples ({len(s)} points)")
-        return save_png(side_by_side(data_img, model_img), path)
+        r = None if reference is None else reference.detach().cpu().numpy()
+        bounds = data_bounds(s if r is None else r)
+        panels = [] if r is None else [(f"data ({len(r)} points, log counts)", np.log1p(histogram_2d(r, 100, bounds)))]
+        panels.append((f"samples ({len(s)} points, log counts)", np.log1p(histogram_2d(s, 100, bounds))))
+        return plot_density_panels(panels, bounds, path)
     return None
 
 
@@ -221,7 +392,7 @@ def latent_traversal(
     for r, d in enumerate(dims):
         z[r * steps : (r + 1) * steps, d] = vals
     c = None if cond is None else cond[:1].expand(z.shape[0], *cond.shape[1:])
-    imgs = model.lik.mean(model.decode(z, c))
+    imgs = model.decode(z, c, mean=True)
     if dims == list(range(len(dims))):
         rows = f"latent dims 0-{len(dims) - 1}" if len(dims) > 1 else "latent dim 0"
     else:
@@ -240,7 +411,7 @@ def interpolation(
     t = torch.linspace(0, 1, steps, dtype=za.dtype, device=za.device).view(1, steps, 1)
     z = (za[:, None] * (1 - t) + zb[:, None] * t).flatten(0, 1)
     c = None if cond is None else cond.repeat_interleave(steps, 0)
-    imgs = model.lik.mean(model.decode(z, c))
+    imgs = model.decode(z, c, mean=True)
     title = f"each row: z of example a (left) to z of example b (right), {steps} steps"
     return save_png(titled(image_grid(imgs, nrow=steps), title), path)
 
@@ -248,7 +419,7 @@ def interpolation(
 @torch.no_grad()
 def density_grid(model: Any, bounds: tuple[float, float], bins: int = 128, labels: Tensor | None = None) -> np.ndarray:
     """p(x) of a 2-D model with exact ``log_prob`` on a bins x bins grid of cell centres over
-    ``bounds``^2, as a [bins, bins] array laid out like :func:`density_image` (x right, y up).
+    ``bounds``^2, as a [bins, bins] array laid out like :func:`histogram_2d` (x right, y up).
     A conditional model shows the marginal sum_c p(c) p(x | c), p(c) from ``labels`` (else uniform)."""
     lo, hi = bounds
     centres = lo + (torch.arange(bins, dtype=torch.float64) + 0.5) * (hi - lo) / bins
@@ -269,84 +440,78 @@ def density_grid(model: Any, bounds: tuple[float, float], bins: int = 128, label
 
 
 def save_learned_density(
-    model: Any,
-    data: Tensor,
-    path: str | os.PathLike,
-    bins: int = 128,
-    labels: Tensor | None = None,
-    min_side: int = 256,
+    model: Any, data: Tensor, path: str | os.PathLike, bins: int = 128, labels: Tensor | None = None
 ) -> Path:
-    """PNG of the data histogram (log counts, left, titled "data") next to the learned density
-    p(x) on a grid (linear, right, titled "model density"), both over the same square around the
-    data (2-D models with exact log_prob); each panel is ``bins`` cells enlarged to at least
-    ``min_side`` pixels."""
+    """PNG of two panels over the same square around the data (:func:`data_bounds`): the data
+    histogram (log counts, left, titled "data") and the learned density p(x) of a 2-D model with
+    exact log_prob on a ``bins`` x ``bins`` grid (:func:`density_grid`; linear, right, titled
+    "model density p(x)"); see :func:`plot_density_panels`."""
     r = data.detach().cpu().numpy()
-    lim = float(np.quantile(np.abs(r), 0.995)) * 1.1 + 1e-6
-    dens = density_grid(model, (-lim, lim), bins, labels)
-    data_img = titled(
-        enlarge(density_image(r, bins=bins, bounds=(-lim, lim)), min_side), f"data ({len(r)} points, log counts)"
+    bounds = data_bounds(r)
+    dens = density_grid(model, bounds, bins, labels)
+    hist = np.log1p(histogram_2d(r, bins, bounds))
+    return plot_density_panels(
+        [(f"data ({len(r)} points, log counts)", hist), ("model density p(x)", dens)], bounds, path
     )
-    model_img = titled(enlarge(values_image(dens), min_side), "model density p(x)")
-    return save_png(side_by_side(data_img, model_img), path)
 
 
 @torch.no_grad()
 def run_figures(model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n: int | None = None) -> list[Path]:
-    """The end-of-training pictures of a run folder, as far as the model supports them:
-    ``samples.png`` (and ``samples-mean.png``, decoder means, for models that have them),
+    """The end-of-training pictures of a run folder: those of ``model.capabilities.figures`` that
+    apply to the data. ``samples.png`` (and ``samples-mean.png``, decoder means, on images),
     ``reconstructions.png`` (up to 32 examples of ``data``; odd rows data, even rows
     reconstructions), ``traversal.png`` (the first example) and ``interpolation.png`` (up to 4
-    pairs; needs 2 examples) for models with ``encode`` and ``decode``, and for 2-D models with
-    exact ``log_prob`` ``density.png`` (data histogram next to the learned density). Any number of
-    examples in ``data`` works; returns the paths of the figures written."""
+    pairs; needs 2 examples) on images, and ``density.png`` (data histogram next to the learned
+    density) on 2-D vectors for models with exact ``log_prob``. Any number of examples in ``data``
+    works; returns the paths of the figures written."""
     out = Path(out)
     model.eval()
+    figures = set(model.capabilities.figures)
+    spec = model.spec
     written: list[Path] = []
     gen = torch.Generator(device=model.device).manual_seed(seed)
-    n = display_count(model.spec) if n is None else n
+    n = display_count(spec) if n is None else n
     cond = None
-    if model.conditional and model.spec.num_classes:
-        cond = torch.arange(n, device=model.device) % model.spec.num_classes
-    try:
-        nrow = model.spec.num_classes if cond is not None else None  # one column per class
-        p = save_samples(
-            model.sample(n, cond, generator=gen),
-            model.spec,
-            out / "samples.png",
-            reference=data.tensors["x"],
-            nrow=nrow,
-        )
+    if model.conditional and spec.num_classes:
+        cond = torch.arange(n, device=model.device) % spec.num_classes
+    nrow = spec.num_classes if cond is not None else None  # one column per class
+    if "samples" in figures:
+        samples = model.sample(n, cond, generator=gen)
+        p = save_samples(samples, spec, out / "samples.png", reference=data.tensors["x"], nrow=nrow)
         if p is not None:
             written.append(p)
-        if model.spec.kind == "image" and "mean" in inspect.signature(model.sample).parameters:
-            gen.manual_seed(seed)  # the same latents as samples.png, shown as decoder means
-            written.append(
-                save_image_grid(model.sample(n, cond, generator=gen, mean=True), out / "samples-mean.png", nrow)
-            )
-    except NotImplementedError:
-        pass
-    if model.likelihood == "exact" and model.spec.kind == "vector" and model.spec.shape == (2,):
+    if "samples-mean" in figures and spec.kind == "image":
+        gen.manual_seed(seed)  # the same latents as samples.png, shown as decoder means
+        written.append(save_image_grid(model.sample(n, cond, generator=gen, mean=True), out / "samples-mean.png", nrow))
+    if "density" in figures and model.likelihood == "exact" and spec.kind == "vector" and spec.shape == (2,):
         written.append(
             save_learned_density(model, data.tensors["x"], out / "density.png", labels=data.tensors.get("y"))
         )
-    if model.spec.kind != "image":
-        return written
-    n_val = len(data)
-    if n_val == 0:
+    if spec.kind != "image" or len(data) == 0:
         return written
     batch = {k: v[:32].to(model.device) for k, v in data.tensors.items()}  # up to 32 examples
     c = model.condition(batch)
     x = batch["x"]
-    if hasattr(model, "reconstruct"):
+    if "reconstructions" in figures:
         written.append(save_reconstructions(x, model.reconstruct(x, c), out / "reconstructions.png"))
-    if hasattr(model, "decode") and hasattr(model, "lik"):
+    if "traversal" in figures:
         written.append(latent_traversal(model, x[:1], out / "traversal.png", cond=None if c is None else c[:1]))
-        k = min(4, len(x) // 2)  # pairs (x[i], x[k + i]); none with a single example
-        if k:
-            written.append(
-                interpolation(model, x[:k], x[k : 2 * k], out / "interpolation.png", cond=None if c is None else c[:k])
-            )
+    k = min(4, len(x) // 2)  # pairs (x[i], x[k + i]); none with a single example
+    if "interpolation" in figures and k:
+        written.append(
+            interpolation(model, x[:k], x[k : 2 * k], out / "interpolation.png", cond=None if c is None else c[:k])
+        )
     return written
+
+
+def save_copy_pairs(samples: Tensor, nearest: Tensor, path: str | os.PathLike) -> Path:
+    """PNG of generated images ``samples`` [N, C, H, W] next to ``nearest`` (same shape: each one's
+    nearest training example, see :func:`genlab.metrics.memorization_audit`): each row a pair
+    (sample left, training example right), blocks of 4 rows side by side, titled."""
+    pairs = torch.stack([samples.detach().float().cpu(), nearest.detach().float().cpu()], 1).flatten(0, 1)
+    blocks = [image_grid(pairs[i : i + 8], nrow=2, min_side=48) for i in range(0, len(pairs), 8)]
+    title = "each pair: sample (left), its nearest training example (right); closest first"
+    return save_png(titled(side_by_side(*blocks, pad=8), title), path)
 
 
 def save_reconstructions(x: Tensor, rec: Tensor, path: str | os.PathLike, ncol: int = 8) -> Path:
@@ -363,31 +528,3 @@ def save_reconstructions(x: Tensor, rec: Tensor, path: str | os.PathLike, ncol: 
     rows = pair.view(2, nrows, ncol, *x.shape[1:]).transpose(0, 1).flatten(0, 2)
     title = "top row: data, bottom row: reconstructions" if nrows == 1 else "odd rows: data, even rows: reconstructions"
     return save_png(titled(image_grid(rows, nrow=ncol), title), path)
-
-
-#: Categorical colours (matplotlib's "tab10"), cycled for more classes or curves.
-PALETTE: tuple[tuple[int, int, int], ...] = (
-    (31, 119, 180),
-    (255, 127, 14),
-    (44, 160, 44),
-    (214, 39, 40),
-    (148, 103, 189),
-    (140, 86, 75),
-    (227, 119, 194),
-    (127, 127, 127),
-    (188, 189, 34),
-    (23, 190, 207),
-)
-
-
-def legend(draw: ImageDraw.ImageDraw, x: int, y: int, names: Sequence[str], max_items: int = 20) -> None:
-    """Coloured squares with names, one per line, from (x, y) down (colours from :data:`PALETTE`)."""
-    _, th = text_size("Ag")
-    step = th + 2
-    for i, name in enumerate(names[:max_items]):
-        col = PALETTE[i % len(PALETTE)]
-        top = y + step * i + (th - 8) // 2
-        draw.rectangle([x, top, x + 8, top + 8], fill=col)
-        draw_text(draw, (x + 13, y + step * i), str(name))
-    if len(names) > max_items:
-        draw_text(draw, (x, y + step * max_items), f"... {len(names) - max_items} more")

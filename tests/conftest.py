@@ -1,13 +1,97 @@
+"""Shared test settings: the tiny data specs of the contract tests, a TINY size per model, and the
+data kinds each model accepts (tests/test_contract.py runs every model on every spec through them).
+
+Adding a model family: add its TINY entry and its ACCEPTS entry here; the contract tests then cover
+it (and ``test_tables_cover_the_registry`` fails until both entries exist).
+"""
+
 import os
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
+
+import genlab
+from genlab import DataSpec
 
 # Tiny test networks run fastest on one thread, and one thread keeps timings stable when the
-# machine is shared; feature networks trained by the evaluation suite go to a throw-away cache.
+# machine is shared (numpy's BLAS too: its spinning threads slow the metrics down under load);
+# feature networks trained by the evaluation suite go to a throw-away cache.
 torch.set_num_threads(1)
-os.environ["GENLAB_CACHE"] = tempfile.mkdtemp(prefix="genlab-test-cache-")
+threadpool_limits(1)
+CACHE = Path(tempfile.mkdtemp(prefix="genlab-test-cache-"))
+os.environ["GENLAB_CACHE"] = str(CACHE)
+
+#: The contract tests' data: one tiny spec per kind of data a model may take, all with 3 classes.
+SPECS: dict[str, DataSpec] = {
+    s.name: s
+    for s in [
+        DataSpec(name="bin-img", kind="image", shape=(1, 4, 4), levels=2, num_classes=3),  # binary image
+        DataSpec(name="img17", kind="image", shape=(1, 8, 8), levels=17, num_classes=3),  # digits-like
+        DataSpec(name="rgb16", kind="image", shape=(3, 16, 16), levels=256, num_classes=3),  # 8-bit RGB
+        DataSpec(name="vec", kind="vector", shape=(2,), value_range=None, num_classes=3),  # 2-D toys
+        DataSpec(
+            name="tokens",
+            kind="tokens",
+            shape=(7,),
+            dtype="int64",
+            value_range=None,
+            levels=5,
+            vocab=tuple("<>abc"),
+            num_classes=3,
+        ),
+        DataSpec(name="audio", kind="audio", shape=(12,), value_range=(-1.0, 1.0), num_classes=3),
+    ]
+}
+
+#: Per registered model: the smallest constructor kwargs that still exercise its architecture
+#: (every layer type, the multi-scale split, the conditioning path). Contract, CLI and training
+#: tests build models with these; the defaults are for real data and make tests minutes long.
+TINY: dict[str, dict] = {
+    "dcgan": {"z_dim": 4, "channels": 4, "hidden": [16]},
+    # n_levels stays at its default 2: on images it exercises the split prior (4x4 -> 2x2 -> 1x1),
+    # and glow on vectors refuses any other value.
+    "glow": {"steps": 2, "hidden": 8},
+    "made": {"hidden": [16]},
+    "maf": {"n_layers": 2, "hidden": [8]},
+    "nsf": {"n_couplings": 2, "hidden": 8, "depth": 1, "bins": 4},
+    "pixelcnn": {"channels": 4, "n_layers": 1, "first_kernel": 3},
+    "realnvp": {"n_couplings": 2, "hidden": 8, "depth": 1, "stage_couplings": 1},
+    "transformer": {"d_model": 16, "n_layers": 1, "n_heads": 2, "max_prefix": 2},
+    "vae": {"z_dim": 2, "hidden": [16], "channels": 4},
+    "wavenet": {"channels": 4, "skip_channels": 8, "layers_per_stack": 2, "mu_levels": 16},
+    "wgan_gp": {"z_dim": 4, "channels": 4, "hidden": [16]},
+}
+
+BOTH = (False, True)  # unconditional and class-conditional
+#: Per registered model: the SPECS it accepts, each with the ``conditional`` values it accepts.
+#: Every listed case must build and pass the contract; every case not listed must be refused at
+#: construction with a one-line ValueError that names the data set's bad property.
+ACCEPTS: dict[str, dict[str, tuple[bool, ...]]] = {
+    "dcgan": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
+    "glow": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
+    "made": {"bin-img": BOTH, "img17": BOTH},  # categorical outputs: <= 64 levels, no continuous data
+    "maf": {"bin-img": BOTH, "img17": BOTH, "vec": BOTH},  # images up to 256 values (D sequential passes)
+    "nsf": {"vec": BOTH},
+    "pixelcnn": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH},
+    "realnvp": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
+    "transformer": {"tokens": BOTH},
+    "vae": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
+    "wavenet": {"audio": BOTH},
+    "wgan_gp": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
+}
+
+
+def builtin_models() -> list[str]:
+    """The registered models that ship with genlab (tests may register toy plugins of their own)."""
+    return [name for name, cls in genlab.list_models().items() if cls.__module__.startswith("genlab.")]
+
+
+def tiny_model(name: str, spec: DataSpec, **kwargs) -> genlab.GenerativeModel:
+    """``build_model(name, spec)`` at the TINY size (``kwargs`` override it), in float64."""
+    return genlab.build_model(name, spec, **{**TINY[name], **kwargs}).double()
 
 
 @pytest.fixture(autouse=True)
@@ -17,8 +101,8 @@ def _seed():
 
 
 @pytest.fixture()
-def cache(tmp_path_factory, monkeypatch):
-    """A feature-network cache shared by the test session, never the user's ~/.cache."""
-    path = tmp_path_factory.getbasetemp() / "genlab-cache"
-    monkeypatch.setenv("GENLAB_CACHE", str(path))
-    return path
+def cache(monkeypatch):
+    """The feature-network cache of the test session (never the user's ~/.cache): one directory for
+    every test and CLI call, so the digits classifier behind FID & co. (~13 s) trains once a session."""
+    monkeypatch.setenv("GENLAB_CACHE", str(CACHE))
+    return CACHE

@@ -11,7 +11,8 @@ import torch
 import genlab
 from genlab import DataSpec
 from genlab.data.audio import load_tones, mu_law_decode, mu_law_encode, read_wav, write_wav
-from genlab.models.transformer import sample_categorical, tokens_to_text
+from genlab.data.text import tokens_to_text
+from genlab.distributions import sample_categorical
 
 
 def build(name, spec, **kw):

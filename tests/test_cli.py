@@ -46,12 +46,26 @@ def test_sample_eval_and_resume(run_dir, tmp_path, capsys):
     assert main(["sample", str(run_dir), "--n", "8", "--out", str(tmp_path / "s.npy")]) == 0
     s = np.load(tmp_path / "s.npy")
     assert s.shape == (8, 1, 8, 8) and np.allclose(s * 16, np.round(s * 16), atol=1e-5)
-    assert main(["eval", str(run_dir), "--k", "10"]) == 0
+    # The likelihood metrics only: the sample-based ones need the digits classifier (test below, slow).
+    assert main(["eval", str(run_dir), "--k", "10", "--metrics", "likelihood,iwae"]) == 0
     res = json.loads((run_dir / "eval.json").read_text())
     assert res["iwae_k"] == 10 and res["elbo_nats"] <= res["iwae_nats"] + 0.5
     assert res["elbo_bpd"] == pytest.approx(-res["elbo_nats"] / (64 * np.log(2)))
     assert main(["train", "--out", str(run_dir), "--resume", "--set", "steps=60", "--quiet"]) == 0
     assert json.loads((run_dir / "trainer-state.json").read_text())["step"] == 60
+
+
+@pytest.mark.slow  # the digits feature classifier behind FID & co. trains for ~13 s
+def test_eval_default_metrics(run_dir, tmp_path, cache):
+    """`genlab eval RUN` without --metrics computes every metric that applies to a VAE on digits."""
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(run_dir), "--k", "10", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    for key in ["elbo_nats", "iwae_nats", "recon_mse", "fid", "kid_mean", "precision", "coverage"]:
+        assert key in res, key
+    for key in ["classes_covered", "mmd2", "c2st_accuracy", "mem_copy_auc"]:
+        assert key in res, key
+    assert res["iwae_k"] == 10 and res["features"].startswith("classifier")
 
 
 def test_listing_commands(capsys):
@@ -521,7 +535,7 @@ def test_eval_metric_names_are_case_insensitive(run_dir, tmp_path, capsys, monke
 
 
 def test_models_table_columns_line_up(capsys):
-    from genlab.protocol import list_models
+    from genlab.registry import list_models
 
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()

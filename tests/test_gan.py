@@ -100,10 +100,14 @@ def test_dcgan_learns_a_gaussian_and_selects_by_validation_fd(tmp_path):
     assert list(val_rows[0])[2] == "val_fd" and "val_jsd_est" in val_rows[0]
 
 
-def test_conditional_gan_and_evaluation_of_a_gan(cache, tmp_path):
-    train, test = genlab.load_dataset("digits", "train"), genlab.load_dataset("digits", "test")
+def _conditional_dcgan():
+    train = genlab.load_dataset("digits", "train")
     torch.manual_seed(0)
-    model = genlab.build_model("dcgan", train.spec, conditional=True, channels=8)
+    return genlab.build_model("dcgan", train.spec, conditional=True, channels=8), train
+
+
+def test_conditional_gan_has_a_projection_discriminator_and_no_encoder():
+    model, train = _conditional_dcgan()
     assert model.disc_embed is not None  # projection discriminator
     x = train.tensors["x"][:4]
     d0, d1 = (
@@ -117,6 +121,11 @@ def test_conditional_gan_and_evaluation_of_a_gan(cache, tmp_path):
     assert "likelihood" not in metrics and {"fid", "classes", "memorization"} <= set(metrics)
     with pytest.raises(NotImplementedError, match="no encoder"):
         model.encode(x)
-    res = genlab.evaluate(model, test, ["fid", "classes"], n_samples=200)
+
+
+@pytest.mark.slow  # the digits feature classifier behind FID and class coverage trains for ~13 s
+def test_evaluation_of_a_conditional_gan(cache):
+    model, _ = _conditional_dcgan()
+    res = genlab.evaluate(model, genlab.load_dataset("digits", "test"), ["fid", "classes"], n_samples=200)
     assert res["likelihood_kind"] == "none" and res["classes_total"] == 10
     assert 0 <= res["classes_covered"] <= 10 and res["fid"] > 0

@@ -2,6 +2,9 @@
 --resume; option values checked against the model and training types."""
 
 import json
+import os
+import socket
+import time
 
 import pytest
 
@@ -9,6 +12,7 @@ import genlab
 from genlab import TrainConfig, Trainer
 from genlab.checkpoint import CheckpointError
 from genlab.cli import main
+from genlab.runs import LOCK_FILE, MARKER_FILE, SAMPLES_DIR, RunFolderError, RunLock, is_genlab_file
 
 FAST = dict(steps=20, eval_every=10, sample_every=0, checkpoint_every=10, batch_size=64, progress=False)
 CLI_FAST = [
@@ -76,7 +80,11 @@ def test_training_settings_are_checked(kwargs, needle):
 def test_cli_overwrite_removes_the_old_runs_files_and_resume_needs_more_steps(tmp_path, capsys):
     out = tmp_path / "r"
     assert main(["train", "vae", "--data", "digits", "--out", str(out), *CLI_FAST, "--set", "z_dim=2"]) == 0
-    (out / "eval.json").write_text("{}")  # as `genlab eval` leaves it
+    assert main(["encode", str(out), "--limit", "20"]) == 0
+    assert main(["eval", str(out), "--metrics", "likelihood", "--k", "2"]) == 0
+    # Every file genlab put into the folder is a name of genlab.runs, which --overwrite removes.
+    own = {MARKER_FILE, SAMPLES_DIR}
+    assert [p.name for p in out.iterdir() if not (p.name in own or is_genlab_file(p.name))] == []
     (out / "memorization.png").write_bytes(b"old")
     (out / "notes.md").write_text("mine")  # not genlab's: kept
     assert main(["train", "vae", "--data", "digits", "--out", str(out), *CLI_FAST, "--overwrite"]) == 0
@@ -139,3 +147,23 @@ def test_flow_options_that_do_not_apply_are_refused():
         genlab.build_model("realnvp", moons, dequantization="variational")
     with pytest.raises(ValueError, match="n_levels=3 applies to images"):
         genlab.build_model("glow", moons, n_levels=3)
+
+
+def test_run_lock_is_reentrant_and_takes_over_only_stale_locks(tmp_path):
+    lock = tmp_path / LOCK_FILE
+    with RunLock(tmp_path):
+        with RunLock(tmp_path):  # the CLI holds it around Trainer.fit, which takes it too
+            assert json.loads(lock.read_text())["pid"] == os.getpid()
+        assert lock.exists()
+    assert not lock.exists()
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+    with pytest.raises(RunFolderError, match="process 1 on host 'elsewhere'"):  # cannot be checked from here
+        RunLock(tmp_path).acquire()
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    with RunLock(tmp_path):  # an earlier process that had our PID: not held by us, so stale
+        pass
+    lock.write_text('{"pid": 12')  # torn by a crash long ago
+    os.utime(lock, (time.time() - 3600,) * 2)
+    with RunLock(tmp_path):
+        pass
+    assert not lock.exists()

@@ -132,29 +132,101 @@ def test_early_stopping_with_patience(tmp_path):
 
 
 DDP_SCRIPT = r'''
-import sys, torch, torch.distributed as dist
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import save_file
+
 from genlab import DataSpec, GenerativeModel, TrainConfig, Trainer
 from genlab.data.base import TensorDataset
 
+
 class Quad(GenerativeModel):
-    """Deterministic loss: the averaged per-rank gradients must equal the full-batch gradient."""
+    """One loss key, deterministic: the averaged per-rank gradients must equal the full-batch one."""
+
     def __init__(self, spec):
         super().__init__(spec)
         self.theta = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
         self.lin = torch.nn.Linear(3, 3).double()
+
     def loss(self, batch):
         return {"loss": ((self.lin(batch["x"]) - self.theta) ** 2).sum(1).mean()}
 
+
+class TwoKeys(GenerativeModel):
+    """A GAN's pattern: two keys, two optimizers, the second key recomputed after the first's step;
+    the critic's loss does not reach the generator's parameters."""
+
+    recompute_loss_per_group = True
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.gen = torch.nn.Linear(3, 3).double()
+        self.critic = torch.nn.Linear(3, 1).double()
+
+    def loss(self, batch):
+        x = batch["x"]
+        fake = self.gen(x)
+        critic = (self.critic(x) - self.critic(fake.detach()) - 1).pow(2).mean()
+        return {"critic": critic, "gen": fake.pow(2).mean() - self.critic(fake).mean()}
+
+    def parameter_groups(self):
+        return {"critic": list(self.critic.parameters()), "gen": list(self.gen.parameters())}
+
+
+class TwoKeysOnce(TwoKeys):
+    """Two keys backpropagated through one forward (no recompute): DDP cannot serve this (one
+    backward per forward), the trainer averages each group's gradients in one flat all_reduce."""
+
+    recompute_loss_per_group = False
+
+    def loss(self, batch):
+        x = batch["x"]
+        fake = self.gen(x)
+        critic = (self.critic(x) - self.critic(fake.detach()) - 1).pow(2).mean()
+        return {"critic": critic, "gen": (fake - 1).pow(2).mean()}
+
+
+class Noisy(Quad):
+    """Draws noise from the global RNG (each rank has its own stream): a resume must restore every
+    rank's stream to continue exactly."""
+
+    def loss(self, batch):
+        x = batch["x"] + 0.1 * torch.randn_like(batch["x"])
+        return {"loss": ((self.lin(x) - self.theta) ** 2).sum(1).mean()}
+
+
 spec = DataSpec(name="q", kind="vector", shape=(3,), value_range=None)
-g = torch.Generator().manual_seed(0)
-data = TensorDataset({"x": torch.randn(64, 3, generator=g, dtype=torch.float64)}, spec)
-torch.manual_seed(0)
-m = Quad(spec)
-Trainer(m, data, None, TrainConfig(
-    steps=7, batch_size=16, progress=False, eval_every=0, sample_every=0, checkpoint_every=0, device="cpu"
-)).fit()
+data = TensorDataset({"x": torch.randn(64, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)}, spec)
+
+
+def fit(cls, steps, out=None, resume=False):
+    torch.manual_seed(0)
+    model = cls(spec)
+    cfg = TrainConfig(
+        steps=steps, batch_size=16, progress=False, eval_every=0, sample_every=0, checkpoint_every=4, device="cpu"
+    )
+    trainer = Trainer(model, data, None, cfg, out)
+    if dist.is_initialized():  # DDP, except where it cannot serve (two backward passes per forward)
+        assert (trainer.ddp is None) == (cls is TwoKeysOnce)
+    trainer.fit(resume=resume)
+    return model
+
+
+runs = Path(sys.argv[1] + "-runs")
+result = {}
+for name, model in {
+    "quad": fit(Quad, 7),
+    "twokeys": fit(TwoKeys, 7),
+    "twokeys_once": fit(TwoKeysOnce, 7),
+    "noisy_full": fit(Noisy, 8, runs / "full"),
+    "noisy_resumed": (fit(Noisy, 4, runs / "part"), fit(Noisy, 8, runs / "part", resume=True))[1],
+}.items():
+    result.update({f"{name}.{k}": v.contiguous() for k, v in model.state_dict().items()})
 rank = dist.get_rank() if dist.is_initialized() else 0
-torch.save({k: v for k, v in m.state_dict().items()}, sys.argv[1] + f".{rank}")
+save_file(result, sys.argv[1] + f".{rank}.safetensors")
 '''
 
 
@@ -164,27 +236,34 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _torchrun(*args):
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}", *args]
+
+
+@pytest.mark.slow
 def test_ddp_two_cpu_ranks_equal_single_process(tmp_path):
+    """DistributedDataParallel on 2 gloo ranks: a single-key and a two-key (GAN-like, recomputed)
+    model, and a two-key model without recompute (flat all_reduce per group), end where one
+    process with the same global batch ends; every rank's RNG stream is restored on resume, so a
+    resumed run with per-rank noise equals the uninterrupted one."""
+    from safetensors.torch import load_file
+
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, str(script), str(tmp_path / "single")], check=True, env=env, timeout=120)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
-        str(script),
-        str(tmp_path / "ddp"),
-    ]
-    subprocess.run(cmd, check=True, env=env, timeout=180, capture_output=True)
-    single = torch.load(tmp_path / "single.0", weights_only=True)
-    r0 = torch.load(tmp_path / "ddp.0", weights_only=True)
-    r1 = torch.load(tmp_path / "ddp.1", weights_only=True)
+    p = subprocess.run(_torchrun(str(script), str(tmp_path / "ddp")), env=env, timeout=240, capture_output=True)
+    assert p.returncode == 0, p.stderr.decode()[-3000:]
+    single = load_file(tmp_path / "single.0.safetensors")
+    r0 = load_file(tmp_path / "ddp.0.safetensors")
+    r1 = load_file(tmp_path / "ddp.1.safetensors")
     for k in single:
-        assert torch.equal(r0[k], r1[k])  # ranks stay in sync
-        assert torch.allclose(r0[k], single[k], atol=1e-10)  # and match the one-process run
+        assert torch.equal(r0[k], r1[k]), k  # ranks stay in sync
+        if k.startswith(("quad.", "twokeys.", "twokeys_once.")):
+            assert torch.allclose(r0[k], single[k], atol=1e-10), k  # and match the one-process run
+    for res in (single, r0):
+        for k in [k for k in res if k.startswith("noisy_full.")]:
+            assert torch.equal(res[k], res[k.replace("noisy_full.", "noisy_resumed.")]), k
 
 
 def test_threads_setting_is_validated_and_applied():

@@ -1,14 +1,18 @@
-"""Figures: run_figures on tiny validation sets, titles, the scalable font, density panels, text
-sample delimiters, the memorization figure, and the compare table's layout."""
+"""Figures: run_figures on tiny validation sets, captions, the matplotlib plots (densities, curves,
+scatters, heat maps) and their leaving matplotlib's global state alone, text sample delimiters, the
+memorization figure, and the compare table's layout."""
 
 import csv
 import json
+import sys
 
+import matplotlib
+import matplotlib.figure  # imported once here, not inside the first (timed) plotting test
 import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image, ImageFont
+from PIL import Image
 
 import genlab
 from genlab import DataSpec
@@ -16,13 +20,16 @@ from genlab.compare import compare_runs, metric_columns, model_options, text_tab
 from genlab.data.base import TensorDataset
 from genlab.metrics import memorization_audit
 from genlab.viz import (
-    font,
+    plot_curves,
+    plot_heatmap,
+    plot_scatter,
     run_figures,
     sample_delimiter,
+    save_copy_pairs,
     save_learned_density,
     save_reconstructions,
     save_samples,
-    text_size,
+    text_image,
     titled,
 )
 
@@ -41,10 +48,20 @@ def has_title(path):
     return img.shape[0] > 20 and (bar == 255).mean() > 0.5 and bar.min() < 100
 
 
-def pillow_at_least(major, minor):
-    import PIL
+def panels(path):
+    """Widths of the coloured runs (plot panels) across the middle row of a PNG: viridis and tab10
+    colours are never gray, while the background, text, ticks and frames are."""
+    img = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    row = img[img.shape[0] // 2]
+    coloured = np.r_[0, (row.max(1) - row.min(1)) > 30, 0].astype(int)
+    edges = np.flatnonzero(np.diff(coloured))  # starts and ends, alternating
+    return [int(w) for w in edges[1::2] - edges[::2] if w > 100]
 
-    return tuple(int(p) for p in PIL.__version__.split(".")[:2]) >= (major, minor)
+
+def has_dark_text_above(path, top):
+    """Dark pixels (a title) in the white rows above row ``top``."""
+    img = np.asarray(Image.open(path).convert("L"))[:top]
+    return (img == 255).mean() > 0.5 and img.min() < 100
 
 
 @pytest.mark.parametrize("n,conditional", [(1, False), (5, False), (5, True), (20, False)])
@@ -75,28 +92,89 @@ def test_reconstructions_rows_alternate_and_pad(tmp_path):
     assert centre(2, 1) == 0 and centre(2, 2) == 128 and centre(3, 7) == 128  # 2 left; blanks gray
 
 
-def test_font_is_scalable_and_keeps_spaces():
-    if pillow_at_least(10, 1):
-        assert isinstance(font(12), ImageFont.FreeTypeFont) and font(12).size == 12
-        assert text_size("of variance")[0] > text_size("ofvariance")[0] + 2
-    assert font(12) is font(12)  # cached: one font object per size
-
-
-def test_titled_fits_its_caption():
+def test_captions_are_one_readable_line_that_fits():
     title = "odd rows: data, even rows: reconstructions"
+    cap = text_image(title)
+    assert 12 <= cap.shape[0] <= 30 and cap.shape[1] > 3 * len(title) and cap.min() < 100
+    assert text_image("of variance").shape[1] > text_image("ofvariance").shape[1] + 2  # spaces kept
+    assert text_image("a $x$ b").shape[1] > text_image("a x b").shape[1] + 10  # '$' shown, not math
     img = titled(np.zeros((10, 20), np.uint8), title)
-    assert img.shape[1] >= text_size(title, 13)[0] and img.shape[0] > 10 and img.ndim == 3
+    assert img.shape == (cap.shape[0] + 10, cap.shape[1], 3)
     assert (img[-10:, :, 0] == 0).sum() == 200  # the picture itself, whole
 
 
-def test_density_png_has_named_large_panels(tmp_path):
+def test_density_png_has_two_titled_ticked_panels(tmp_path):
     spec = DataSpec(name="vec", kind="vector", shape=(2,), value_range=None)
     model = genlab.build_model("realnvp", spec, n_couplings=2, hidden=8, depth=1).eval()
     data = torch.randn(300, 2)
-    path = save_learned_density(model, data, tmp_path / "density.png", bins=64)
-    img = np.asarray(Image.open(path).convert("L"))
-    assert img.shape[1] >= 2 * 256 and img.shape[0] >= 256 + 12
-    assert has_title(path)
+    path = save_learned_density(model, data, tmp_path / "density.png", bins=32)
+    widths = panels(path)
+    assert len(widths) == 2 and min(widths) > 250, widths
+    img = np.asarray(Image.open(path).convert("RGB"))
+    assert img.shape[1] > 600 and 300 < img.shape[0] < 600
+    assert has_dark_text_above(path, 25)  # panel titles
+    assert (img[-30:].min(-1) < 100).any() and (img[:, :40].min(-1) < 100).any()  # tick labels, axis labels
+
+
+def test_2d_samples_png_is_one_panel_or_two_with_the_data(tmp_path):
+    spec = DataSpec(name="vec", kind="vector", shape=(2,), value_range=None)
+    one = save_samples(torch.randn(50, 2), spec, tmp_path / "s1.png")  # samples alone: one panel
+    two = save_samples(torch.randn(50, 2), spec, tmp_path / "s2.png", reference=torch.randn(80, 2))
+    assert len(panels(one)) == 1 and len(panels(two)) == 2
+
+
+def test_plot_curves_one_line_per_series(tmp_path):
+    series = {"run-a": [(200, 2.0), (0, 3.0), (100, 2.5)], "run-b": [(0, 2.8), (200, 1.9)], "single": [(50, 2.2)]}
+    path = plot_curves(series, tmp_path / "sub" / "c.png", "val_bpd vs step (validation)", "step", "val_bpd")
+    assert path == tmp_path / "sub" / "c.png" and path.exists()
+    img = np.asarray(Image.open(path).convert("RGB"))
+    assert img.shape[1] > 500 and img.shape[0] > 300 and has_dark_text_above(path, 25)
+    present = {tuple(c) for c in img.reshape(-1, 3)}
+    assert {(31, 119, 180), (255, 127, 14), (44, 160, 44)} <= present  # tab10: one colour per series
+
+
+def test_plot_scatter_colours_classes_with_a_legend(tmp_path):
+    rng = np.random.default_rng(0)
+    pts, y = rng.normal(size=(400, 2)), rng.integers(0, 4, 400)
+    plain = plot_scatter(pts, None, None, tmp_path / "plain.png", "400 points", "z1", "z2")
+    named = plot_scatter(pts, y, ["zero", "one", "two", "three"], tmp_path / "named.png", "400 points", "z1", "z2")
+    a, b = (np.asarray(Image.open(p).convert("RGB")) for p in (plain, named))
+    assert b.shape[1] > a.shape[1] + 50  # room for the legend
+    legend = b[:, a.shape[1] :]  # its coloured markers: the first 4 tab10 colours
+    assert {(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)} <= {tuple(c) for c in legend.reshape(-1, 3)}
+    assert len(panels(plain)) == 0 and (a.min(-1) < 100).any()  # white axes with dots, not a filled panel
+    with pytest.raises(ValueError, match="integer labels"):
+        plot_scatter(pts, y.astype(float), None, tmp_path / "bad.png", "t")
+    with pytest.raises(ValueError, match=r"points \[N, 2\]"):
+        plot_scatter(pts[:, :1], None, None, tmp_path / "bad.png", "t")
+
+
+def test_plot_heatmap_grows_with_the_matrix(tmp_path):
+    m = np.arange(6.0).reshape(2, 3)
+    m[1, 2] = np.nan  # shown as a gray cell
+    small = plot_heatmap(
+        m, ["shape", "scale"], ["z0", "z1", "z2"], tmp_path / "h.png", "MI", "latent", "factor", "nats"
+    )
+    big = plot_heatmap(
+        np.random.default_rng(0).random((8, 24)),
+        [f"f{i}" for i in range(8)],
+        [f"latent {i}" for i in range(24)],
+        tmp_path / "big.png",
+        "mutual information between factors and latents",
+    )
+    a, b = (np.asarray(Image.open(p).convert("RGB")) for p in (small, big))
+    assert a.shape[0] > 200 and a.shape[1] > 300 and b.shape[1] > a.shape[1] and b.shape[0] > a.shape[0]
+    assert len(panels(small)) >= 1 and (211, 211, 211) in {tuple(c) for c in a.reshape(-1, 3)}  # the NaN cell
+    with pytest.raises(ValueError, match="does not match 2 row names x 2 column names"):
+        plot_heatmap(m, ["a", "b"], ["c", "d"], tmp_path / "bad.png", "t")
+
+
+def test_plots_leave_matplotlib_global_state_alone(tmp_path):
+    rc = matplotlib.rcParams.copy()  # copy(): reading "backend" directly would resolve (and import) one
+    had_pyplot = "matplotlib.pyplot" in sys.modules
+    plot_scatter(np.zeros((3, 2)), np.arange(3), None, tmp_path / "s.png", "t")
+    assert matplotlib.rcParams.copy() == rc
+    assert had_pyplot or "matplotlib.pyplot" not in sys.modules  # no pyplot, so no global figure manager
 
 
 def test_text_samples_are_delimited(tmp_path):
@@ -121,8 +199,9 @@ def test_text_samples_are_delimited(tmp_path):
 
 def test_memorization_png_is_titled(tmp_path):
     train = torch.rand(40, 1, 8, 8)
-    res = memorization_audit(train[:10] + 0.01, train, torch.rand(20, 1, 8, 8), png=tmp_path / "m.png", top=8)
-    assert has_title(res["png"])
+    res = memorization_audit(train[:10] + 0.01, train, torch.rand(20, 1, 8, 8), top=8)
+    png = save_copy_pairs(train[:10][res["closest_samples"]] + 0.01, train[res["closest_train"]], tmp_path / "m.png")
+    assert has_title(png)
 
 
 # --- compare --------------------------------------------------------------------------------------

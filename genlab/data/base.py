@@ -56,9 +56,10 @@ def split_indices(n: int, split: str, fractions: tuple[float, float] = (0.8, 0.1
     """Deterministic train/val/test indices for ``n`` examples: a seeded permutation cut at
     ``fractions`` (train, val; test gets the rest). ``split="all"`` returns every index in order."""
     check_split(split)
+    check_seed(seed)
     if split == "all":
         return np.arange(n)
-    perm = np.random.default_rng(seed).permutation(n)
+    perm = np.random.default_rng(int(seed)).permutation(n)
     n_train = int(round(fractions[0] * n))
     n_val = int(round(fractions[1] * n))
     cuts = {"train": perm[:n_train], "val": perm[n_train : n_train + n_val], "test": perm[n_train + n_val :]}
@@ -68,6 +69,12 @@ def split_indices(n: int, split: str, fractions: tuple[float, float] = (0.8, 0.1
 def check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+
+
+def check_seed(seed: object) -> None:
+    """A seed option must be a non-negative integer (a string or float from ``--data-opt`` is refused)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InvalidDataError(f"seed={seed!r} is invalid; expected a non-negative integer")
 
 
 def discrete_to_float(x: np.ndarray, levels: int) -> Tensor:

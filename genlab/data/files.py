@@ -8,8 +8,14 @@ Nothing is ever unpickled: ``np.load(..., allow_pickle=False)``.
 
 from __future__ import annotations
 
+import ast
+import math
 import os
+import struct
+import tokenize
+import warnings
 import zipfile
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +30,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 _FOLDER_OPTS = {"size", "grayscale", "seed"}
 _ARRAY_OPTS = {"levels", "seed"}
 _TEXT_OPTS = {"tokenizer", "block_size", "vocab"}
+#: Integer data may have at most this many levels: level / (L - 1) round-trips exactly in float32.
+MAX_LEVELS = 2**24
 
 
 def load_path(path: str, split: str = "train", **opts: Any) -> TensorDataset:
@@ -71,48 +79,215 @@ def _name(path: str) -> str:
 
 def load_array_file(path: str, split: str = "train", levels: int | None = None, seed: int = 0) -> TensorDataset:
     """A ``.npy`` array or ``.npz`` archive (``"x"``, optional ``"y"``, ``"factors"``) as one split;
-    see :func:`dataset_from_arrays` for how the array is interpreted."""
-    if os.path.getsize(path) == 0:
-        raise InvalidDataError(f"array file {path!r} is empty (0 bytes)")
+    see :func:`dataset_from_arrays` for how the array is interpreted.
+
+    Every array's header is checked before anything is allocated: its declared size must fit in the
+    bytes the file (or the archive entry, uncompressed) holds and in this machine's memory. Nothing
+    is unpickled: object arrays are refused."""
     is_npz = path.lower().endswith(".npz")
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        if "Object arrays" in str(e):
-            raise InvalidDataError(
-                f"array file {path!r} holds Python objects (dtype=object); expected a numeric array"
-            ) from None
-        raise InvalidDataError(f"array file {path!r} is not a valid {'.npz' if is_npz else '.npy'} file") from None
-    except (OSError, EOFError, zipfile.BadZipFile):
-        raise InvalidDataError(f"array file {path!r} is corrupt or truncated") from None
-    y = factors = None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            keys = list(loaded.keys())
-            if "x" not in keys:
-                raise InvalidDataError(
-                    f"archive {path!r} has no 'x' array (keys: {', '.join(keys) or 'none'}); "
-                    "expected 'x' and optional 'y', 'factors'"
-                )
-            x = _read_npz_key(loaded, "x", path)
-            y = _read_npz_key(loaded, "y", path) if "y" in keys else None
-            factors = _read_npz_key(loaded, "factors", path) if "factors" in keys else None
-    else:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            start = fh.read(len(_NPY_MAGIC))
+    except OSError as e:
+        raise InvalidDataError(f"array file {path!r} cannot be read ({_reason(e)})") from None
+    if size == 0:
+        raise InvalidDataError(f"array file {path!r} is empty (0 bytes)")
+    if start.startswith(_ZIP_MAGICS):  # what np.load calls an archive, whatever the extension
+        arrays = _read_npz(path)
+    elif start.startswith(_NPY_MAGIC):
         if is_npz:
             raise InvalidDataError(f"array file {path!r} is a single .npy array, not an .npz archive")
-        x = loaded
-    return dataset_from_arrays(x, y, factors, name=_name(path), split=split, levels=levels, seed=seed, where=path)
+        try:
+            with open(path, "rb") as fh:
+                arrays = {"x": _read_npy(fh, size, f"array file {path!r}")}
+        except OSError as e:
+            raise InvalidDataError(f"array file {path!r} cannot be read ({_reason(e)})") from None
+    else:
+        raise InvalidDataError(f"array file {path!r} is not a valid {'.npz' if is_npz else '.npy'} file")
+    return dataset_from_arrays(
+        arrays["x"],
+        arrays.get("y"),
+        arrays.get("factors"),
+        name=_name(path),
+        split=split,
+        levels=levels,
+        seed=seed,
+        where=path,
+    )
 
 
-def _read_npz_key(archive: Any, key: str, path: str) -> np.ndarray:
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+_NPZ_KEYS = ("x", "y", "factors")
+_MAX_HEADER = 10_000  # bytes of .npy header text, as np.load allows by default
+# Failures of a corrupt archive or entry: bad structure, CRC or deflate stream, an unsupported
+# compression method or encryption, truncation.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    OSError,
+    EOFError,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+    struct.error,
+    ValueError,
+    UnicodeDecodeError,
+)
+
+
+# Failures of parsing a corrupt header text: ast.literal_eval (also numpy's Python 2 fallback through
+# tokenize) and np.dtype on whatever literal it holds.
+_HEADER_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    SyntaxError,
+    RecursionError,
+    MemoryError,
+    OverflowError,
+    tokenize.TokenError,
+)
+
+
+def _reason(e: BaseException, limit: int = 120) -> str:
+    """The first line of an exception's message, shortened, or its type name."""
+    lines = str(e).strip().splitlines()
+    text = lines[0] if lines else type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _memory_bytes() -> int | None:
+    """Physical memory of this machine in bytes, or None where the OS does not say."""
     try:
-        return archive[key]
-    except ValueError:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+    """The ``"x"``, ``"y"`` and ``"factors"`` entries of an ``.npz`` archive (read with zipfile
+    directly, each entry's header checked against its uncompressed size before it is read)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            entries: dict[str, list[zipfile.ZipInfo]] = {}
+            for info in zf.infolist():
+                key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                entries.setdefault(key, []).append(info)
+            if "x" not in entries:
+                keys = sorted(entries)
+                listed = ", ".join(keys[:10]) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
+                raise InvalidDataError(
+                    f"archive {path!r} has no 'x' array (keys: {_short(listed, 200) or 'none'}); "
+                    "expected 'x' and optional 'y', 'factors'"
+                )
+            out = {}
+            for key in _NPZ_KEYS:
+                if key not in entries:
+                    continue
+                if len(entries[key]) > 1:
+                    names = ", ".join(repr(i.filename) for i in entries[key])
+                    raise InvalidDataError(f"archive {path!r} has {len(entries[key])} entries for {key!r} ({names})")
+                info = entries[key][0]
+                what = f"array {key!r} in {path!r}"
+                try:
+                    with zf.open(info) as fh:
+                        out[key] = _read_npy(fh, info.file_size, what)
+                except InvalidDataError:
+                    raise
+                except _ZIP_ERRORS as e:
+                    raise InvalidDataError(f"{what} is corrupt or truncated ({_reason(e)})") from None
+            return out
+    except InvalidDataError:
+        raise
+    except _ZIP_ERRORS as e:
+        raise InvalidDataError(f"array file {path!r} is corrupt or truncated ({_reason(e)})") from None
+
+
+def _read_npy(fh: Any, size: int, what: str) -> np.ndarray:
+    """The array in an open ``.npy`` stream of ``size`` bytes. The header is read and checked
+    first (object dtype, declared size against ``size`` and memory); only then is data read."""
+    shape, dtype = _npy_header(fh, size, what)
+    fh.seek(0)
+    try:
+        return np.lib.format.read_array(fh, allow_pickle=False)
+    except MemoryError:
+        raise InvalidDataError(f"{what} (shape {_short(shape)} of {_short(dtype)}) does not fit in memory") from None
+    except (ValueError, OverflowError, EOFError, OSError, zlib.error, zipfile.BadZipFile) as e:
+        raise InvalidDataError(f"{what} is corrupt or truncated ({_reason(e)})") from None
+
+
+def _npy_header(fh: Any, size: int, what: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Parse and check a ``.npy`` header (any format version) without reading the data."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(fh, max_header_size=_MAX_HEADER)
+        elif version == (2, 0):
+            shape, _, dtype = fmt.read_array_header_2_0(fh, max_header_size=_MAX_HEADER)
+        elif version == (3, 0):
+            shape, dtype = _npy_header_3_0(fh)
+        else:
+            raise InvalidDataError(
+                f"{what} has .npy format version {version[0]}.{version[1]}; expected 1.0, 2.0 or 3.0"
+            )
+        header_end = fh.tell()
+    except InvalidDataError:
+        raise
+    except _HEADER_ERRORS as e:
+        raise InvalidDataError(f"{what} has a corrupt .npy header ({_reason(e)})") from None
+    except (EOFError, OSError, struct.error, zlib.error, zipfile.BadZipFile) as e:
+        raise InvalidDataError(f"{what} is corrupt or truncated ({_reason(e)})") from None
+    if dtype.hasobject:
+        raise InvalidDataError(f"{what} holds Python objects (dtype={_short(dtype)}); expected a numeric array")
+    if any(s < 0 for s in shape):
+        raise InvalidDataError(f"{what} declares a negative dimension (shape {_short(shape)}); its header is corrupt")
+    if dtype.itemsize == 0:
+        raise InvalidDataError(f"{what} has zero-size elements (dtype {_short(dtype)}); expected a numeric array")
+    declared = math.prod(shape) * dtype.itemsize
+    held = size - header_end
+    if declared > held:
         raise InvalidDataError(
-            f"array {key!r} in {path!r} holds Python objects (dtype=object); expected a numeric array"
-        ) from None
-    except (OSError, EOFError, zipfile.BadZipFile):
-        raise InvalidDataError(f"array {key!r} in {path!r} is corrupt or truncated") from None
+            f"{what} declares shape {_short(shape)} of {_short(dtype)} ({declared:,} bytes) but holds only "
+            f"{max(held, 0):,} bytes of array data ({size:,} bytes in all); it is truncated or its header is corrupt"
+        )
+    memory = _memory_bytes()
+    if memory is not None and declared > memory:
+        raise InvalidDataError(
+            f"{what} declares shape {_short(shape)} of {_short(dtype)} ({declared:,} bytes), "
+            f"more than this machine's memory ({memory:,} bytes)"
+        )
+    return shape, dtype
+
+
+def _npy_header_3_0(fh: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """Format 3.0 (a UTF-8 header; numpy has no public reader for it): shape and dtype."""
+    raw = fh.read(4)
+    if len(raw) < 4:
+        raise EOFError("the header length is cut off")
+    (length,) = struct.unpack("<I", raw)
+    if length > _MAX_HEADER:
+        raise ValueError(f"the header is {length:,} bytes, more than {_MAX_HEADER:,}")
+    text = fh.read(length)
+    if len(text) < length:
+        raise EOFError("the header is cut off")
+    d = ast.literal_eval(text.decode("utf-8"))
+    if not isinstance(d, dict) or set(d) != {"descr", "fortran_order", "shape"}:
+        raise ValueError("the header is not a dict of descr, fortran_order and shape")
+    shape = d["shape"]
+    if not isinstance(shape, tuple) or not all(type(s) is int for s in shape):
+        raise ValueError(f"shape {_short(shape)} is not a tuple of integers")
+    if not isinstance(d["fortran_order"], bool):
+        raise ValueError("fortran_order is not a bool")
+    return shape, np.lib.format.descr_to_dtype(d["descr"])
 
 
 def dataset_from_arrays(
@@ -152,6 +327,14 @@ def dataset_from_arrays(
         if n_bad:
             first = tuple(int(i) for i in np.argwhere(bad)[0])
             raise InvalidDataError(f"data {src!r} has {n_bad} NaN/inf value(s); the first is at index {first}")
+        if x.dtype.itemsize > 4:  # models see float32: a finite float64 beyond its range would become inf
+            big = np.abs(x) > np.finfo(np.float32).max
+            if big.any():
+                first = tuple(int(i) for i in np.argwhere(big)[0])
+                raise InvalidDataError(
+                    f"data {src!r} has {int(big.sum())} value(s) beyond float32's range (+-3.4e38); "
+                    f"the first is {float(x[first]):g} at index {first}"
+                )
     if x.ndim == 4:
         if x.shape[1] <= 4:
             pass  # [N, C, H, W]
@@ -180,19 +363,23 @@ def dataset_from_arrays(
         data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         spec_levels, value_range = None, ((0.0, 1.0) if kind == "image" else None)
     else:
-        xi = x.astype(np.int64)
-        lo, hi = int(xi.min()), int(xi.max())
+        lo, hi = int(x.min()), int(x.max())  # Python ints: no wrap-around for uint64
         if lo < 0:
             raise InvalidDataError(f"integer data {src!r} has negative values (min {lo}); expected levels 0..L-1")
         if levels is None:
+            if hi >= MAX_LEVELS:
+                raise InvalidDataError(
+                    f"integer data {src!r} has values up to {hi}; at most {MAX_LEVELS:,} levels (0..2**24-1) "
+                    "are exact in float32: rescale it or save it as float"
+                )
             spec_levels = 256 if x.dtype == np.uint8 else max(hi + 1, 2)
         else:
-            if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 2:
-                raise InvalidDataError(f"levels={levels!r} is invalid; expected an integer >= 2")
+            if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or not 2 <= levels <= MAX_LEVELS:
+                raise InvalidDataError(f"levels={levels!r} is invalid; expected an integer in 2..{MAX_LEVELS:,}")
             if hi >= levels:
                 raise InvalidDataError(f"levels={levels} is too small for data {src!r}: its values go up to {hi}")
             spec_levels = int(levels)
-        data = discrete_to_float(xi, spec_levels)
+        data = discrete_to_float(x, spec_levels)
         value_range = (0.0, 1.0)
 
     tensors: dict[str, torch.Tensor] = {"x": data}
@@ -232,10 +419,11 @@ def _integer_column(a: np.ndarray, n: int, what: str, src: str, ndim: int) -> np
         raise InvalidDataError(f"{what} of {src!r} have {len(a)} rows but 'x' has {n}; expected one per example")
     if a.dtype.kind not in "biu":
         raise InvalidDataError(f"{what} of {src!r} have dtype {a.dtype}; expected integers")
-    a = a.astype(np.int64)
-    if a.size and a.min() < 0:
+    if a.size and int(a.min()) < 0:
         raise InvalidDataError(f"{what} of {src!r} have negative values (min {int(a.min())}); expected ids >= 0")
-    return a
+    if a.size and int(a.max()) > np.iinfo(np.int64).max:  # uint64 beyond int64 would wrap to negative
+        raise InvalidDataError(f"{what} of {src!r} have values up to {int(a.max())}; expected ids below 2**63")
+    return a.astype(np.int64)
 
 
 # --- image folders --------------------------------------------------------------------------------
@@ -245,12 +433,79 @@ def _is_image(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _images_under(folder: str) -> list[str]:
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(root, f) for f in sorted(files) if _is_image(f)]
-    return found
+def _list(folder: str) -> list[str]:
+    """The visible entries of a folder, sorted; one-line error if it cannot be listed."""
+    try:
+        return sorted(e for e in os.listdir(folder) if not e.startswith("."))
+    except OSError as e:
+        raise InvalidDataError(f"folder {folder!r} cannot be listed ({_reason(e)})") from None
+
+
+def _scan_image_folder(path: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The images of a folder: (those at its top level, {sub-folder name: images anywhere below it}).
+
+    Real files and folders are walked first, in sorted order (files of a folder, then each
+    sub-folder in turn). Symlinks are followed only afterwards, and only to a file or folder inside
+    ``path`` that the walk has not reached yet: a link leading outside the folder, into a loop (to
+    itself or a parent) or to images already read is skipped, with one warning. So no image is read
+    twice and nothing outside the folder is read."""
+    real_root = os.path.realpath(path)
+    seen = {real_root}  # real paths of every folder and image taken so far
+    links: list[tuple[str | None, str]] = []  # (class folder or None for the top level, link path)
+    top: list[str] = []
+    classes: dict[str, list[str]] = {}
+
+    def walk(folder: str, real: str, cls: str) -> None:
+        stack = [(folder, real)]
+        while stack:
+            d, rd = stack.pop()
+            subdirs = []
+            for e in _list(d):
+                full, rfull = os.path.join(d, e), os.path.join(rd, e)
+                if os.path.islink(full):
+                    links.append((cls, full))
+                elif os.path.isdir(full):
+                    seen.add(rfull)
+                    subdirs.append((full, rfull))
+                elif _is_image(e) and os.path.isfile(full):
+                    seen.add(rfull)
+                    classes[cls].append(full)
+            stack.extend(reversed(subdirs))
+
+    def take_dir(name: str, full: str, real: str) -> None:
+        seen.add(real)
+        classes.setdefault(name, [])
+        walk(full, real, name)
+
+    for e in _list(path):
+        full = os.path.join(path, e)
+        if os.path.islink(full):
+            links.append((None, full))
+        elif os.path.isdir(full):
+            take_dir(e, full, os.path.join(real_root, e))
+        elif _is_image(e) and os.path.isfile(full):
+            seen.add(os.path.join(real_root, e))
+            top.append(full)
+    skipped = []
+    for cls, full in links:  # grows while linked folders are walked
+        real = os.path.realpath(full)
+        if not os.path.exists(real):
+            continue  # a dangling link, as if absent
+        if os.path.commonpath([real, real_root]) != real_root or real in seen:
+            skipped.append(full)
+        elif os.path.isdir(real):
+            take_dir(cls or os.path.basename(full), full, real)
+        elif _is_image(os.path.basename(full)) and os.path.isfile(real):
+            seen.add(real)
+            (top if cls is None else classes[cls]).append(full)
+    if skipped:
+        warnings.warn(
+            f"image folder {path!r}: skipped {len(skipped)} symlink(s) that lead outside it, into a loop or to "
+            f"images already read (first: {os.path.relpath(skipped[0], path)!r})",
+            stacklevel=3,
+        )
+    top.sort()
+    return top, classes
 
 
 def _parse_size(size: Any) -> tuple[int, int] | None:
@@ -281,10 +536,9 @@ def load_image_folder(
     None picks 1 channel when every image is gray (R = G = B). Alpha is dropped."""
     check_split(split)
     hw = _parse_size(size)
-    entries = sorted(e for e in os.listdir(path) if not e.startswith("."))
-    subdirs = [e for e in entries if os.path.isdir(os.path.join(path, e))]
-    top_images = [os.path.join(path, e) for e in entries if os.path.isfile(os.path.join(path, e)) and _is_image(e)]
-    class_files = {d: _images_under(os.path.join(path, d)) for d in subdirs}
+    if grayscale is not None and not isinstance(grayscale, (bool, np.bool_)):
+        raise InvalidDataError(f"grayscale={grayscale!r} is invalid; expected true, false or none (automatic)")
+    top_images, class_files = _scan_image_folder(path)
     class_files = {d: fs for d, fs in class_files.items() if fs}
     if top_images and class_files:
         raise InvalidDataError(
@@ -336,11 +590,24 @@ def _read_image(file: str, hw: tuple[int, int] | None, grayscale: bool | None) -
     try:
         with Image.open(file) as im:
             im.load()  # decode now, so truncated or corrupt data fails here, naming this file
+            if im.mode.startswith("I"):  # 16-bit gray (PNG): scale to 8 bits; convert() would clip at 255
+                wide = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
+                im = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
             im = im.convert("L" if grayscale else "RGB")
             if hw is not None and im.size != (hw[1], hw[0]):
                 im = im.resize((hw[1], hw[0]), Image.Resampling.LANCZOS)
             a = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InvalidDataError(f"image {file!r} cannot be read ({reason})") from None
+    except MemoryError:
+        raise InvalidDataError(f"image {file!r} is too large to decode") from None
+    except (
+        UnidentifiedImageError,
+        OSError,
+        EOFError,
+        SyntaxError,
+        ValueError,
+        TypeError,
+        struct.error,
+        Image.DecompressionBombError,
+    ) as e:
+        raise InvalidDataError(f"image {file!r} cannot be read ({_reason(e)})") from None
     return a[..., None] if a.ndim == 2 else a

@@ -38,6 +38,8 @@ class _Tokenizer:
         self._set_vocab(SPECIAL_TOKENS if vocab is None else vocab)
 
     def _set_vocab(self, vocab: Sequence[str]) -> None:
+        if isinstance(vocab, (str, bytes)) or not isinstance(vocab, (Sequence, np.ndarray)):
+            raise InvalidDataError(f"vocabulary {_short(vocab)} is invalid; expected a list of token strings")
         vocab = tuple(vocab)
         if vocab[: len(SPECIAL_TOKENS)] != SPECIAL_TOKENS:
             raise InvalidDataError(
@@ -131,6 +133,11 @@ class WordTokenizer(_Tokenizer):
         return self._PATTERN.findall(text)
 
 
+def _short(value: object, limit: int = 60) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def tokenizer_from_dict(d: dict[str, Any]) -> CharTokenizer | WordTokenizer:
     """Rebuild a char or word tokenizer from its ``to_dict()``."""
     return _Tokenizer.from_dict(d)  # type: ignore[return-value]
@@ -150,8 +157,11 @@ def read_text(path: str) -> str:
     valid UTF-8 (naming the byte offset). A UTF-8 byte-order mark is dropped."""
     if not os.path.isfile(path):
         raise InvalidDataError(f"text file {path!r} does not exist")
-    with open(path, "rb") as fh:
-        raw = fh.read()
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as e:
+        raise InvalidDataError(f"text file {path!r} cannot be read ({e.strerror or type(e).__name__})") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -208,3 +218,22 @@ def load_text_file(
         extra={"tokenizer": tok.kind},
     )
     return TensorDataset({"x": torch.from_numpy(x)}, spec, split)
+
+
+def tokens_to_text(ids: torch.Tensor, spec: DataSpec) -> list[str]:
+    """Token ids [N, T] -> N strings: a text file's tokenizer (``spec.extra["tokenizer"]``) joins
+    tokens as they are; caption vocabularies (words) are joined with spaces up to <eos>."""
+    vocab = spec.vocab or ()
+    if spec.extra.get("tokenizer") in ("char", "word"):
+        tok = make_tokenizer(spec.extra["tokenizer"], vocab)
+        return [tok.decode(row) for row in ids.tolist()]
+    texts = []
+    for row in ids.tolist():
+        words = []
+        for i in row:
+            if vocab[i] == "<eos>":
+                break
+            if vocab[i] not in ("<pad>", "<bos>"):
+                words.append(vocab[i])
+        texts.append(" ".join(words))
+    return texts

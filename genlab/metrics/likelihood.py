@@ -34,7 +34,7 @@ def likelihood_metrics(
     For a model with ``likelihood == "bound"`` this is the bound it reports (ELBO, or IWAE-k when
     ``k`` is given and the model's ``log_prob`` accepts ``k``). Returns ``{"nll", "bpd"}``.
     """
-    key = getattr(model, "data_key", "x")
+    key = model.data_key
     spec = data.spec
     if key != "x":  # e.g. captions: bits per token of the text, not per pixel of the image
         spec = dataclasses.replace(

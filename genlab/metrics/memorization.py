@@ -20,13 +20,12 @@ Reported (all distances Euclidean in the space given, e.g. [0, 1] pixels):
                           when samples sit closer to training points than new data does (the
                           three-sample idea of Meehan et al., "A Non-Parametric Test to Detect
                           Data-Copying in Generative Models", AISTATS 2020, as a Mann-Whitney AUC).
-The top copies (smallest d_train) are saved side by side with their nearest training examples.
+The indices of the closest samples (smallest d_train) and of their nearest training examples are
+returned too, for a picture of the top copies (:func:`genlab.viz.save_copy_pairs`); metrics draw nothing.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,13 +50,12 @@ def memorization_audit(
     *,
     copy_quantile: float = 0.05,
     top: int = 16,
-    png: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Audit ``samples`` [N, ...] against ``train`` [M, ...] and ``heldout`` [H, ...] (same shape per
     example; images are compared as flat pixel vectors). Returns the statistics of the module
-    docstring plus ``mean_dist_train``/``mean_dist_heldout`` and ``near_copy_threshold`` (tau);
-    with ``png`` also writes the ``top`` closest samples, each row a pair (sample, its nearest
-    training example; the title says so), and returns its path as ``png``.
+    docstring plus ``mean_dist_train``/``mean_dist_heldout`` and ``near_copy_threshold`` (tau), and
+    the ``top`` closest copies: ``closest_samples`` (indices into ``samples``, closest first) and
+    ``closest_train`` (the index of each one's nearest training example), as lists of ints.
     """
     if not 0 < copy_quantile < 1:
         raise ValueError(f"copy_quantile must be in (0, 1); got {copy_quantile}")
@@ -87,13 +85,7 @@ def memorization_audit(
         "near_copy_null_rate": copy_quantile,
         "copy_auc": float(less + 0.5 * ties),
     }
-    if png is not None and samples.dim() == 4:
-        from ..viz import image_grid, save_png, side_by_side, titled
-
-        order = torch.argsort(d_train)[:top]
-        # Each row is a pair (sample, its nearest training example); blocks of 4 rows side by side.
-        pairs = torch.stack([samples[order].float().cpu(), train[j[order]].float().cpu()], 1).flatten(0, 1)
-        blocks = [image_grid(pairs[i : i + 8], nrow=2, min_side=48) for i in range(0, len(pairs), 8)]
-        title = "each pair: sample (left), its nearest training example (right); closest first"
-        out["png"] = str(save_png(titled(side_by_side(*blocks, pad=8), title), Path(png)))
+    order = torch.argsort(d_train, stable=True)[:top]
+    out["closest_samples"] = [int(i) for i in order]
+    out["closest_train"] = [int(i) for i in j[order]]
     return out

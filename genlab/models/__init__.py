@@ -1,11 +1,2 @@
-"""Model families. Importing this package registers each one (one line per family)."""
-
-from . import (
-    gan,  # noqa: F401
-    made,  # noqa: F401
-    pixelcnn,  # noqa: F401
-    transformer,  # noqa: F401
-    vae,  # noqa: F401
-    wavenet,  # noqa: F401
-)
-from .flows import FlowModel  # noqa: F401
+"""Model families, one file each (flows in ``flows/``). Importing this package imports none of them:
+:mod:`genlab.registry` lists every built-in family on one line and imports it on first use."""

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.spec import DataSpec
-from ..nn import MLP, one_hot
-from ..protocol import GenerativeModel, register
+from ..nn import MLP
+from ..protocol import Capabilities, GenerativeModel
 
 LOG4 = math.log(4.0)
 LOSSES = ("ns", "wgan-gp")
@@ -150,10 +150,10 @@ class GAN(GenerativeModel):
     """
 
     likelihood = "none"
-    capabilities = (
-        "sample",
-        "conditional (projection discriminator)",
-        "validation: Frechet distance on random features",
+    capabilities = Capabilities(
+        conditional=True,
+        figures=("samples",),
+        notes="projection discriminator when conditional; validation: Frechet distance on random features",
     )
     # G steps against the discriminator just updated in the same training step (alternating updates).
     recompute_loss_per_group = True
@@ -192,8 +192,7 @@ class GAN(GenerativeModel):
                 "need z_dim >= 1, n_critic >= 1, gp_weight >= 0 and at least one hidden width; "
                 f"got {z_dim}, {n_critic}, {gp_weight}, {hidden}"
             )
-        if conditional and not spec.num_classes:
-            raise ValueError(f"conditional=True needs class labels; data set {spec.name!r} has none")
+        self._init_conditioning(conditional)
         self.loss_type, self.z_dim, self.arch, self.n_critic, self.gp_weight = (
             loss,
             z_dim,
@@ -203,8 +202,6 @@ class GAN(GenerativeModel):
         )
         self.lr_g = DEFAULTS[loss]["lr"] if lr_g is None else float(lr_g)
         self.lr_d = DEFAULTS[loss]["lr"] if lr_d is None else float(lr_d)
-        self.conditional = conditional
-        self.c_dim = spec.num_classes if conditional else 0
         d = spec.dim
         if arch == "conv":
             self.gen: nn.Module = ConvGenerator(z_dim + self.c_dim, spec.shape, channels)
@@ -217,7 +214,8 @@ class GAN(GenerativeModel):
                 nn.Flatten(), MLP(d, hidden[:-1], hidden[-1], "leaky_relu"), nn.LeakyReLU(0.2)
             )
             feat = hidden[-1]
-        self.disc_head = nn.Linear(feat, 1)  # psi
+        # psi. A critic's constant offset cancels in E[f(real)] - E[f(fake)] and in the penalty: no bias.
+        self.disc_head = nn.Linear(feat, 1, bias=loss != "wgan-gp")
         # Projection term <embed(c), phi(x)>: a bias-free linear map of the one-hot class.
         self.disc_embed = nn.Linear(self.c_dim, feat, bias=False) if conditional else None
         # Schedule state (saved with the weights so --resume continues the n_critic cycle exactly):
@@ -226,16 +224,9 @@ class GAN(GenerativeModel):
         self.register_buffer("pending_g", torch.zeros((), dtype=torch.long))
 
     # --- networks -----------------------------------------------------------------------------
-    def _c(self, cond: Tensor | None, ref: Tensor) -> Tensor | None:
-        if not self.conditional:
-            return None
-        if cond is None:
-            raise ValueError("this GAN is conditional: pass cond (class ids [B] or one-hot [B, K])")
-        return one_hot(cond.to(ref.device), self.c_dim, ref.dtype)
-
     def generate(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         """Continuous generator output [B, *shape] in the (dequantized) data range; z is [B, z_dim]."""
-        c = self._c(cond, z)
+        c = self.cond_embedding(cond, z)
         h = self.gen(z if c is None else torch.cat([z, c], -1)).view(-1, *self.spec.shape)
         if self.spec.value_range is None:
             return h
@@ -246,7 +237,7 @@ class GAN(GenerativeModel):
         """[B] discriminator logit (ns: log D/(1-D)) or critic value (wgan-gp) of x [B, *shape]."""
         phi = self.disc_body(x)  # (B, feat)
         out = self.disc_head(phi)[:, 0]
-        c = self._c(cond, x)
+        c = self.cond_embedding(cond, x)
         if c is not None and self.disc_embed is not None:
             out = out + (self.disc_embed(c) * phi).sum(-1)
         return out
@@ -369,14 +360,12 @@ class GAN(GenerativeModel):
         return out
 
 
-@register("dcgan")
 class DCGAN(GAN):
     """DCGAN: non-saturating GAN loss (Goodfellow et al. 2014; Radford et al. 2016)."""
 
     default_loss = "ns"
 
 
-@register("wgan_gp")
 class WGANGP(GAN):
     """WGAN-GP: Wasserstein critic with gradient penalty, n_critic = 5 (Gulrajani et al. 2017)."""
 

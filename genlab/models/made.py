@@ -24,16 +24,14 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..data.spec import DataSpec
-from ..distributions import to_levels
-from ..nn import MaskedLinear, made_masks, one_hot
-from ..protocol import GenerativeModel, register
-from .transformer import sample_categorical
+from ..distributions import sample_categorical, to_levels
+from ..nn import MaskedMLP
+from ..protocol import Capabilities, GenerativeModel
 
 
-@register("made")
 class MADE(GenerativeModel):
     """Masked autoencoder for distribution estimation over discrete images or vectors.
 
@@ -46,7 +44,12 @@ class MADE(GenerativeModel):
     """
 
     likelihood = "exact"
-    capabilities = ("log_prob (exact, nats)", "sample", "encode (last hidden layer)", "order-agnostic", "conditional")
+    capabilities = Capabilities(
+        encode=True,
+        conditional=True,
+        figures=("samples",),
+        notes="order-agnostic mixtures; encode: last hidden layer (features, no latent variable)",
+    )
     #: Training settings for a ~1-minute CPU run (applied by `genlab train` once the CLI reads them).
     train_defaults = {"steps": 1000, "eval_every": 100}
 
@@ -75,16 +78,12 @@ class MADE(GenerativeModel):
                 "MADE needs at least one hidden layer of positive width and num_masks >= 1; "
                 f"got hidden={hidden}, num_masks={num_masks}"
             )
-        if conditional and not spec.num_classes:
-            raise ValueError(f"conditional=True needs class labels; data set {spec.name!r} has none")
-        self.d, self.levels, self.conditional, self.discrete = spec.dim, int(spec.levels), conditional, True
+        self._init_conditioning(conditional)
+        self.d, self.levels, self.discrete = spec.dim, int(spec.levels), True
         self.num_masks = num_masks if order_agnostic else 1
-        dims = [self.d, *hidden, self.d * self.levels]
-        self.layers = nn.ModuleList(MaskedLinear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-        # Unmasked class inputs to every layer: the first outputs see no hidden unit at all.
-        self.cond_layers = (
-            nn.ModuleList(nn.Linear(spec.num_classes, b, bias=False) for b in dims[1:]) if conditional else None
-        )
+        # Unmasked class inputs to every layer: the first outputs see no hidden unit at all. The
+        # masks are saved with the weights (persistent), so the active ordering round-trips.
+        self.net = MaskedMLP(self.d, hidden, self.levels, self.c_dim, cond_layers="all")
         # Input degrees (orderings) of every mask set, and the index of the active one.
         self.register_buffer("orders", torch.stack([self._ordering(k) for k in range(self.num_masks)]))
         self.register_buffer("active", torch.zeros((), dtype=torch.long))
@@ -102,37 +101,15 @@ class MADE(GenerativeModel):
         g = torch.Generator().manual_seed(1000 + k)
         deg_in = self.orders[k].cpu()
         degs, low = [], 1
-        for layer in self.layers[:-1]:
+        for layer in self.net.layers[:-1]:
             degs.append(torch.randint(low, max(self.d, 2), (layer.out_features,), generator=g))
             low = int(degs[-1].min())
-        masks = made_masks(deg_in, degs, deg_in.repeat(self.levels))  # output o = l * D + d
-        for layer, m in zip(self.layers, masks):
-            layer.set_mask(m)
+        self.net.set_degrees(deg_in, degs)  # output o = l * D + d
         self.active.fill_(k)
-
-    def _c(self, cond: Tensor | None, ref: Tensor) -> Tensor | None:
-        if not self.conditional:
-            return None
-        if cond is None:
-            raise ValueError("this MADE is conditional: pass cond (class ids [B] or one-hot [B, K])")
-        return one_hot(cond.to(ref.device), self.spec.num_classes, ref.dtype)  # type: ignore[arg-type]
-
-    def _hidden(self, x: Tensor, c: Tensor | None) -> list[Tensor]:
-        """Activations of every hidden layer (the input flattened to [B, D] first)."""
-        h, hs = x.flatten(1), []
-        for i, layer in enumerate(self.layers[:-1]):
-            a = layer(h) + (self.cond_layers[i](c) if c is not None else 0)
-            h = F.relu(a)
-            hs.append(h)
-        return hs
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """Logits [B, L, D] of p(x_d | x_<d) under the active ordering; x [B, *shape] in [0, 1]."""
-        c = self._c(cond, x)
-        out = self.layers[-1](self._hidden(x, c)[-1])
-        if c is not None:
-            out = out + self.cond_layers[-1](c)
-        return out.view(-1, self.levels, self.d)
+        return self.net(x.flatten(1), self.cond_embedding(cond, x))
 
     def _log_prob_active(self, x: Tensor, cond: Tensor | None) -> Tensor:
         ids = to_levels(x.flatten(1), self.levels)  # (B, D)
@@ -162,7 +139,7 @@ class MADE(GenerativeModel):
     def sample(self, n: int, cond: Tensor | None = None, *, generator: torch.Generator | None = None) -> Tensor:
         """[n, *shape] samples on the data's levels (floats level/(L-1)); with several orderings,
         each sample first picks one uniformly (a draw from the mixture that log_prob scores)."""
-        w = self.layers[0].weight
+        w = self.net.layers[0].weight
         x = torch.zeros(n, self.d, dtype=w.dtype, device=w.device)
         comp = (
             torch.randint(self.num_masks, (n,), generator=generator, device=w.device)
@@ -178,23 +155,27 @@ class MADE(GenerativeModel):
         return x.view(n, *self.spec.shape)
 
     def _sample_active(self, n: int, cond: Tensor | None, generator: torch.Generator | None) -> Tensor:
-        first, last = self.layers[0], self.layers[-1]
-        w1 = first.weight * first.mask  # (H1, D)
-        w_out = (last.weight * last.mask).view(self.levels, self.d, -1)  # (L, D, H_last)
-        b_out = last.bias.view(self.levels, self.d)
+        net = self.net
+        weights = net.masked_weights()
+        w1 = weights[0]  # (H1, D)
+        w_out = weights[-1].view(self.levels, self.d, -1)  # (L, D, H_last)
+        b_out = net.layers[-1].bias.view(self.levels, self.d)
         x = torch.zeros(n, self.d, dtype=w1.dtype, device=w1.device)
-        c = self._c(cond, x)
-        a1 = first.bias.expand(n, -1).clone()  # first pre-activation at x = 0, (n, H1)
-        if c is not None:
-            a1 = a1 + self.cond_layers[0](c)
-            c_out = self.cond_layers[-1](c).view(n, self.levels, self.d)  # class term of the logits
+        c = self.cond_embedding(cond, x)
+        last = len(net.layers) - 1
+        # Class terms of every layer (None when unconditional), constant over the D steps.
+        ct = [net.cond_term(i, c) for i in range(last + 1)]
+        a1 = net.layers[0].bias.expand(n, -1).clone()  # first pre-activation at x = 0, (n, H1)
+        if ct[0] is not None:
+            a1 = a1 + ct[0]
         for d in self.orders[int(self.active)].argsort().tolist():  # dimensions in sampling order
             h = F.relu(a1)
-            for i, layer in enumerate(self.layers[1:-1], start=1):
-                h = F.relu(layer(h) + (self.cond_layers[i](c) if c is not None else 0))
+            for i in range(1, last):
+                a = F.linear(h, weights[i], net.layers[i].bias)
+                h = F.relu(a if ct[i] is None else a + ct[i])
             logits = h @ w_out[:, d].T + b_out[:, d]  # (n, L): only dimension d's outputs
-            if c is not None:
-                logits = logits + c_out[:, :, d]
+            if ct[last] is not None:
+                logits = logits + ct[last].view(n, self.levels, self.d)[:, :, d]
             v = sample_categorical(logits, generator).to(x.dtype) / (self.levels - 1)
             x[:, d] = v
             a1 = a1 + v[:, None] * w1[:, d]  # rank-1 update: x_d's contribution to layer 1
@@ -203,4 +184,4 @@ class MADE(GenerativeModel):
     def encode(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """[B, H_last] last hidden layer under the active ordering: a representation only (MADE
         has no latent variable; features of a masked net see each input through the ordering)."""
-        return self._hidden(x, self._c(cond, x))[-1]
+        return self.net.hidden_states(x.flatten(1), self.cond_embedding(cond, x))[-1]

@@ -25,10 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.spec import DataSpec
-from ..distributions import to_levels
-from ..nn import MaskedConv2d, one_hot
-from ..protocol import GenerativeModel, register
-from .transformer import sample_categorical
+from ..distributions import sample_categorical, to_levels
+from ..nn import MaskedConv2d
+from ..protocol import Capabilities, GenerativeModel
 
 
 def gate(a: Tensor) -> Tensor:
@@ -60,7 +59,6 @@ class GatedLayer(nn.Module):
         return gate(v_pre), (h + h_new if self.residual else h_new)
 
 
-@register("pixelcnn")
 class PixelCNN(GenerativeModel):
     """PixelCNN (``gated=False``) or gated PixelCNN (``gated=True``) with categorical outputs.
 
@@ -75,11 +73,11 @@ class PixelCNN(GenerativeModel):
     """
 
     likelihood = "exact"
-    capabilities = (
-        "log_prob (exact, nats)",
-        "sample (one pass per sub-pixel)",
-        "encode (mean feature map)",
-        "conditional",
+    capabilities = Capabilities(
+        encode=True,
+        conditional=True,
+        figures=("samples",),
+        notes="sampling: one network pass per sub-pixel; encode: mean causal feature map",
     )
     #: Training settings for a ~1-minute CPU run (applied by `genlab train` once the CLI reads them).
     train_defaults = {"steps": 1000, "batch_size": 64, "eval_every": 100}
@@ -105,12 +103,10 @@ class PixelCNN(GenerativeModel):
                 "need channels >= 1, n_layers >= 0 and odd kernels; "
                 f"got {channels}, {n_layers}, {kernel_size}, {first_kernel}"
             )
-        if conditional and not spec.num_classes:
-            raise ValueError(f"conditional=True needs class labels; data set {spec.name!r} has none")
-        self.gated, self.conditional, self.discrete = gated, conditional, True
+        self._init_conditioning(conditional)
+        self.gated, self.discrete = gated, True
         self.c_in, self.levels = spec.shape[0], int(spec.levels)
         ch = math.ceil(channels / self.c_in) * self.c_in
-        self.n_cond = spec.num_classes if conditional else 0
         if gated:
             self.layers = nn.ModuleList(
                 GatedLayer(
@@ -119,7 +115,7 @@ class PixelCNN(GenerativeModel):
                     first_kernel if i == 0 else kernel_size,
                     self.c_in,
                     i == 0,
-                    self.n_cond,
+                    self.c_dim,
                 )
                 for i in range(n_layers + 1)
             )
@@ -127,7 +123,7 @@ class PixelCNN(GenerativeModel):
             self.first = MaskedConv2d(self.c_in, ch, first_kernel, "A", self.c_in)
             self.layers = nn.ModuleList(MaskedConv2d(ch, ch, kernel_size, "B", self.c_in) for _ in range(n_layers))
             self.cond = (
-                nn.ModuleList(nn.Linear(self.n_cond, ch, bias=False) for _ in range(n_layers + 1))
+                nn.ModuleList(nn.Linear(self.c_dim, ch, bias=False) for _ in range(n_layers + 1))
                 if conditional
                 else None
             )
@@ -139,16 +135,9 @@ class PixelCNN(GenerativeModel):
             MaskedConv2d(2 * ch, self.levels * self.c_in, 1, "B", self.c_in),
         )
 
-    def _c(self, cond: Tensor | None, ref: Tensor) -> Tensor | None:
-        if not self.conditional:
-            return None
-        if cond is None:
-            raise ValueError("this PixelCNN is conditional: pass cond (class ids [B] or one-hot [B, K])")
-        return one_hot(cond.to(ref.device), self.n_cond, ref.dtype)
-
     def features(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """Final hidden feature map [B, ch, H, W]; position (i, j) sees only earlier sub-pixels."""
-        c = self._c(cond, x)
+        c = self.cond_embedding(cond, x)
         x = x * 2 - 1  # centre the [0, 1] input
         if self.gated:
             v = h = x

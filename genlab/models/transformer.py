@@ -23,40 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.spec import DataSpec
-from ..protocol import GenerativeModel, register
+from ..distributions import sample_categorical
+from ..protocol import Capabilities, GenerativeModel
 
 KVCache = list[dict[str, Tensor]]  # one {"k": (B, nh, S, hs), "v": ...} per layer
-
-
-def sample_categorical(
-    logits: Tensor,
-    generator: torch.Generator | None = None,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-) -> Tensor:
-    """One draw per row of ``logits`` [B, V] -> ids [B] (long), after temperature, top-k and top-p.
-
-    top-k keeps the k most likely ids; top-p keeps the smallest set of most likely ids whose mass
-    reaches p (Holtzman et al. 2020). Exactly one uniform per row is drawn from ``generator``
-    (inverse CDF), so two samplers that compute the same logits make the same choices; this is
-    what lets cached and naive sampling be compared draw for draw. ``temperature=0`` is greedy.
-    """
-    u = 1.0 - torch.rand(logits.shape[0], 1, generator=generator, dtype=logits.dtype, device=logits.device)  # (0, 1]
-    if temperature == 0:
-        return logits.argmax(-1)
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = logits.sort(-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        drop_sorted = probs.cumsum(-1) - probs >= top_p  # the mass before this id already reaches p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to id order
-        logits = logits.masked_fill(drop, float("-inf"))
-    cdf = logits.softmax(-1).cumsum(-1)  # (B, V)
-    return (cdf < u * cdf[:, -1:]).sum(-1).clamp_(max=logits.shape[-1] - 1)
 
 
 class CausalSelfAttention(nn.Module):
@@ -100,7 +70,6 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-@register("transformer")
 class TransformerLM(GenerativeModel):
     """Causal transformer language model (GPT-2 style) over token ids, with a KV cache.
 
@@ -114,12 +83,12 @@ class TransformerLM(GenerativeModel):
     """
 
     likelihood = "exact"
-    capabilities = (
-        "log_prob (exact, nats)",
-        "sample (KV cache, temperature/top-k/top-p)",
-        "encode (mean hidden state)",
-        "prefix_embeds",
-        "conditional",
+    capabilities = Capabilities(
+        encode=True,
+        conditional=True,
+        sample_options=("temperature", "top_k", "top_p", "length", "prefix_embeds", "use_cache"),
+        figures=("samples",),
+        notes="KV-cache sampling; prefix_embeds in log_prob/sample/encode; encode: mean hidden state",
     )
     #: Training settings for a ~1-minute CPU run (applied by `genlab train` once the CLI reads them).
     train_defaults = {"steps": 500, "batch_size": 32, "lr": 2e-3, "eval_every": 100}
@@ -149,14 +118,13 @@ class TransformerLM(GenerativeModel):
             raise ValueError(
                 "conditional=True with source='text' is not supported yet (needs a data-key hook in the trainer)"
             )
-        if conditional and not spec.num_classes:
-            raise ValueError(f"conditional=True needs class labels; data set {spec.name!r} has none")
+        self._init_conditioning(conditional)
         if d_model % n_heads or min(d_model, n_layers, n_heads) < 1 or max_prefix < 0:
             raise ValueError(
                 "need d_model divisible by n_heads, positive sizes and max_prefix >= 0; "
                 f"got {d_model}, {n_layers}, {n_heads}, {max_prefix}"
             )
-        self.source, self.conditional, self.discrete = source, conditional, True
+        self.source, self.discrete = source, True
         self.data_key = source  # the batch key this model scores (for a trainer that asks)
         self.vocab_size = len(spec.vocab) if source == "text" else int(spec.levels or spec.vocab_size or 0)
         self.seq_len = int(spec.extra["text_len"]) if source == "text" else spec.shape[0]
@@ -191,10 +159,9 @@ class TransformerLM(GenerativeModel):
     def _prefix(self, n: int, cond: Tensor | None, prefix_embeds: Tensor | None) -> Tensor:
         """[n, P+1, d]: class embedding (conditional), ``prefix_embeds``, then the <start> vector."""
         parts = []
-        if self.conditional:
-            if cond is None:
-                raise ValueError("this transformer is conditional: pass cond (class ids [B])")
-            parts.append(self.cls_emb(cond.long())[:, None])  # (n, 1, d)
+        c = self.cond_embedding(cond, self.start)  # (n, K) one-hot, or None
+        if c is not None:  # the class embedding: one-hot times the table (a lookup for class ids)
+            parts.append((c @ self.cls_emb.weight)[:, None])  # (n, 1, d)
         if prefix_embeds is not None:
             if prefix_embeds.dim() != 3 or prefix_embeds.shape[0] != n or prefix_embeds.shape[2] != self.d_model:
                 raise ValueError(f"prefix_embeds must be [{n}, P, {self.d_model}]; got {tuple(prefix_embeds.shape)}")
@@ -293,24 +260,3 @@ class TransformerLM(GenerativeModel):
         pre = self._prefix(x.shape[0], cond, prefix_embeds)
         h = self._run(torch.cat([pre, self.tok_emb(x)], 1))
         return h[:, pre.shape[1] :].mean(1)
-
-
-def tokens_to_text(ids: Tensor, spec: DataSpec) -> list[str]:
-    """Token ids [N, T] -> N strings: a text file's tokenizer (``spec.extra["tokenizer"]``) joins
-    tokens as they are; caption vocabularies (words) are joined with spaces up to <eos>."""
-    from ..data.text import make_tokenizer
-
-    vocab = spec.vocab or ()
-    if spec.extra.get("tokenizer") in ("char", "word"):
-        tok = make_tokenizer(spec.extra["tokenizer"], vocab)
-        return [tok.decode(row) for row in ids.tolist()]
-    texts = []
-    for row in ids.tolist():
-        words = []
-        for i in row:
-            if vocab[i] == "<eos>":
-                break
-            if vocab[i] not in ("<pad>", "<bos>"):
-                words.append(vocab[i])
-        texts.append(" ".join(words))
-    return texts

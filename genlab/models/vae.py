@@ -18,11 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from ..data.spec import DataSpec
-from ..distributions import choose_likelihood
-from ..nn import MLP, ConvDecoder, ConvEncoder, activation, one_hot
-from ..protocol import GenerativeModel, register
-
-LOG_2PI = math.log(2 * math.pi)
+from ..distributions import LOG_2PI, choose_likelihood
+from ..nn import MLP, ConvDecoder, ConvEncoder, activation
+from ..protocol import Capabilities, GenerativeModel
 
 
 def gaussian_kl_standard(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -35,7 +33,6 @@ def diag_gaussian_log_prob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
     return -0.5 * ((z - mu).pow(2) * torch.exp(-logvar) + logvar + LOG_2PI).sum(-1)
 
 
-@register("vae")
 class VAE(GenerativeModel):
     """Gaussian-latent VAE with an MLP or convolutional encoder/decoder.
 
@@ -55,7 +52,16 @@ class VAE(GenerativeModel):
     """
 
     likelihood = "bound"
-    capabilities = ("log_prob (ELBO/IWAE bound)", "sample", "encode", "reconstruct", "conditional")
+    capabilities = Capabilities(
+        encode=True,
+        decode=True,
+        reconstruct=True,
+        conditional=True,
+        iwae=True,
+        sample_options=("mean",),
+        figures=("samples", "samples-mean", "reconstructions", "traversal", "interpolation"),
+        notes="log_prob is the ELBO (iwae_k=1) or the IWAE-k bound; encode: posterior mean",
+    )
 
     def __init__(
         self,
@@ -84,11 +90,8 @@ class VAE(GenerativeModel):
             arch = "conv" if is_image and min(spec.shape[1:]) >= 16 else "mlp"
         if arch not in ("mlp", "conv") or (arch == "conv" and not is_image):
             raise ValueError(f"arch must be 'mlp', 'conv' (images only) or 'auto'; got {arch!r} for {spec.kind} data")
-        if conditional and not spec.num_classes:
-            raise ValueError(f"conditional=True needs class labels; data set {spec.name!r} has none")
+        self._init_conditioning(conditional)
         self.z_dim, self.beta, self.warmup_steps, self.iwae_k = z_dim, float(beta), warmup_steps, iwae_k
-        self.conditional = conditional
-        self.c_dim = spec.num_classes if conditional else 0
         self.lik = choose_likelihood(spec, likelihood)
         self.discrete = self.lik.discrete
         hidden = list(hidden)
@@ -112,25 +115,18 @@ class VAE(GenerativeModel):
         self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
 
     # --- networks ---------------------------------------------------------------------------
-    def _c(self, cond: Tensor | None, ref: Tensor) -> Tensor | None:
-        if not self.conditional:
-            return None
-        if cond is None:
-            raise ValueError("this VAE is conditional: pass cond (class ids [B] or one-hot [B, K])")
-        return one_hot(cond.to(ref.device), self.c_dim, ref.dtype)
-
     def posterior(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Mean and log-variance of q(z | x[, c]), each [B, z_dim]."""
         h = self.enc_body(x.flatten(1) if self.arch == "mlp" else x)
-        c = self._c(cond, x)
+        c = self.cond_embedding(cond, x)
         if c is not None:
             h = torch.cat([h, c], -1)
         mu, logvar = self.enc_head(h).chunk(2, -1)
         return mu, logvar.clamp(-12.0, 8.0)
 
-    def decode(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+    def decoder_params(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         """Likelihood parameters [B, n_params, *data_shape] of p(x | z[, c]); z is [B, z_dim]."""
-        c = self._c(cond, z)
+        c = self.cond_embedding(cond, z)
         if c is not None:
             z = torch.cat([z, c], -1)
         return self.lik.split(self.dec(z), self.spec.shape)
@@ -145,7 +141,7 @@ class VAE(GenerativeModel):
         x, cond = batch["x"], self.condition(batch)
         mu, logvar = self.posterior(x, cond)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # reparameterization
-        rec = self.lik.log_prob(self.decode(z, cond), x)  # [B]
+        rec = self.lik.log_prob(self.decoder_params(z, cond), x)  # [B]
         kl = gaussian_kl_standard(mu, logvar)  # [B], analytic: lower variance than a sampled KL
         beta = self.current_beta()
         if self.training:
@@ -172,7 +168,7 @@ class VAE(GenerativeModel):
             zf = z.flatten(0, 1)
             xr = x.unsqueeze(0).expand(kk, *x.shape).flatten(0, 1)
             cr = None if cond is None else cond.unsqueeze(0).expand(kk, *cond.shape).flatten(0, 1)
-            log_px_z = self.lik.log_prob(self.decode(zf, cr), xr).view(kk, -1)
+            log_px_z = self.lik.log_prob(self.decoder_params(zf, cr), xr).view(kk, -1)
             log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
             log_qz = diag_gaussian_log_prob(z, mu, logvar)
             chunks.append(log_px_z + log_pz - log_qz)
@@ -185,14 +181,20 @@ class VAE(GenerativeModel):
     ) -> Tensor:
         """[n, *data_shape] draws of x ~ p(x|z) p(z) (``mean=True``: the decoder mean E[x|z] instead)."""
         z = torch.randn(n, self.z_dim, generator=generator, device=self.device, dtype=self.enc_head.weight.dtype)
-        params = self.decode(z, cond)
-        return self.lik.mean(params) if mean else self.lik.sample(params, generator)
+        return self.decode(z, cond, mean=mean, generator=generator)
 
     def encode(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """[B, z_dim] posterior mean E_q[z | x]."""
         return self.posterior(x, cond)[0]
 
+    def decode(
+        self, z: Tensor, cond: Tensor | None = None, *, mean: bool = True, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """[B, *data_shape] decoder mean E[x | z] (``mean=True``) or one draw x ~ p(x | z), z [B, z_dim]."""
+        params = self.decoder_params(z, cond)
+        return self.lik.mean(params) if mean else self.lik.sample(params, generator)
+
     @torch.no_grad()
     def reconstruct(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """[B, *data_shape] decoder mean at the posterior mean: E[x | z = E_q[z|x]]."""
-        return self.lik.mean(self.decode(self.posterior(x, cond)[0], cond))
+        return self.decode(self.posterior(x, cond)[0], cond)

@@ -24,20 +24,20 @@ from torch import Tensor, nn
 
 from ..data.audio import mu_law_decode, mu_law_encode
 from ..data.spec import DataSpec
-from ..nn import one_hot
-from ..protocol import GenerativeModel, register
-from .transformer import sample_categorical
+from ..distributions import sample_categorical
+from ..protocol import Capabilities, GenerativeModel
 
 
 class ResidualLayer(nn.Module):
     """Gated dilated causal convolution (kernel 2) with residual and skip 1x1 outputs."""
 
-    def __init__(self, channels: int, skip_channels: int, dilation: int, n_cond: int) -> None:
+    def __init__(self, channels: int, skip_channels: int, dilation: int, n_cond: int, residual: bool = True) -> None:
         super().__init__()
         self.dilation = dilation
         self.conv = nn.Conv1d(channels, 2 * channels, 2, dilation=dilation)  # taps: t - d, t
         self.cond = nn.Linear(n_cond, 2 * channels, bias=False) if n_cond else None
-        self.res = nn.Conv1d(channels, channels, 1)
+        # The last layer's residual output feeds nothing (only its skip does): no parameters for it.
+        self.res = nn.Conv1d(channels, channels, 1) if residual else None
         self.skip = nn.Conv1d(channels, skip_channels, 1)
 
     def _gate(self, a: Tensor, c: Tensor | None) -> Tensor:
@@ -49,7 +49,7 @@ class ResidualLayer(nn.Module):
     def forward(self, x: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
         """x [B, C, T] -> (residual output [B, C, T], skip [B, S, T]); causal by left padding."""
         z = self._gate(self.conv(F.pad(x, (self.dilation, 0))), c)
-        return x + self.res(z), self.skip(z)
+        return (x if self.res is None else x + self.res(z)), self.skip(z)
 
     def step_weights(self, c: Tensor | None) -> tuple[Tensor, Tensor]:
         """For :meth:`step`: both conv taps as one matrix [2C, 2C] (rows: input at t-d, then t),
@@ -67,10 +67,9 @@ class ResidualLayer(nn.Module):
         queue[slot] = x
         a1, a2 = torch.addmm(weights[1], both, weights[0]).chunk(2, 1)
         z = torch.tanh(a1) * torch.sigmoid(a2)
-        return x + F.linear(z, self.res.weight[..., 0], self.res.bias), z
+        return (x if self.res is None else x + F.linear(z, self.res.weight[..., 0], self.res.bias)), z
 
 
-@register("wavenet")
 class WaveNet(GenerativeModel):
     """WaveNet over 1-D signals: categorical over 8-bit mu-law codes (or the data's own levels).
 
@@ -82,11 +81,12 @@ class WaveNet(GenerativeModel):
     """
 
     likelihood = "exact"
-    capabilities = (
-        "log_prob (exact, nats, of the quantized signal)",
-        "sample (queue cache)",
-        "encode (mean skip features)",
-        "conditional",
+    capabilities = Capabilities(
+        encode=True,
+        conditional=True,
+        sample_options=("temperature", "length", "use_cache"),
+        figures=("samples",),
+        notes="log_prob of the quantized signal; queue-cache sampling; encode: mean skip features",
     )
     #: Training settings for a ~1-minute CPU run (applied by `genlab train` once the CLI reads them).
     train_defaults = {"steps": 300, "batch_size": 8, "eval_every": 100}
@@ -115,16 +115,14 @@ class WaveNet(GenerativeModel):
                 "need positive sizes and mu_levels >= 2; "
                 f"got {channels}, {skip_channels}, {layers_per_stack}, {stacks}, {mu_levels}"
             )
-        if conditional and not spec.num_classes:
-            raise ValueError(f"conditional=True needs class labels; data set {spec.name!r} has none")
-        self.conditional, self.discrete = conditional, True
+        self._init_conditioning(conditional)
+        self.discrete = True
         self.levels = int(spec.levels or mu_levels)
-        self.n_cond = spec.num_classes if conditional else 0
         self.embed = nn.Embedding(self.levels + 1, channels)  # id L = <start>: the input before x_0
+        n = stacks * layers_per_stack
         self.layers = nn.ModuleList(
-            ResidualLayer(channels, skip_channels, 2**i, self.n_cond)
-            for _ in range(stacks)
-            for i in range(layers_per_stack)
+            ResidualLayer(channels, skip_channels, 2 ** (j % layers_per_stack), self.c_dim, residual=j < n - 1)
+            for j in range(n)
         )
         self.out1 = nn.Linear(skip_channels, skip_channels)
         self.out2 = nn.Linear(skip_channels, self.levels)
@@ -146,13 +144,6 @@ class WaveNet(GenerativeModel):
         return mu_law_decode(q, self.levels, dtype)
 
     # --- the network --------------------------------------------------------------------------
-    def _c(self, cond: Tensor | None, ref: Tensor) -> Tensor | None:
-        if not self.conditional:
-            return None
-        if cond is None:
-            raise ValueError("this WaveNet is conditional: pass cond (class ids [B] or one-hot [B, K])")
-        return one_hot(cond.to(ref.device), self.n_cond, ref.dtype)
-
     def _net(self, inp: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
         """Input ids [B, T] (shifted: <start>, q_0 .. q_{T-2}) -> (logits [B, T, L], skip sum [B, T, S])."""
         h = self.embed(inp).transpose(1, 2)  # (B, C, T): the one-hot input's 1x1 convolution
@@ -169,7 +160,7 @@ class WaveNet(GenerativeModel):
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """Logits [B, T, L] of p(q_t | q_<t, c) for a signal x [B, T]."""
-        c = self._c(cond, self.embed.weight)
+        c = self.cond_embedding(cond, self.embed.weight)
         return self._net(self._inputs(self.quantize(x)), c)[0]
 
     # --- the protocol -------------------------------------------------------------------------
@@ -202,7 +193,7 @@ class WaveNet(GenerativeModel):
         """
         length = self.spec.shape[0] if length is None else length
         w = self.embed.weight
-        c = self._c(cond, w)
+        c = self.cond_embedding(cond, w)
         q = torch.full((n, length + 1), self.levels, dtype=torch.long, device=w.device)  # <start>, q_0..
         queues = [torch.zeros(layer.dilation, n, w.shape[1], dtype=w.dtype, device=w.device) for layer in self.layers]
         weights = [layer.step_weights(c) for layer in self.layers]
@@ -224,5 +215,5 @@ class WaveNet(GenerativeModel):
 
     def encode(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """[B, skip_channels] time average of the skip features: a representation only."""
-        c = self._c(cond, self.embed.weight)
+        c = self.cond_embedding(cond, self.embed.weight)
         return self._net(self._inputs(self.quantize(x)), c)[1].mean(1)

@@ -1,7 +1,6 @@
 """Normalizing flows with exact likelihood: RealNVP, Glow, MAF and NSF (one file per family),
-built from the bijections in ``transforms.py`` and ``splines.py``. Importing registers them."""
+built from the bijections in ``transforms.py`` and ``splines.py`` (registered in :mod:`genlab.registry`)."""
 
-from . import glow, maf, nsf, realnvp  # noqa: F401
 from .base import FlowModel
 from .glow import Glow
 from .maf import MAF

@@ -19,12 +19,11 @@ import torch
 from torch import Tensor
 
 from ...data.spec import DataSpec
-from ...nn import one_hot
-from ...protocol import GenerativeModel
-from .dequantization import VariationalDequantizer, from_unit, to_levels, uniform_dequantize
+from ...distributions import LOG_2PI, to_levels
+from ...protocol import Capabilities, GenerativeModel
+from .dequantization import VariationalDequantizer, from_unit, uniform_dequantize
 from .transforms import Chain, Logit, Shift, Transform
 
-LOG_2PI = math.log(2 * math.pi)
 DEQUANTIZATIONS = ("uniform", "variational")
 
 
@@ -40,7 +39,14 @@ class FlowModel(GenerativeModel):
     """
 
     likelihood = "exact"
-    capabilities = ("log_prob (exact)", "sample (temperature)", "encode (exact inverse)", "decode", "conditional")
+    capabilities = Capabilities(
+        encode=True,
+        decode=True,
+        conditional=True,
+        sample_options=("temperature",),
+        figures=("samples", "density"),
+        notes="encode: the exact latent z = f(x); decode is its inverse",
+    )
 
     def __init__(
         self,
@@ -58,13 +64,10 @@ class FlowModel(GenerativeModel):
             )
         if spec.dtype not in ("float32", "float64"):
             raise ValueError(f"{type(self).__name__} needs float data; data set {spec.name!r} has dtype {spec.dtype!r}")
-        if conditional and not spec.num_classes:
-            raise ValueError(f"conditional=True needs class labels; data set {spec.name!r} has none")
+        self._init_conditioning(conditional)
         if dequantization not in DEQUANTIZATIONS:
             raise ValueError(f"dequantization must be one of {', '.join(DEQUANTIZATIONS)}; got {dequantization!r}")
-        self.conditional = conditional
         self.discrete = False  # a density of dequantized data: bits/dim adds D ln L
-        self.c_dim = spec.num_classes if conditional else 0
         self.levels = spec.levels
         # Bounded data (discrete levels, or floats in [0, 1]) go through a logit (or Glow's shift).
         self.bounded = spec.levels is not None or spec.value_range is not None
@@ -90,13 +93,6 @@ class FlowModel(GenerativeModel):
         self.flow: Transform = Chain([])
 
     # --- helpers ------------------------------------------------------------------------------
-    def _c(self, cond: Tensor | None, ref: Tensor) -> Tensor | None:
-        if not self.conditional:
-            return None
-        if cond is None:
-            raise ValueError(f"this {type(self).__name__} is conditional: pass cond (class ids [B] or one-hot [B, K])")
-        return one_hot(cond.to(ref.device), self.c_dim, ref.dtype)
-
     @property
     def _dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
@@ -119,7 +115,7 @@ class FlowModel(GenerativeModel):
         if not self.levels:
             return x, None
         if self.deq is not None:
-            return self.deq(to_levels(x, self.levels), self.levels)
+            return self.deq(to_levels(x, self.levels).to(x.dtype), self.levels)
         return uniform_dequantize(x, self.levels), None
 
     # --- the protocol -------------------------------------------------------------------------
@@ -135,19 +131,22 @@ class FlowModel(GenerativeModel):
     def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """[B] log-density in nats of one dequantized version of x (see the class docstring)."""
         y, log_q = self.dequantize(x)
-        lp = self.log_density(y, self._c(cond, x))
+        lp = self.log_density(y, self.cond_embedding(cond, x))
         return lp if log_q is None else lp - log_q
 
     def encode(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """[B, D] latent z = f(x). Discrete data use the centre of each level's bin,
         y = (level + 1/2) / L, so ``decode(encode(x)) == x`` exactly."""
-        y = (to_levels(x, self.levels) + 0.5) / self.levels if self.levels else x
+        y = (to_levels(x, self.levels).to(x.dtype) + 0.5) / self.levels if self.levels else x
         s, _ = self.pre(y)
-        return self.flow(s, self._c(cond, x))[0]
+        return self.flow(s, self.cond_embedding(cond, x))[0]
 
-    def decode(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
-        """[B, *shape] data for latents z [B, D] (x = f^{-1}(z)), in the data's space and range."""
-        y = self.pre.inverse(self.flow.inverse(z, self._c(cond, z)))
+    def decode(
+        self, z: Tensor, cond: Tensor | None = None, *, mean: bool = True, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """[B, *shape] data for latents z [B, D] (x = f^{-1}(z)), in the data's space and range.
+        A flow's decoder is deterministic: ``mean`` and ``generator`` change nothing."""
+        y = self.pre.inverse(self.flow.inverse(z, self.cond_embedding(cond, z)))
         if self.levels:
             return from_unit(y, self.levels)
         if self.bounded:

@@ -13,20 +13,12 @@ flow of affine couplings that sees the data, so the noise can follow the model a
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...distributions import LOG_2PI, to_levels
 from .transforms import AffineCoupling, Chain, CondConvNet, CondMLP, Shape, sum_except_batch
-
-LOG_2PI = math.log(2 * math.pi)
-
-
-def to_levels(x: Tensor, levels: int) -> Tensor:
-    """Floats level / (L - 1) in [0, 1] -> level ids as floats 0..L-1 (rounded, clamped)."""
-    return torch.round(x * (levels - 1)).clamp_(0, levels - 1)
 
 
 def from_unit(y: Tensor, levels: int) -> Tensor:
@@ -36,7 +28,7 @@ def from_unit(y: Tensor, levels: int) -> Tensor:
 
 def uniform_dequantize(x: Tensor, levels: int) -> Tensor:
     """y = (level + u) / L with u ~ U[0, 1)^D: a point of the level's bin, in [0, 1)."""
-    return (to_levels(x, levels) + torch.rand_like(x)) / levels
+    return (to_levels(x, levels).to(x.dtype) + torch.rand_like(x)) / levels
 
 
 class VariationalDequantizer(nn.Module):

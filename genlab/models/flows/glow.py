@@ -16,12 +16,10 @@ couplings, as in Glow's and NSF's tabular experiments).
 from __future__ import annotations
 
 from ...data.spec import DataSpec
-from ...protocol import register
 from .base import FlowModel
 from .transforms import ActNorm, AffineCoupling, Chain, CondConvNet, CondMLP, InvConv1x1, MultiScale, Squeeze, Transform
 
 
-@register("glow")
 class Glow(FlowModel):
     """Glow (Kingma & Dhariwal 2018): actnorm + invertible 1x1 conv + affine coupling, multi-scale.
 

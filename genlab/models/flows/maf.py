@@ -18,7 +18,6 @@ from collections.abc import Sequence
 import torch
 
 from ...data.spec import DataSpec
-from ...protocol import register
 from .base import FlowModel
 from .transforms import ActNorm, Chain, Flatten, MaskedAffineAutoregressive, Transform
 
@@ -26,7 +25,6 @@ from .transforms import ActNorm, Chain, Flatten, MaskedAffineAutoregressive, Tra
 MAX_IMAGE_DIM = 256
 
 
-@register("maf")
 class MAF(FlowModel):
     """Masked Autoregressive Flow (Papamakarios et al. 2017) of MADE layers (Germain et al. 2015).
 

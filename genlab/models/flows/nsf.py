@@ -11,13 +11,11 @@ far more flexible per layer than an affine map, so a few steps fit multimodal de
 from __future__ import annotations
 
 from ...data.spec import DataSpec
-from ...protocol import register
 from .base import FlowModel
 from .splines import SplineCoupling
 from .transforms import ActNorm, Chain, CondMLP, InvConv1x1, Transform
 
 
-@register("nsf")
 class NSF(FlowModel):
     """Neural Spline Flow (Durkan et al. 2019): rational-quadratic spline couplings with LU mixing.
 

@@ -15,7 +15,6 @@ data-initialized ActNorm follows each coupling where the paper used batch normal
 from __future__ import annotations
 
 from ...data.spec import DataSpec
-from ...protocol import register
 from .base import FlowModel
 from .transforms import ActNorm, AffineCoupling, Chain, CondConvNet, CondMLP, MultiScale, Squeeze, Transform
 
@@ -34,7 +33,6 @@ def vector_couplings(
     return layers
 
 
-@register("realnvp")
 class RealNVP(FlowModel):
     """RealNVP (Dinh et al. 2017): affine couplings; multi-scale with checkerboard/channel masks on images.
 

@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...nn import made_masks
+from ...nn import MaskedMLP
 
 Shape = tuple[int, ...]
 
@@ -452,53 +452,7 @@ class AffineCoupling(Transform):
         return self._join(a, (b - shift) * torch.exp(-log_s))
 
 
-# --- MADE and the masked autoregressive affine transform (MAF) --------------------------------
-
-
-class MADE(nn.Module):
-    """Masked autoencoder for distribution estimation (Germain et al. 2015): an MLP whose weight
-    masks make output d depend only on inputs that come before d in ``order``.
-
-    Degrees: input i gets its position in ``order`` (1..D); hidden units cycle through 1..D-1
-    (deterministic, so every degree is present whenever hidden >= D - 1); a hidden unit of degree k
-    sees inputs of degree <= k, and an output of degree d sees hidden units of degree < d. Output:
-    [B, n_params, D]. The condition c [B, K] feeds every first-layer unit (unmasked). The last
-    layer starts at zero, so a MAF layer starts as the identity.
-    """
-
-    def __init__(self, dim: int, hidden: Sequence[int], n_params: int, order: Tensor, cond_dim: int = 0) -> None:
-        super().__init__()
-        self.dim, self.n_params = dim, n_params
-        deg_in = torch.empty(dim, dtype=torch.long)
-        deg_in[order] = torch.arange(1, dim + 1)
-        hidden_degs = [torch.arange(h) % max(1, dim - 1) + 1 for h in hidden]
-        # output unit p * D + d has the degree of input d
-        masks = made_masks(deg_in, hidden_degs, deg_in.repeat(n_params))
-        dims = [dim, *hidden, n_params * dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-        for i, m in enumerate(masks):
-            self.register_buffer(f"mask{i}", m, persistent=False)
-            with torch.no_grad():
-                self.layers[i].weight.mul_(m)
-        nn.init.zeros_(self.layers[-1].weight)
-        nn.init.zeros_(self.layers[-1].bias)
-        self.cond = nn.Linear(cond_dim, dims[1], bias=False) if cond_dim else None
-
-    def masked_weights(self) -> list[Tensor]:
-        """The weights with their masks applied (computed once per call of a sequential inverse)."""
-        return [layer.weight * getattr(self, f"mask{i}") for i, layer in enumerate(self.layers)]
-
-    def forward(self, x: Tensor, c: Tensor | None = None, weights: list[Tensor] | None = None) -> Tensor:
-        weights = self.masked_weights() if weights is None else weights
-        h = x
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            h = F.linear(h, weights[i], layer.bias)
-            if i == 0 and self.cond is not None:
-                h = h + self.cond(c)
-            if i < last:
-                h = F.relu(h)
-        return h.view(x.shape[0], self.n_params, self.dim)
+# --- the masked autoregressive affine transform (MAF), on the MADE network of nn.py ------------
 
 
 class MaskedAffineAutoregressive(Transform):
@@ -506,13 +460,24 @@ class MaskedAffineAutoregressive(Transform):
     with (log s, t) from one MADE pass, so the density direction x -> z costs one network
     evaluation; the Jacobian is triangular and log|det| = sum_d log s_d. The inverse (sampling)
     needs D sequential passes: after pass k every coordinate of degree <= k is exact.
+
+    The MADE (:class:`~genlab.nn.MaskedMLP`, output [B, 2, D]) gives input i the degree of its
+    position in ``order`` (1..D); hidden units cycle through 1..D-1 (deterministic, so every degree
+    is present whenever hidden >= D - 1, and the masks follow from the config: not saved). The
+    condition c [B, K] feeds every first-layer unit (unmasked). The last layer starts at zero, so
+    the layer starts as the identity.
     """
 
     def __init__(
         self, dim: int, hidden: Sequence[int], order: Tensor, cond_dim: int = 0, max_log_scale: float = 3.0
     ) -> None:
         super().__init__()
-        self.made = MADE(dim, hidden, 2, order, cond_dim)
+        self.made = MaskedMLP(dim, hidden, 2, cond_dim, cond_layers="first", persistent_masks=False)
+        deg_in = torch.empty(dim, dtype=torch.long)
+        deg_in[order] = torch.arange(1, dim + 1)
+        self.made.set_degrees(deg_in, [torch.arange(h) % max(1, dim - 1) + 1 for h in hidden])
+        nn.init.zeros_(self.made.layers[-1].weight)
+        nn.init.zeros_(self.made.layers[-1].bias)
         self.bound = float(max_log_scale)
 
     def _params(self, x: Tensor, c: Tensor | None, weights: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
