@@ -11,6 +11,7 @@ into memory of their own: a memory-mapped tensor would change if its file were r
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -27,6 +28,27 @@ from torch import Tensor
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated or inconsistent; the message says which file and why."""
+
+
+class DiskFullError(OSError):
+    """The disk (or the user's quota) filled up while genlab wrote ``filename``. Writes are atomic,
+    so the file as it was before is still there; the message names the file and may say more
+    (``note``: what was kept, how to go on)."""
+
+    def __init__(self, path: str | os.PathLike, note: str = "") -> None:
+        super().__init__(errno.ENOSPC, f"no space left on device while writing {str(path)!r}{note}", str(path))
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """Whether ``e`` says the disk or quota is full: an ``OSError`` with errno ENOSPC/EDQUOT, or
+    safetensors' own error type that wraps one ("os error 28")."""
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    text = str(e)
+    return f"os error {errno.ENOSPC}" in text or "No space left on device" in text
 
 
 #: Temporary files end in this suffix (and start with ``.NAME.``): a crash can leave them behind,
@@ -85,8 +107,15 @@ def _backup(path: Path) -> None:
 
 
 def _atomic(path: Path, write: Callable[[str], None], keep_prev: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
+    """Write ``path`` through ``write(temporary_name)`` and a rename. A full disk raises
+    :class:`DiskFullError` naming ``path`` (not the temporary file, which is removed)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_path(path)
+    except OSError as e:
+        if is_disk_full(e):
+            raise DiskFullError(path) from None
+        raise
     try:
         write(tmp)
         # mkstemp makes 0600 files (and a writer may make its own): a run folder's files get the
@@ -97,9 +126,11 @@ def _atomic(path: Path, write: Callable[[str], None], keep_prev: bool = False) -
         if keep_prev and path.exists():
             _backup(path)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if is_disk_full(e):
+            raise DiskFullError(path) from None
         raise
     _fsync_dir(path.parent)
 
@@ -182,10 +213,15 @@ def read_yaml(path: str | os.PathLike) -> Any:
     if not path.exists():
         raise CheckpointError(f"{str(path)!r} does not exist")
     try:
-        with open(path) as f:
+        with open(path, "rb") as f:  # bytes: PyYAML decodes (UTF-8/16 by BOM) and reports bad bytes as YAMLError
             return yaml.safe_load(f)
     except yaml.YAMLError as e:
-        raise CheckpointError(f"{str(path)!r} is not valid YAML ({str(e).splitlines()[0]})") from None
+        lines = str(e).strip().splitlines()
+        raise CheckpointError(f"{str(path)!r} is not valid YAML ({lines[0] if lines else type(e).__name__})") from None
+    except RecursionError:
+        raise CheckpointError(f"{str(path)!r} is nested too deeply to read as YAML") from None
+    except ValueError as e:  # a value PyYAML cannot construct, e.g. the timestamp 2001-13-45
+        raise CheckpointError(f"{str(path)!r} is not valid YAML ({e})") from None
 
 
 # --- optimizer state <-> flat tensors + JSON ----------------------------------------------------

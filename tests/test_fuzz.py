@@ -16,6 +16,7 @@ import struct
 import tempfile
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,12 +36,15 @@ from genlab.data.base import SPLITS, InvalidDataError, TensorDataset
 from genlab.data.files import load_array_file, load_image_folder, load_path
 from genlab.data.text import load_text_file
 
+#: Multiplies every test's number of examples, for a longer soak: GENLAB_FUZZ_SCALE=20 pytest -m slow ...
+_SCALE = float(os.environ.get("GENLAB_FUZZ_SCALE", "1"))
+
 
 def _fuzz(max_examples: int) -> settings:
     """Hypothesis settings sized so the whole file runs in well under a minute on two cores; no
     example database is written into the working tree."""
     return settings(
-        max_examples=max_examples,
+        max_examples=max(1, round(max_examples * _SCALE)),
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -79,8 +83,8 @@ def _check_dataset(ds: Any) -> None:
         assert float(x.min()) >= lo and float(x.max()) <= hi
     if spec.levels is not None:
         assert 2 <= spec.levels <= F.MAX_LEVELS
-        ids = x.double() * (spec.levels - 1)
-        assert float((ids - ids.round()).abs().max()) < 1e-3
+        ids = torch.round(x * (spec.levels - 1))  # as models read levels back (float32)
+        assert torch.equal(ids / (spec.levels - 1), x)
     if spec.kind == "image":
         assert x.ndim == 4 and x.shape[1] in (1, 2, 3, 4)
     if "y" in ds.tensors:
@@ -349,8 +353,9 @@ def _options(draw: st.DrawFn, opts: dict[str, st.SearchStrategy]) -> dict[str, A
 _ODD = st.one_of(st.none(), st.booleans(), st.integers(-3, 300), st.floats(allow_nan=True), st.text(max_size=3))
 
 
+@pytest.mark.filterwarnings("ignore:Stored array in format 3.0")
 @pytest.mark.slow
-@_fuzz(120)
+@_fuzz(300)
 @given(x=_arrays(), split=_SPLIT, data=st.data())
 def test_fuzz_npy(x: np.ndarray, split: str, data: st.DataObject) -> None:
     opts = _options(data.draw, {"levels": _ODD, "seed": _ODD})
@@ -374,8 +379,9 @@ def test_fuzz_npy(x: np.ndarray, split: str, data: st.DataObject) -> None:
             assert np.allclose(ds.tensors["x"].double().numpy(), want.astype(np.float32), rtol=1e-6, atol=0)
 
 
+@pytest.mark.filterwarnings("ignore:Stored array in format 3.0")
 @pytest.mark.slow
-@_fuzz(80)
+@_fuzz(200)
 @given(
     x=_arrays(min_dims=1),
     y=st.none() | _arrays(min_dims=1),
@@ -430,7 +436,7 @@ def _corrupted(draw: st.DrawFn) -> tuple[str, bytes]:
 
 
 @pytest.mark.slow
-@_fuzz(200)
+@_fuzz(500)
 @given(case=_corrupted(), split=_SPLIT)
 def test_fuzz_corrupt_array_files(case: tuple[str, bytes], split: str) -> None:
     suffix, raw = case
@@ -507,7 +513,7 @@ def _image_folders(draw: st.DrawFn) -> tuple[dict[str, bytes], bool, list[np.nda
 
 
 @pytest.mark.slow
-@_fuzz(60)
+@_fuzz(150)
 @given(
     folder=_image_folders(),
     size=st.none() | st.integers(1, 5) | st.tuples(st.integers(1, 5), st.integers(1, 5)) | _ODD,
@@ -533,7 +539,7 @@ def test_fuzz_image_folder(folder, size, grayscale, split: str) -> None:
 
 
 @pytest.mark.slow
-@_fuzz(40)
+@_fuzz(100)
 @given(
     size=st.tuples(st.integers(1, 6), st.integers(1, 6)),
     classes=st.sampled_from([None, ["a"], ["a", "b"]]),
@@ -575,6 +581,21 @@ def test_16_bit_png_is_scaled_not_clipped(tmp_path) -> None:
     assert got[0, 0].tolist() == levels.tolist() and got[1, 0].tolist() == levels[::-1].tolist()
 
 
+def test_image_header_over_the_pixel_limit_is_refused_before_decoding(tmp_path) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, format="PNG")
+    raw = bytearray(buf.getvalue())
+    for w, h in ((10_000, 9_500), (30_000, 30_000)):  # Pillow warns over 89 M pixels, refuses over 179 M
+        ihdr = struct.pack(">II", w, h) + bytes(raw[24:29])
+        raw[16:29] = ihdr
+        raw[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+        (tmp_path / "bomb.png").write_bytes(bytes(raw))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(InvalidDataError, match=r"bomb.png' cannot be read \(Image size"):
+                load_dataset(str(tmp_path), "all")
+
+
 @st.composite
 def _broken_image(draw: st.DrawFn) -> tuple[str, bytes]:
     """A valid image file of any format and mode with bytes overwritten, cut off or inserted."""
@@ -595,7 +616,7 @@ def _broken_image(draw: st.DrawFn) -> tuple[str, bytes]:
 
 
 @pytest.mark.slow
-@_fuzz(250)
+@_fuzz(500)
 @given(case=_broken_image(), grayscale=st.sampled_from([None, True, False]), size=st.none() | st.integers(1, 4))
 def test_fuzz_corrupt_image_files(case: tuple[str, bytes], grayscale, size) -> None:
     ext, raw = case
@@ -608,7 +629,7 @@ def test_fuzz_corrupt_image_files(case: tuple[str, bytes], grayscale, size) -> N
 
 
 @pytest.mark.slow
-@_fuzz(120)
+@_fuzz(300)
 @given(
     content=st.one_of(
         st.binary(max_size=300),
@@ -634,6 +655,12 @@ def test_fuzz_text_file(content: bytes, tokenizer: str, block_size, split: str) 
             assert ds is not None and len(ds) == len(load_text_file(p, "all", tokenizer, 1).tensors["x"])
 
 
+# read_yaml (genlab/checkpoint.py) lets UnicodeDecodeError, RecursionError and ValueError out; the
+# fix (open the file in binary so PyYAML reports bad bytes as a YAMLError; catch RecursionError and
+# ValueError as CheckpointError) is outside genlab/data. Remove these markers with it: strict, so
+# the fixed tests then fail until they are.
+
+
 @pytest.mark.parametrize(
     "content",
     [
@@ -653,7 +680,7 @@ def test_read_yaml_bad_files_are_one_line_checkpoint_errors(tmp_path, content: b
 
 
 @pytest.mark.slow
-@_fuzz(150)
+@_fuzz(300)
 @given(
     content=st.one_of(
         st.binary(max_size=200),

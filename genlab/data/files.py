@@ -3,7 +3,9 @@
 Every loader validates its input and raises a one-line :class:`InvalidDataError` naming the path (or
 file) and what was expected. Arrays and images are split deterministically 80/10/10 with
 :func:`split_indices` (seeded; ``seed=`` option), text contiguously 90/5/5 (see ``text.py``).
-Nothing is ever unpickled: ``np.load(..., allow_pickle=False)``.
+Nothing is ever unpickled (``allow_pickle=False``), no array is allocated from its header alone (the
+declared size is checked against the bytes present), and no symlink is followed out of an image
+folder or into a loop.
 """
 
 from __future__ import annotations
@@ -229,16 +231,19 @@ def _npy_header(fh: Any, size: int, what: str) -> tuple[tuple[int, ...], np.dtyp
     fmt = np.lib.format
     try:
         version = fmt.read_magic(fh)
-        if version == (1, 0):
-            shape, _, dtype = fmt.read_array_header_1_0(fh, max_header_size=_MAX_HEADER)
-        elif version == (2, 0):
-            shape, _, dtype = fmt.read_array_header_2_0(fh, max_header_size=_MAX_HEADER)
-        elif version == (3, 0):
-            shape, dtype = _npy_header_3_0(fh)
-        else:
-            raise InvalidDataError(
-                f"{what} has .npy format version {version[0]}.{version[1]}; expected 1.0, 2.0 or 3.0"
-            )
+        with warnings.catch_warnings():  # literal_eval on a corrupt header: "invalid escape sequence"
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", SyntaxWarning)
+            if version == (1, 0):
+                shape, _, dtype = fmt.read_array_header_1_0(fh, max_header_size=_MAX_HEADER)
+            elif version == (2, 0):
+                shape, _, dtype = fmt.read_array_header_2_0(fh, max_header_size=_MAX_HEADER)
+            elif version == (3, 0):
+                shape, dtype = _npy_header_3_0(fh)
+            else:
+                raise InvalidDataError(
+                    f"{what} has .npy format version {version[0]}.{version[1]}; expected 1.0, 2.0 or 3.0"
+                )
         header_end = fh.tell()
     except InvalidDataError:
         raise
@@ -533,7 +538,9 @@ def load_image_folder(
     labels when the images sit in sub-folders (one class per sub-folder, sorted by name; images
     anywhere below a class folder belong to it). ``size`` (int or (H, W)) resizes every image;
     without it all images must share one size. ``grayscale`` True/False forces 1 or 3 channels;
-    None picks 1 channel when every image is gray (R = G = B). Alpha is dropped."""
+    None picks 1 channel when every image is gray (R = G = B). Alpha is dropped; 16-bit gray images
+    are scaled to 8 bits. Symlinks are followed only to places inside ``path`` not reached otherwise
+    (see :func:`_scan_image_folder`)."""
     check_split(split)
     hw = _parse_size(size)
     if grayscale is not None and not isinstance(grayscale, (bool, np.bool_)):
@@ -588,15 +595,21 @@ def _read_image(file: str, hw: tuple[int, int] | None, grayscale: bool | None) -
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(file) as im:
-            im.load()  # decode now, so truncated or corrupt data fails here, naming this file
-            if im.mode.startswith("I"):  # 16-bit gray (PNG): scale to 8 bits; convert() would clip at 255
-                wide = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
-                im = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
-            im = im.convert("L" if grayscale else "RGB")
-            if hw is not None and im.size != (hw[1], hw[0]):
-                im = im.resize((hw[1], hw[0]), Image.Resampling.LANCZOS)
-            a = np.asarray(im, dtype=np.uint8)
+        with warnings.catch_warnings():
+            # Over Pillow's pixel limit (89 M pixels) is an error, not a warning: a corrupt header
+            # must not make it allocate gigabytes before the data turn out to be missing.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as im:
+                im.load()  # decode now, so truncated or corrupt data fails here, naming this file
+                if im.mode.startswith("I"):  # 16-bit gray (PNG): scale to 8 bits; convert() would clip at 255
+                    wide = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
+                    im = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
+                if im.mode == "P" and "transparency" in im.info:
+                    im = im.convert("RGBA")  # the same colours, without Pillow's warning; alpha is dropped next
+                im = im.convert("L" if grayscale else "RGB")
+                if hw is not None and im.size != (hw[1], hw[0]):
+                    im = im.resize((hw[1], hw[0]), Image.Resampling.LANCZOS)
+                a = np.asarray(im, dtype=np.uint8)
     except MemoryError:
         raise InvalidDataError(f"image {file!r} is too large to decode") from None
     except (
@@ -608,6 +621,7 @@ def _read_image(file: str, hw: tuple[int, int] | None, grayscale: bool | None) -
         TypeError,
         struct.error,
         Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
     ) as e:
         raise InvalidDataError(f"image {file!r} cannot be read ({_reason(e)})") from None
     return a[..., None] if a.ndim == 2 else a

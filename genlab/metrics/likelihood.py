@@ -16,9 +16,15 @@ def bits_per_dim(log_prob_nats: float | Tensor, spec: DataSpec, discrete: bool) 
     """Bits per dimension from a per-example log-likelihood in nats (a float or a [B] tensor).
 
     ``discrete=True``: ``log_prob`` is a log probability mass on the data's levels, so
-    bpd = -log p / (D ln 2). ``discrete=False`` on data with L levels scaled to [0, 1]: ``log_prob``
-    is a density of uniformly dequantized data, and a bin of width 1/L per dimension turns it into
-    a mass: bpd = (-log p + D ln L) / (D ln 2). Continuous data (no levels): differential bits/dim.
+    bpd = -log P / (D ln 2). ``discrete=False`` on data with L levels: ``log_prob`` is a density
+    p(y) of the uniformly dequantized data y = (level + u) / L, u ~ U[0, 1)^D, whose bins have width
+    1/L per dimension (genlab's flows, and VAEs with a Gaussian decoder, all use this scale). Then
+
+        log P(level) = log E_u[p(y)] + D ln(1/L) >= E_u[log p(y)] - D ln L        (Jensen)
+
+    so bpd = (-log p + D ln L) / (D ln 2) is an upper bound on the discrete bits/dim, >= 0, and
+    equal to it for a density that is constant on each bin. Continuous data (no levels):
+    differential bits/dim (may be negative).
     """
     d = spec.dim
     offset = 0.0 if (discrete or spec.levels is None) else d * math.log(spec.levels)
