@@ -115,6 +115,8 @@ def _atomic(path: Path, write: Callable[[str], None], keep_prev: bool = False) -
     except OSError as e:
         if is_disk_full(e):
             raise DiskFullError(path) from None
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # name the file, not the temporary one
+            raise type(e)(e.errno, e.strerror, str(path)) from None
         raise
     try:
         write(tmp)

@@ -54,6 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from . import build_model, list_datasets, load_dataset
     from .checkpoint import read_yaml
+    from .registry import get_model_class, weights_bytes
     from .runs import (
         CONFIG_FILE,
         RunLock,
@@ -65,7 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         has_checkpoint,
         is_run_folder,
     )
-    from .train import TrainConfig, Trainer, init_distributed, rank0_first, resolve_device
+    from .train import TrainConfig, Trainer, check_training_memory, init_distributed, rank0_first, resolve_device
 
     if args.resume and args.overwrite:
         raise CLIError("--resume continues the run in --out and --overwrite starts it over; give one of them")
@@ -138,8 +139,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         data_opts = {**(file_cfg.get("data_opts") or {}), **data_opts}
         train_settings, model_settings = _split_settings(model_name, {**nested, **flat, **overrides})
-        from .registry import get_model_class
-
         train_settings = {**get_model_class(model_name).train_defaults, **train_settings}
     train_cfg = TrainConfig.from_dict(train_settings)
     if args.quiet:
@@ -150,6 +149,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     # --overwrite, before the old run is cleared).
     train_data = load_dataset(data_name, "train", **data_opts)
     val_data = load_dataset(data_name, "val", **data_opts)
+    # Sizes this machine cannot train are refused before the (possibly minutes-long) build.
+    weights = weights_bytes(get_model_class(model_name), train_data.spec, model_settings)
+    if weights is not None:
+        check_training_memory(model_name, weights, device, options=model_settings)
     torch.manual_seed(train_cfg.seed)
     model = build_model(model_name, train_data.spec, **model_settings)
 
@@ -178,26 +181,33 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer(model, train_data, val_data, train_cfg, out)
         trainer.write_config(data_name, data_opts)  # on --resume too: the settings it continues with
         summary = trainer.fit(resume=args.resume)
+        interrupted = summary["stopped"] == "interrupted"
         if trainer.is_main:
             from .viz import display_count, run_figures
 
             # Final pictures with the configured sample count: sequential samplers (PixelCNN on
-            # 64x64) pay per sample.
+            # 64x64) pay per sample. Not after Ctrl-C: the user asked to stop.
             n = display_count(model.spec, train_cfg.n_samples)
-            figs = run_figures(model, val_data, out, seed=train_cfg.seed, n=n)
+            figs = [] if interrupted else run_figures(model, val_data, out, seed=train_cfg.seed, n=n)
             best = "" if summary["best"] is None else f", best val {summary['best']:.4f} at step {summary['best_step']}"
             print(
                 f"{summary['stopped']} at step {summary['step']} in {summary['seconds']:.1f}s{best}; run folder {out}"
             )
             for f in figs:
                 print(f"  wrote {f}")
+            if interrupted:
+                print(
+                    f"genlab: interrupted at step {summary['step']}; the checkpoint is saved: "
+                    f"continue with 'genlab train --out {out} --resume'",
+                    file=sys.stderr,
+                )
     finally:
         lock.release()
         import torch.distributed as dist
 
         if dist.is_initialized():  # leave the process group cleanly, whether training ended well or not
             dist.destroy_process_group()
-    return 0
+    return 130 if interrupted else 0  # 128 + SIGINT, as a shell reports a program stopped by Ctrl-C
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -330,11 +340,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
     res = {"run": str(args.run), "weights": args.weights, "split": args.split, "data": cfg["data"], **res}
     from .checkpoint import write_json
 
-    write_json(res, out)
+    # NaN and infinity are not JSON: such a metric is written as null, and said so.
+    for key, value in _non_finite(res):
+        print(f"genlab: warning: metric {key!r} is {value} (not finite); written as null in {out}", file=sys.stderr)
+    write_json(_finite_or_null(res), out)
     for k, v in res.items():
         print(f"{k:>28}: {v:.4f}" if isinstance(v, float) else f"{k:>28}: {v}")
     print(f"wrote {out}")
     return 0
+
+
+def _non_finite(obj: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """(key, value) of every NaN or infinite float in a nested dict/list of results."""
+    import math
+
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [(prefix, obj)]
+    if isinstance(obj, dict):
+        return [kv for k, v in obj.items() for kv in _non_finite(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(obj, (list, tuple)):
+        return [kv for i, v in enumerate(obj) for kv in _non_finite(v, f"{prefix}[{i}]")]
+    return []
+
+
+def _finite_or_null(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (null in JSON)."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    return obj
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -540,7 +579,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``genlab`` console script; returns the exit status."""
+    """Entry point of the ``genlab`` console script; returns the exit status.
+
+    Ctrl-C anywhere, the first imports of torch included, ends with one line and status 130; a
+    user error (bad option, file, device, size, a full disk, a folder that cannot be written) with
+    one ``genlab: error: ...`` line and status 2. ``GENLAB_DEBUG=1`` shows tracebacks instead.
+    """
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        print("genlab: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -550,31 +602,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "n", 1) is not None and getattr(args, "n", 1) < 1:
             raise CLIError(f"--n must be >= 1; got {args.n}")
         return args.func(args)
-    except KeyboardInterrupt:
-        print("genlab: interrupted", file=sys.stderr)
-        return 130
     except Exception as e:  # one line for anything the user can cause; tracebacks with GENLAB_DEBUG=1
         import os
 
-        from .checkpoint import CheckpointError
-        from .data.base import InvalidDataError
-        from .train import NonFiniteLossError
-
-        user_errors = (
-            CLIError,
-            ValueError,
-            KeyError,
-            FileNotFoundError,
-            CheckpointError,
-            InvalidDataError,
-            NonFiniteLossError,
-            TypeError,
-        )
-        if not isinstance(e, user_errors) or os.environ.get("GENLAB_DEBUG"):
+        msg = _user_error(e)
+        if msg is None or os.environ.get("GENLAB_DEBUG"):
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"genlab: error: {msg}", file=sys.stderr)
         return 2
+
+
+#: What a failed allocation says: torch's CPU allocator, CUDA's, and the OS's.
+_OUT_OF_MEMORY = ("can't allocate memory", "not enough memory", "out of memory", "cannot allocate memory")
+
+
+def _user_error(e: Exception) -> str | None:
+    """The one line to print for an error the user can cause, or None for a bug (a traceback).
+
+    genlab's own error classes are looked up among the modules already imported (an error of a
+    module never imported cannot have happened), so reporting an error imports nothing."""
+    import errno
+    import re
+
+    def imported(module: str, name: str) -> tuple[type, ...]:
+        mod = sys.modules.get(f"{__package__}.{module}")
+        return (getattr(mod, name),) if mod is not None and hasattr(mod, name) else ()
+
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and any(s in str(e).lower() for s in _OUT_OF_MEMORY)):
+        asked = re.search(r"tried to allocate (\d+) bytes", str(e), re.IGNORECASE)
+        size = f" ({int(asked.group(1)) / 2**30:.1f} GiB asked for at once)" if asked else ""
+        return f"out of memory{size}; choose smaller sizes (e.g. z_dim, hidden, channels) or a smaller batch_size"
+    user_errors = (
+        CLIError,
+        ValueError,
+        KeyError,
+        TypeError,
+        FileNotFoundError,
+        *imported("checkpoint", "CheckpointError"),
+        *imported("checkpoint", "DiskFullError"),
+        *imported("data.base", "InvalidDataError"),
+        *imported("train", "NonFiniteLossError"),
+    )
+    if isinstance(e, user_errors):
+        return first
+    if isinstance(e, OSError):  # no permission, a full disk outside genlab's own writes, ...
+        where = f" {e.filename!r}" if e.filename else ""
+        if isinstance(e, PermissionError) or e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return f"permission denied: cannot write{where} (a read-only or another user's file or folder)"
+        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            return f"no space left on device{' while writing' + where if where else ''}; free some space"
+        return f"{e.strerror}:{where}" if e.strerror and where else first
+    return None
 
 
 if __name__ == "__main__":

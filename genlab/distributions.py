@@ -3,7 +3,16 @@
 Each likelihood maps a decoder output of ``n_params`` channels per data dimension to a log-likelihood
 in nats summed over every dimension of an example ([B]), a mean, and a sample. Discrete ones
 (Bernoulli on binary data, categorical, discretized logistic) return a log probability *mass* on
-the data's L levels; the Gaussian returns a log *density* of the [0, 1]-scaled data.
+the data's L levels; the Gaussian returns a log *density*: of the data on continuous data, and on
+data with L levels of the uniformly dequantized data y = (level + u) / L, u ~ U[0, 1)^D
+(:meth:`Likelihood.target`; Theis et al., "A note on the evaluation of generative models", ICLR
+2016). A density at the grid points themselves bounds nothing (a narrow Gaussian on a level has
+density >> L there, and bits/dim went negative); on the dequantized data, by Jensen's inequality,
+
+    log P(level) = log E_u[p(y)] - D log L >= E_u[log p(y)] - D log L,
+
+so log p(y) minus D log L (what :func:`genlab.metrics.likelihood.bits_per_dim` subtracts for a
+density on data with levels) is a lower bound on the log mass, and bits/dim are never negative.
 
 Discretized logistic: Salimans et al., "PixelCNN++", ICLR 2017, eq. (2), without the mixture.
 Also the one copy of the small helpers every family shares: ``LOG_2PI``, :func:`to_levels` and
@@ -35,6 +44,17 @@ def to_levels(x: Tensor, levels: int) -> Tensor:
     """Floats level / (L - 1) in [0, 1], shape [...] -> level ids 0..L-1 (long, same shape),
     rounding to the nearest level and clamping. Callers that need float ids convert the result."""
     return torch.round(x * (levels - 1)).clamp_(0, levels - 1).long()
+
+
+def uniform_dequantize(x: Tensor, levels: int) -> Tensor:
+    """Floats level / (L - 1) [...] -> y = (level + u) / L with u ~ U[0, 1)^D: a uniform point of the
+    level's bin of width 1/L in [0, 1) (same shape and dtype)."""
+    return (to_levels(x, levels).to(x.dtype) + torch.rand_like(x)) / levels
+
+
+def from_unit(y: Tensor, levels: int) -> Tensor:
+    """Dequantized y in [0, 1] -> the data's floats level / (L - 1), level = clamp(floor(y L), 0, L-1)."""
+    return torch.floor(y * levels).clamp_(0, levels - 1) / (levels - 1)
 
 
 def sample_categorical(
@@ -88,6 +108,17 @@ class Likelihood:
         """True when :meth:`log_prob` is a probability mass on the levels (not a density)."""
         return self.kind in ("bernoulli", "categorical", "logistic")
 
+    @property
+    def dequantized(self) -> bool:
+        """True for a density (Gaussian) on data with levels: it scores y = :meth:`target` (x), and
+        :meth:`mean` and :meth:`sample` map back to the data's levels."""
+        return not self.discrete and self.levels is not None
+
+    def target(self, x: Tensor) -> Tensor:
+        """What :meth:`log_prob` scores for data x [B, *data_shape]: x itself, or for a
+        :attr:`dequantized` likelihood one uniform draw y = (level + u) / L in the level's bin."""
+        return uniform_dequantize(x, self.levels) if self.dequantized else x  # type: ignore[arg-type]
+
     def split(self, out: Tensor, data_shape: tuple[int, ...]) -> Tensor:
         b = out.shape[0]
         if len(data_shape) == 1:
@@ -96,7 +127,8 @@ class Likelihood:
         return out.view(b, self.n_params, c, *data_shape[1:])
 
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
-        """[B] log p(x | params) in nats; ``params`` [B, n_params, *data_shape], ``x`` [B, *data_shape] in [0, 1]."""
+        """[B] log p(x | params) in nats; ``params`` [B, n_params, *data_shape], ``x`` [B, *data_shape] in
+        [0, 1]: the data, or for a :attr:`dequantized` likelihood ``target(data)``."""
         if self.kind == "bernoulli":
             return -_sum_per_example(F.binary_cross_entropy_with_logits(params[:, 0], x, reduction="none"))
         if self.kind == "gaussian":
@@ -116,6 +148,9 @@ class Likelihood:
             grid = torch.linspace(0, 1, self.levels, dtype=params.dtype, device=params.device)  # type: ignore[arg-type]
             shape = [1, -1] + [1] * (params.dim() - 2)
             return (params.softmax(1) * grid.view(shape)).sum(1)
+        if self.dequantized:  # bin centres (level + 1/2) / L -> level / (L - 1)
+            lv = self.levels
+            return ((params[:, 0] * lv - 0.5) / (lv - 1)).clamp(0, 1)  # type: ignore[operator]
         return params[:, 0].clamp(0, 1)
 
     def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -131,9 +166,10 @@ class Likelihood:
         mean, log_scale = params[:, 0], params[:, 1].clamp(min=-7.0)
         u = torch.rand(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device).clamp(1e-6, 1 - 1e-6)
         if self.kind == "gaussian":
-            return mean + torch.exp(log_scale) * torch.randn(
+            y = mean + torch.exp(log_scale) * torch.randn(
                 mean.shape, generator=generator, dtype=mean.dtype, device=mean.device
             )
+            return from_unit(y, self.levels) if self.dequantized else y  # type: ignore[arg-type]
         x = mean + torch.exp(log_scale) * (torch.log(u) - torch.log1p(-u))  # logistic inverse CDF
         return to_levels(x.clamp(0, 1), self.levels).to(mean.dtype) / (self.levels - 1)  # type: ignore[operator]
 

@@ -184,8 +184,11 @@ class GenerativeModel(nn.Module):
         return {"loss": [p for p in self.parameters() if p.requires_grad]}
 
     def optimizer_settings(self) -> dict[str, dict[str, Any]]:
-        """Per loss key AdamW settings that differ from the training config, e.g. a GAN's
-        ``{"generator": {"lr": 2e-4, "betas": (0.5, 0.999)}}``; the schedule scales each ``lr``."""
+        """Per loss key AdamW settings. ``default_lr``/``default_betas``: the family's defaults, used
+        where the training config leaves ``lr``/``beta1``/``beta2`` unset (None), e.g. a GAN's
+        ``{"generator": {"default_lr": 2e-4, "default_betas": (0.5, 0.999)}}``; any AdamW keyword
+        (``lr``, ``betas``, ...) is fixed for that group whatever the training config says, so use
+        it only for what the user set on the model itself. The schedule scales each ``lr``."""
         return {}
 
     def condition(self, batch: dict[str, Tensor]) -> Tensor | None:

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from . import checkpoint as ckpt
+from .config import ConfigError
 from .data.spec import DataSpec
 from .protocol import GenerativeModel
 
@@ -158,7 +159,8 @@ def is_run_folder(path: str | os.PathLike) -> bool:
 def check_out_folder(out: str | os.PathLike, data: str | os.PathLike | None = None) -> None:
     """Refuse an ``--out`` that no run may be written into, let alone cleared: the root folder,
     the home folder or a folder above it, and the data path or a folder above it (the training
-    data would sit among, and could be taken for, the run's files)."""
+    data would sit among, and could be taken for, the run's files); and a folder this process may
+    not write into (read-only, another user's), naming it."""
     target = Path(out).expanduser().resolve()
     try:
         home: Path | None = Path.home().resolve()
@@ -172,6 +174,17 @@ def check_out_folder(out: str | os.PathLike, data: str | os.PathLike | None = No
             raise RunFolderError(
                 f"--out {str(out)!r} is or contains the training data {str(data)!r}; write the run to another folder"
             )
+    # A folder genlab may not write into (read-only, another user's) is named now, before data and
+    # model are loaded, not by a PermissionError from deep inside the first write.
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        what = "it" if existing == target else f"{str(existing)!r}, where it would be created"
+        raise RunFolderError(
+            f"--out {str(out)!r}: permission denied: genlab cannot write into {what} "
+            "(a read-only or another user's folder); choose a folder you can write"
+        )
 
 
 def check_run_folder(path: str | os.PathLike) -> None:
@@ -499,9 +512,16 @@ def truncate_metrics(path: str | os.PathLike, step: int) -> None:
 
 
 def append_metrics(path: str | os.PathLike, record: dict[str, Any]) -> None:
-    """Append one record to ``metrics.jsonl``."""
-    with open(Path(path) / METRICS_FILE, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    """Append one record to ``metrics.jsonl``. A full disk raises :class:`genlab.checkpoint.DiskFullError`
+    naming the file (a line it tore is dropped on resume, :func:`truncate_metrics`)."""
+    file = Path(path) / METRICS_FILE
+    try:
+        with open(file, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        if ckpt.is_disk_full(e):
+            raise ckpt.DiskFullError(file) from None
+        raise
 
 
 # --- loading a run ----------------------------------------------------------------------------------
@@ -524,7 +544,10 @@ def load_run(path: str | os.PathLike, weights: str = "best", device: str | torch
     if not isinstance(config, dict) or "model" not in config or "spec" not in config:
         raise ckpt.CheckpointError(f"{str(path / CONFIG_FILE)!r} is not a genlab run config (needs 'model' and 'spec')")
     spec = DataSpec.from_dict(config["spec"])
-    model = build_model(config["model"], spec, **(config.get("model_kwargs") or {}))
+    try:  # e.g. an edited z_dim that this machine cannot hold: say which file asks for it
+        model = build_model(config["model"], spec, **(config.get("model_kwargs") or {}))
+    except ConfigError as e:
+        raise ConfigError(f"{str(path / CONFIG_FILE)!r}: {e}") from None
     file = path / WEIGHTS[weights]
     if weights == "best" and not file.exists():
         file = path / WEIGHTS["last"]

@@ -42,6 +42,7 @@ from .config import describe_type, value_matches
 from .data.base import TensorDataset
 from .metrics.likelihood import likelihood_metrics
 from .protocol import GenerativeModel
+from .registry import available_memory, format_bytes
 from .runs import (
     BEST_FILE,
     CONFIG_FILE,
@@ -70,6 +71,13 @@ class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; the message names the step, the loss key and the batch."""
 
 
+#: AdamW's learning rate and betas where neither the training config nor the model sets them.
+DEFAULT_LR = 1e-3
+DEFAULT_BETAS = (0.9, 0.999)
+#: Copies of the weights that training holds: the weights, their gradients, Adam's two moments.
+TRAINING_COPIES = 4
+
+
 @dataclass
 class TrainConfig:
     """Training settings (every field is settable with ``--set key=value``).
@@ -85,14 +93,20 @@ class TrainConfig:
     ``precision="bf16"`` runs the training losses under bfloat16 autocast (weights, optimizer and
     evaluation stay float32): faster matrix products on GPUs and on CPUs with bf16 instructions, at
     a small cost in precision.
+
+    ``lr``, ``beta1``, ``beta2`` (AdamW) apply to every parameter group when set. Left at None they
+    take the model's own defaults (``optimizer_settings()``'s ``default_lr``/``default_betas`` per
+    group, e.g. the GAN papers' 2e-4 and (0.5, 0.999)), else 1e-3 and (0.9, 0.999). ``device`` is
+    ``"auto"`` (cuda when present), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``; one that this
+    machine does not have is refused, naming the ones it has.
     """
 
     steps: int = 2000
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float | None = None
     weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.999
+    beta1: float | None = None
+    beta2: float | None = None
     schedule: str = "constant"
     warmup: int = 0
     grad_clip: float | None = None
@@ -122,7 +136,9 @@ class TrainConfig:
         checks = {  # setting: (valid?, what is expected)
             "steps": (self.steps >= 1, ">= 1"),
             "batch_size": (self.batch_size >= 1, ">= 1"),
-            "lr": (self.lr > 0, "> 0"),
+            "lr": (self.lr is None or self.lr > 0, "> 0 or null (the model's default)"),
+            "beta1": (self.beta1 is None or 0 <= self.beta1 < 1, "in [0, 1) or null (the model's default)"),
+            "beta2": (self.beta2 is None or 0 <= self.beta2 < 1, "in [0, 1) or null (the model's default)"),
             "schedule": (self.schedule in ("constant", "cosine"), "'constant' or 'cosine'"),
             "warmup": (self.warmup >= 0, ">= 0"),
             "eval_every": (self.eval_every >= 0, ">= 0 (0: off)"),
@@ -138,6 +154,7 @@ class TrainConfig:
         for key, (ok, expected) in checks.items():
             if not ok:
                 raise ValueError(f"bad training setting {key}={getattr(self, key)!r}: expected {expected}")
+        resolve_device(self.device)  # a device this machine lacks is refused here, in one line
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -148,10 +165,72 @@ class TrainConfig:
         return cls(**d)
 
 
+def available_devices() -> list[str]:
+    """The devices this machine can train on, e.g. ``["cpu", "cuda:0", "cuda:1"]``."""
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
+
+
+def _has_device(device: torch.device) -> bool:
+    if device.type == "cpu":
+        return True
+    if device.type == "cuda":
+        return torch.cuda.is_available() and (device.index is None or device.index < torch.cuda.device_count())
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return mps is not None and mps.is_available() and not device.index
+    backend = getattr(torch, device.type, None)  # xpu and other accelerators with a torch.<type> module
+    try:
+        return bool(backend.is_available()) and (device.index is None or device.index < backend.device_count())
+    except Exception:
+        return False
+
+
 def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> cuda when present, else cpu; any other name must be a device this machine has
+    (``--set device=gpu``, or ``cuda`` on a CPU-only torch, is a one-line ``ValueError`` that names
+    the available devices)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device: torch.device | None = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):  # not a device name at all ("gpu")
+        device = None
+    if device is None or not _has_device(device):
+        raise ValueError(f"device {name!r} is not available; available: {', '.join(available_devices())} (or 'auto')")
+    return device
+
+
+def check_training_memory(
+    name: str, weights: int, device: torch.device, built: bool = False, options: dict[str, Any] | None = None
+) -> None:
+    """Refuse, in one line (``ValueError``, naming the model's ``options``), to train model ``name``
+    with ``weights`` bytes of parameters on ``device`` when the weights, their gradients and Adam's
+    two moments (:data:`TRAINING_COPIES`) exceed the memory free there; ``built``: the weights are
+    already on the device. Activations are not counted (the allocator's own error reports those);
+    devices without a free-memory query are not checked."""
+    need = (TRAINING_COPIES - built) * weights
+    have: int | None = None
+    if device.type == "cuda":
+        try:
+            have = torch.cuda.mem_get_info(device)[0]
+        except Exception:
+            have = None
+    elif device.type == "cpu":
+        have = available_memory()
+    if have is not None and need > have:
+        opts = ", ".join(f"{k}={v!r}" for k, v in (options or {}).items())
+        raise ValueError(
+            f"training model {name!r}{' with ' + opts if opts else ''} needs about "
+            f"{format_bytes(TRAINING_COPIES * weights)} (its "
+            f"{format_bytes(weights)} of weights, their gradients and Adam's two moments), more than the "
+            f"{format_bytes(have)} free on {device}; choose smaller sizes"
+        )
 
 
 def _dist_info() -> tuple[int, int]:
@@ -260,10 +339,10 @@ class Trainer:
             raise ValueError(
                 f"optimizer_settings() names {unknown[0]!r}, which is not a parameter group ({', '.join(self.groups)})"
             )
-        self.base_lr = {k: float(overrides.get(k, {}).get("lr", self.cfg.lr)) for k in self.groups}
-        self.optimizers = {
-            key: self._make_optimizer(params, overrides.get(key, {})) for key, params in self.groups.items()
-        }
+        self._check_memory()
+        settings = {k: self._optimizer_settings(overrides.get(k, {})) for k in self.groups}
+        self.base_lr = {k: float(settings[k]["lr"]) for k in self.groups}
+        self.optimizers = {key: self._make_optimizer(params, settings[key]) for key, params in self.groups.items()}
         self._all_params = list(self.model.parameters())
         self.ema: dict[str, Tensor] | None = None
         if self.cfg.ema is not None:
@@ -301,11 +380,31 @@ class Trainer:
                     find_unused_parameters=multi,
                 )
 
-    def _make_optimizer(self, params: list[torch.nn.Parameter], override: dict[str, Any]) -> torch.optim.Optimizer:
-        kw: dict[str, Any] = dict(
-            lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), weight_decay=self.cfg.weight_decay
-        )
-        kw.update(override)
+    def _optimizer_settings(self, override: dict[str, Any]) -> dict[str, Any]:
+        """AdamW settings of one parameter group: what the model fixes for it (``override["lr"]``, e.g.
+        a GAN's explicit ``lr_g``) wins; then the training config's lr/betas where set; then the
+        model's ``default_lr``/``default_betas``; then :data:`DEFAULT_LR`/:data:`DEFAULT_BETAS`."""
+        cfg = self.cfg
+        default_betas = override.get("default_betas", DEFAULT_BETAS)
+        kw: dict[str, Any] = {
+            "lr": cfg.lr if cfg.lr is not None else override.get("default_lr", DEFAULT_LR),
+            "betas": (
+                cfg.beta1 if cfg.beta1 is not None else default_betas[0],
+                cfg.beta2 if cfg.beta2 is not None else default_betas[1],
+            ),
+            "weight_decay": cfg.weight_decay,
+        }
+        kw.update({k: v for k, v in override.items() if k not in ("default_lr", "default_betas")})
+        return kw
+
+    def _check_memory(self) -> None:
+        """Refuse, in one line, a model whose training cannot fit (:func:`check_training_memory`)."""
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        name = self.model.registry_name or type(self.model).__name__
+        check_training_memory(name, weights, self.device, built=True, options=getattr(self.model, "init_kwargs", None))
+
+    def _make_optimizer(self, params: list[torch.nn.Parameter], settings: dict[str, Any]) -> torch.optim.Optimizer:
+        kw = dict(settings)
         try:  # the fused kernel is one launch for all parameters (CPU support since torch 2.4)
             return torch.optim.AdamW(params, fused=True, **kw)
         except (RuntimeError, TypeError, ValueError):
@@ -322,14 +421,24 @@ class Trainer:
         self.pos += bs
         return idx[self.rank :: self.world] if self.world > 1 else idx
 
-    def _lr(self, step: int) -> float:
+    def _schedule(self, step: int) -> float:
+        """The factor (warm-up, cosine) on every group's learning rate at ``step``."""
         f = 1.0
         if self.cfg.warmup and step < self.cfg.warmup:
             f = (step + 1) / self.cfg.warmup
         elif self.cfg.schedule == "cosine":
             span = max(1, self.cfg.steps - self.cfg.warmup)
             f = 0.5 * (1 + math.cos(math.pi * min(1.0, (step - self.cfg.warmup) / span)))
-        return self.cfg.lr * f
+        return f
+
+    def _lr_record(self, step: int) -> dict[str, float]:
+        """The learning rates in use at ``step``, for the log: ``lr`` when every group has the same,
+        else ``lr_<group>`` per group (a GAN with different generator and discriminator rates)."""
+        f = self._schedule(step)
+        rates = {k: lr * f for k, lr in self.base_lr.items()}
+        if len(set(rates.values())) == 1:
+            return {"lr": next(iter(rates.values()))}
+        return {f"lr_{k}": v for k, v in rates.items()}
 
     # --- one optimizer step -----------------------------------------------------------------
     def _any_rank(self, flag: bool) -> bool:
@@ -379,7 +488,7 @@ class Trainer:
         if not keys:
             raise KeyError(f"model.loss() returned none of the keys {list(self.groups)} named by parameter_groups()")
         self._check_finite(losses, keys)
-        schedule = self._lr(self.step) / self.cfg.lr
+        schedule = self._schedule(self.step)
         recompute = getattr(self.model, "recompute_loss_per_group", False)
         for i, key in enumerate(keys):
             if recompute and i > 0:
@@ -540,8 +649,8 @@ class Trainer:
             "config": dataclasses.asdict(self.cfg),
         }
         save_trainer_state(self.out, tensors, state)
+        self.checkpoint_step = self.step  # resumable from here, even if the weights file below fails
         ckpt.save_tensors(self._export_weights(), self.out / MODEL_FILE, self._weights_meta())
-        self.checkpoint_step = self.step
 
     def load_checkpoint(self) -> None:
         """Restore the state written by :meth:`save_checkpoint` from ``out_dir`` (every rank)."""
@@ -702,7 +811,7 @@ class Trainer:
                 n_acc += 1
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     rec = {k: float(v) / n_acc for k, v in acc.items()}
-                    self._log({"step": self.step, "split": "train", **rec, "lr": self._lr(self.step - 1)})
+                    self._log({"step": self.step, "split": "train", **rec, **self._lr_record(self.step - 1)})
                     if bar is not None:
                         bar.set_postfix({k: f"{v:.4g}" for k, v in list(rec.items())[:3]}, refresh=False)
                     acc, n_acc = {}, 0
@@ -724,6 +833,17 @@ class Trainer:
                     if self.checkpoint_step != self.step:
                         self.save_checkpoint()
                     break
+        except OSError as e:
+            if not ckpt.is_disk_full(e) or self.out is None:
+                raise
+            if self.checkpoint_step is None:
+                kept = f"no checkpoint was written yet, so {self.out} holds nothing to resume"
+            else:
+                kept = (
+                    f"the last good checkpoint (step {self.checkpoint_step}) is kept in {self.out}; free some space "
+                    f"and continue with 'genlab train --out {self.out} --resume'"
+                )
+            raise ckpt.DiskFullError(e.filename or self.out, f" at step {self.step}; {kept}") from None
         finally:
             if bar is not None:
                 bar.close()

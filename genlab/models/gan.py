@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.spec import DataSpec
+from ..distributions import from_unit, uniform_dequantize
 from ..nn import MLP
 from ..protocol import Capabilities, GenerativeModel
 
@@ -145,8 +146,14 @@ class GAN(GenerativeModel):
         hidden: MLP widths (G uses them in reverse).
         n_critic: discriminator steps per generator step (None: 1 for ns, 5 for wgan-gp).
         gp_weight: lambda of the gradient penalty (wgan-gp).
-        lr_g, lr_d: Adam learning rates (None: 2e-4 for ns, 1e-4 for wgan-gp).
+        lr_g, lr_d: a fixed Adam learning rate for the generator / the discriminator.
         conditional: class-conditional GAN: G gets [z, one-hot c]; D is a projection discriminator.
+
+    Learning rates: ``lr_g``/``lr_d`` where given; else the training ``lr`` (``--set lr=5e-4``) for
+    both groups when it is set; else the paper's rate for the loss (2e-4 ns, 1e-4 wgan-gp). Adam's
+    betas: the training ``beta1``/``beta2`` when set, else the paper's ((0.5, 0.999) ns, (0, 0.9)
+    wgan-gp). So a training setting is never ignored, and the run's log records the rates in use
+    (``lr``, or ``lr_generator``/``lr_discriminator`` when they differ).
     """
 
     likelihood = "none"
@@ -200,8 +207,8 @@ class GAN(GenerativeModel):
             n_critic,
             float(gp_weight),
         )
-        self.lr_g = DEFAULTS[loss]["lr"] if lr_g is None else float(lr_g)
-        self.lr_d = DEFAULTS[loss]["lr"] if lr_d is None else float(lr_d)
+        self.lr_g = None if lr_g is None else float(lr_g)
+        self.lr_d = None if lr_d is None else float(lr_d)
         d = spec.dim
         if arch == "conv":
             self.gen: nn.Module = ConvGenerator(z_dim + self.c_dim, spec.shape, channels)
@@ -246,8 +253,7 @@ class GAN(GenerativeModel):
         """Real data on L levels (level / (L-1)) -> uniform in its bin [level/L, (level+1)/L)."""
         if not self.spec.levels or self.spec.value_range is None:
             return x
-        lv = self.spec.levels
-        return (torch.round(x * (lv - 1)) + torch.rand_like(x)) / lv
+        return uniform_dequantize(x, self.spec.levels)
 
     # --- losses -------------------------------------------------------------------------------
     def discriminator_loss(self, real: Tensor, fake: Tensor, cond: Tensor | None = None) -> dict[str, Tensor]:
@@ -312,8 +318,7 @@ class GAN(GenerativeModel):
         z = torch.randn(n, self.z_dim, generator=generator, device=self.device, dtype=self.disc_head.weight.dtype)
         x = self.generate(z, cond)
         if self.spec.levels and self.spec.value_range is not None:
-            lv = self.spec.levels  # the bin of the dequantized value, back to level / (L-1)
-            x = torch.clamp(torch.floor(x * lv), 0, lv - 1) / (lv - 1)
+            x = from_unit(x, self.spec.levels)  # the bin of the dequantized value, back to level / (L-1)
         return x
 
     def encode(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
@@ -329,8 +334,15 @@ class GAN(GenerativeModel):
         return {"discriminator": disc, "generator": list(self.gen.parameters())}
 
     def optimizer_settings(self) -> dict[str, dict[str, Any]]:
-        betas = DEFAULTS[self.loss_type]["betas"]
-        return {"discriminator": {"lr": self.lr_d, "betas": betas}, "generator": {"lr": self.lr_g, "betas": betas}}
+        """The paper's rate and betas as defaults (for training settings left unset), ``lr_g``/``lr_d``
+        as fixed rates where given (see the class docstring)."""
+        paper = DEFAULTS[self.loss_type]
+        out: dict[str, dict[str, Any]] = {}
+        for key, lr in (("discriminator", self.lr_d), ("generator", self.lr_g)):
+            out[key] = {"default_lr": paper["lr"], "default_betas": paper["betas"]}
+            if lr is not None:
+                out[key]["lr"] = lr
+        return out
 
     @torch.no_grad()
     def validation_metrics(self, data: Any, max_examples: int = 1000) -> dict[str, float]:

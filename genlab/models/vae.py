@@ -7,6 +7,13 @@ Representation using Deep Conditional Generative Models", NeurIPS 2015 (conditio
 
     log p(x) >= E_q[log p(x|z)] - KL(q(z|x) || N(0, I))                      (ELBO, k = 1)
     log p(x) >= E[log (1/k) sum_i p(x, z_i) / q(z_i|x)],  z_i ~ q(z|x)        (IWAE-k, increases with k)
+
+A continuous decoder (``likelihood="gaussian"``) on data with L levels is a density, so it is fit
+to and scores the uniformly dequantized data y = (level + u) / L, u ~ U[0, 1)^D, one draw per
+example (Theis et al., "A note on the evaluation of generative models", ICLR 2016), exactly as the
+flows do: then log P(level) >= E_u[bound on log p(y)] - D log L, and bits/dim (which subtract
+D log L for a density on data with levels) bound the discrete bits/dim from above. A Gaussian
+density at the grid points themselves has no such meaning: it reported negative bits/dim.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ class VAE(GenerativeModel):
         channels: base channel count of the conv nets.
         likelihood: ``"auto"`` (from the spec: Bernoulli for binary data, categorical for few
             levels such as digits' 17, discretized logistic for 8-bit data, Gaussian for continuous
-            data) or one of ``bernoulli``, ``gaussian``, ``logistic``, ``categorical``.
+            data) or one of ``bernoulli``, ``gaussian``, ``logistic``, ``categorical``. A Gaussian
+            on data with levels models their dequantized form (see the module docstring).
         beta: weight of the KL term (beta-VAE when > 1).
         warmup_steps: the KL weight rises linearly from 0 to ``beta`` over this many training steps.
         conditional: condition encoder and decoder on the class (``batch["y"]``).
@@ -141,7 +149,7 @@ class VAE(GenerativeModel):
         x, cond = batch["x"], self.condition(batch)
         mu, logvar = self.posterior(x, cond)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # reparameterization
-        rec = self.lik.log_prob(self.decoder_params(z, cond), x)  # [B]
+        rec = self.lik.log_prob(self.decoder_params(z, cond), self.lik.target(x))  # [B]
         kl = gaussian_kl_standard(mu, logvar)  # [B], analytic: lower variance than a sampled KL
         beta = self.current_beta()
         if self.training:
@@ -155,9 +163,12 @@ class VAE(GenerativeModel):
         }
 
     def log_prob(self, x: Tensor, cond: Tensor | None = None, k: int | None = None) -> Tensor:
-        """[B] IWAE-k lower bound on log p(x[|c]) in nats (k = ``iwae_k`` by default; k=1 is the ELBO)."""
+        """[B] IWAE-k lower bound on log p(x[|c]) in nats (k = ``iwae_k`` by default; k=1 is the ELBO).
+        A Gaussian decoder on data with levels: the bound on log p(y) of one dequantized y per
+        example, shared by the k importance samples (a density; bits/dim add D log L)."""
         k = self.iwae_k if k is None else k
         mu, logvar = self.posterior(x, cond)
+        y = self.lik.target(x)  # what the decoder scores: x, or x dequantized
         std = torch.exp(0.5 * logvar)
         chunks: list[Tensor] = []
         chunk = max(1, 4096 // max(1, x.shape[0]))  # bound memory at k * B decoder passes
@@ -166,7 +177,7 @@ class VAE(GenerativeModel):
             eps = torch.randn(kk, *mu.shape, dtype=mu.dtype, device=mu.device)
             z = mu + std * eps  # (kk, B, z)
             zf = z.flatten(0, 1)
-            xr = x.unsqueeze(0).expand(kk, *x.shape).flatten(0, 1)
+            xr = y.unsqueeze(0).expand(kk, *y.shape).flatten(0, 1)
             cr = None if cond is None else cond.unsqueeze(0).expand(kk, *cond.shape).flatten(0, 1)
             log_px_z = self.lik.log_prob(self.decoder_params(zf, cr), xr).view(kk, -1)
             log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)

@@ -17,18 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...distributions import LOG_2PI, to_levels
+# from_unit and uniform_dequantize are shared with the VAE's and the GAN's dequantization.
+from ...distributions import LOG_2PI, from_unit, uniform_dequantize  # noqa: F401
 from .transforms import AffineCoupling, Chain, CondConvNet, CondMLP, Shape, sum_except_batch
-
-
-def from_unit(y: Tensor, levels: int) -> Tensor:
-    """Dequantized y in [0, 1] -> the data's floats level / (L - 1), level = clamp(floor(y L), 0, L-1)."""
-    return torch.floor(y * levels).clamp_(0, levels - 1) / (levels - 1)
-
-
-def uniform_dequantize(x: Tensor, levels: int) -> Tensor:
-    """y = (level + u) / L with u ~ U[0, 1)^D: a point of the level's bin, in [0, 1)."""
-    return (to_levels(x, levels).to(x.dtype) + torch.rand_like(x)) / levels
 
 
 class VariationalDequantizer(nn.Module):
