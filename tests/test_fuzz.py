@@ -306,6 +306,20 @@ _EXOTIC = st.one_of(
 _DTYPES = st.one_of(_NUMERIC, _NUMERIC, _EXOTIC)
 
 
+def _mutate(draw, raw: bytearray, kinds: list[str]) -> bytes:
+    """1-4 random byte flips, cuts (truncation) or insertions of ``raw``; ``kinds`` weights them."""
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(kinds))
+        at = draw(st.integers(0, max(len(raw) - 1, 0)))
+        if kind == "flip" and raw:
+            raw[at] = draw(st.integers(0, 255))
+        elif kind == "cut":
+            del raw[at:]
+        else:
+            raw[at:at] = draw(st.binary(min_size=1, max_size=8))
+    return bytes(raw)
+
+
 @st.composite
 def _arrays(draw: st.DrawFn, min_dims: int = 0) -> np.ndarray:
     """Arrays of many dtypes and shapes (zero-size included) with NaN/inf/extreme values, or object arrays."""
@@ -423,16 +437,7 @@ def _corrupted(draw: st.DrawFn) -> tuple[str, bytes]:
         return suffix, prefix + draw(st.binary(max_size=300))
     x = draw(npst.arrays(st.sampled_from([np.uint8, np.float32, np.int16]), (draw(st.integers(1, 12)), 3)))
     raw = bytearray(_file_bytes(suffix, x, draw(st.booleans())))
-    for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["flip", "cut", "insert"]))
-        at = draw(st.integers(0, max(len(raw) - 1, 0)))
-        if kind == "flip" and raw:
-            raw[at] = draw(st.integers(0, 255))
-        elif kind == "cut":
-            del raw[at:]
-        else:
-            raw[at:at] = draw(st.binary(min_size=1, max_size=8))
-    return suffix, bytes(raw)
+    return suffix, _mutate(draw, raw, ["flip", "cut", "insert"])
 
 
 @pytest.mark.slow
@@ -603,16 +608,7 @@ def _broken_image(draw: st.DrawFn) -> tuple[str, bytes]:
     w, h = draw(st.integers(1, 12)), draw(st.integers(1, 12))
     pixels = draw(st.binary(min_size=w * h * 4, max_size=w * h * 4))
     raw = bytearray(_encode(Image.frombytes("RGBA", (w, h), pixels), ext, draw(st.sampled_from(_SAVE_MODES[ext])))[0])
-    for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["flip", "flip", "cut", "insert"]))
-        at = draw(st.integers(0, max(len(raw) - 1, 0)))
-        if kind == "flip" and raw:
-            raw[at] = draw(st.integers(0, 255))
-        elif kind == "cut":
-            del raw[at:]
-        else:
-            raw[at:at] = draw(st.binary(min_size=1, max_size=8))
-    return ext, bytes(raw)
+    return ext, _mutate(draw, raw, ["flip", "flip", "cut", "insert"])
 
 
 @pytest.mark.slow
