@@ -66,8 +66,20 @@ def genlab(
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=pre)
 
 
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def digest(run: Path) -> str:
+    """Hash of what a run computed: every tensor of model.safetensors (name, dtype, shape, bytes),
+    its metadata, and every training/validation record of metrics.jsonl. Not the file's bytes:
+    safetensors writes its header's metadata map in a per-process order."""
+    from safetensors import safe_open
+
+    h = hashlib.sha256()
+    with safe_open(str(run / "model.safetensors"), "pt") as f:
+        h.update(json.dumps(f.metadata(), sort_keys=True).encode())
+        for k in sorted(f.keys()):
+            t = f.get_tensor(k)
+            h.update(f"{k}{t.dtype}{tuple(t.shape)}".encode() + t.numpy().tobytes())
+    h.update((run / "metrics.jsonl").read_bytes())
+    return h.hexdigest()
 
 
 def one_line(err: str) -> bool:
@@ -83,7 +95,7 @@ def resume_until_done(out: Path, max_tries: int = 20) -> tuple[bool, int]:
             return True, i + 1
         if "already at step" in r.stderr:
             return True, i
-        if "no checkpoint" in r.stderr:  # killed before the first checkpoint: start over
+        if "no checkpoint" in r.stderr or "train it again" in r.stderr:  # killed before the first checkpoint
             r = genlab("train", *TRAIN, "--out", str(out), "--overwrite")
             if r.returncode == 0:
                 return True, i + 1
@@ -109,9 +121,9 @@ def kills(root: Path, reference: str, n: int, seed: int, duration: float) -> dic
         ok, _ = resume_until_done(out)
         if not ok:
             lost += 1
-        elif digest(out / "model.safetensors") != reference:
+        elif digest(out) != reference:
             mismatched += 1
-        exact = ok and digest(out / "model.safetensors") == reference
+        exact = ok and digest(out) == reference
         print(f"kill {i}: after {delay:.2f}s, resumed={ok}, bit-exact={exact}")
     return {"kills": n, "delays_s": delays, "runs_lost": lost, "not_bit_exact": mismatched}
 
@@ -122,7 +134,7 @@ def disk_full(root: Path, reference: str, limits: list[int]) -> dict:
         out = root / f"full-{lim}"
         r = genlab("train", *TRAIN, "--out", str(out), limit_bytes=lim)
         ok, _ = resume_until_done(out) if r.returncode != 0 else (True, 0)
-        exact = ok and digest(out / "model.safetensors") == reference
+        exact = ok and digest(out) == reference
         results.append(
             {
                 "limit_bytes": lim,
@@ -198,7 +210,7 @@ def main() -> None:
     r = genlab("train", *TRAIN, "--out", str(ref))
     assert r.returncode == 0, r.stderr
     duration = time.time() - t0
-    reference = digest(ref / "model.safetensors")
+    reference = digest(ref)
     print(f"reference run: {duration:.1f}s")
     res = {
         "command": " ".join(["genlab train", *TRAIN]),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -133,8 +134,26 @@ def _atomic(path: Path, write: Callable[[str], None], keep_prev: bool = False) -
             os.unlink(tmp)
         if is_disk_full(e):
             raise DiskFullError(path) from None
+        failed = _write_failure(e, path)
+        if failed is not None:
+            raise failed from None
         raise
     _fsync_dir(path.parent)
+
+
+def _write_failure(e: BaseException, path: Path) -> OSError | None:
+    """A write that failed in the operating system (a file-size limit, an I/O error, ...) as one
+    ``OSError`` naming ``path``; None for anything else (a bug, Ctrl-C), which propagates as is.
+    safetensors' Rust writer reports such failures as ``SafetensorError("... I/O error: <reason>
+    (os error N)")``, with the errno only in its text."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return OSError(e.errno, f"cannot write {str(path)!r}: {e.strerror}", str(path))
+    text = str(e)
+    if type(e).__name__ == "SafetensorError" and "I/O error" in text:
+        code = re.search(r"os error (\d+)", text)
+        reason = text.split("I/O error:", 1)[1].strip()
+        return OSError(int(code.group(1)) if code else errno.EIO, f"cannot write {str(path)!r}: {reason}", str(path))
+    return None
 
 
 def prev_path(path: Path) -> Path:

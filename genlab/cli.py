@@ -57,6 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .registry import get_model_class, weights_bytes
     from .runs import (
         CONFIG_FILE,
+        MARKER_FILE,
         RunLock,
         check_out_folder,
         check_run_folder,
@@ -83,6 +84,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             "train uses the train and val splits, eval/encode take --split"
         )
     if args.resume:
+        if not (out / CONFIG_FILE).exists() and (out / MARKER_FILE).exists():
+            raise CLIError(
+                f"--resume: the training in {str(out)!r} stopped before it wrote {CONFIG_FILE}: nothing to resume; "
+                "train it again without --resume"
+            )
         if not (out / CONFIG_FILE).exists() or not is_run_folder(out):
             raise CLIError(f"--resume: {str(out)!r} holds no run to resume (no genlab {CONFIG_FILE})")
         cfg = read_yaml(out / CONFIG_FILE)
@@ -652,7 +658,11 @@ def _user_error(e: Exception) -> str | None:
             return f"permission denied: cannot write{where} (a read-only or another user's file or folder)"
         if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
             return f"no space left on device{' while writing' + where if where else ''}; free some space"
-        return f"{e.strerror}:{where}" if e.strerror and where else first
+        return (
+            e.strerror
+            if e.strerror and e.strerror.startswith("cannot write")
+            else (f"{e.strerror}:{where}" if e.strerror and where else first)
+        )
     return None
 
 

@@ -669,3 +669,28 @@ def test_the_command_starts_without_torch_and_every_public_name_resolves():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
+
+
+def test_a_failed_safetensors_write_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    """A file-size limit (EFBIG) or an I/O error inside safetensors' Rust writer arrives as a
+    SafetensorError with the errno only in its text; it must become one OSError naming the file."""
+
+    class SafetensorError(Exception):
+        pass
+
+    def fail(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: File too large (os error 27)")
+
+    monkeypatch.setattr(ckpt, "save_file", fail)
+    target = tmp_path / "m.safetensors"
+    with pytest.raises(OSError, match=r"cannot write .*m\.safetensors.*File too large") as err:
+        ckpt.save_tensors({"a": torch.zeros(2)}, target)
+    assert err.value.errno == 27 and not target.exists() and not list(tmp_path.iterdir())
+
+
+def test_resume_of_a_training_killed_before_its_config_says_to_train_again(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / MARKER_FILE).write_text("{}")
+    assert main(["train", "--out", str(out), "--resume"]) == 2
+    one_line_error(capsys, "stopped before it wrote config.yaml", "without --resume")
