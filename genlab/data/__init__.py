@@ -36,6 +36,12 @@ _BUILTIN: dict[str, tuple[str, str, str]] = {
         "load_shapes_captions",
         "3x32x32 coloured shapes with an English caption per image ('text' tokens); captions parse back to factors",
     ),
+    "shapes-av": (
+        "shapes_av",
+        "load_shapes_av",
+        "shapes-captions plus a 0.25 s 8-bit mu-law clip ('audio') whose pitch, timbre, loudness and envelope "
+        "encode colour, shape, size and horizontal position",
+    ),
     "tones": (
         "audio",
         "load_tones",
@@ -84,8 +90,9 @@ def load_dataset(name_or_path: str, split: str = "train", **opts: Any) -> Tensor
     """Load a built-in data set by name, or a user file/folder by path, as one split.
 
     ``split`` is ``"train"``, ``"val"``, ``"test"`` or ``"all"``; splits are deterministic. User
-    paths: a folder of PNG/JPEG images (labels from sub-folder names), a ``.npy``/``.npz`` array
-    file, or a UTF-8 ``.txt`` file (``tokenizer="char"|"word"``). Bad input raises
+    paths: a folder of PNG/JPEG images (labels from sub-folder names), a folder of image-caption
+    pairs (``captions.csv``/``captions.jsonl``, optional WAV audio; see :mod:`.pairs`), a
+    ``.npy``/``.npz`` array file, or a UTF-8 ``.txt`` file (``tokenizer="char"|"word"``). Bad input raises
     :class:`InvalidDataError` with a one-line message; so does an option the data set does not
     take (built-ins: see :func:`dataset_options`; paths: checked by :func:`.files.load_path`).
     """

@@ -69,15 +69,32 @@ def write_wav(path: str | os.PathLike, audio: Tensor | np.ndarray, sample_rate: 
     return path
 
 
-def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """A 16-bit PCM WAV file -> (float64 samples [T] in [-1, 1], first channel; sample rate)."""
-    with wave.open(str(path), "rb") as w:
-        if w.getsampwidth() != 2:
-            raise InvalidDataError(
-                f"WAV file {str(path)!r} has {8 * w.getsampwidth()}-bit samples; expected 16-bit PCM"
-            )
-        raw = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-        return raw.reshape(-1, w.getnchannels())[:, 0] / 32767.0, w.getframerate()
+def read_wav(path: str | os.PathLike, *, mono: bool = False) -> tuple[np.ndarray, int]:
+    """An 8- or 16-bit PCM WAV file -> (float64 samples [T] in [-1, 1] of its first channel, sample
+    rate). ``mono=True`` refuses files with more than one channel. A file that is missing, not a PCM
+    WAV, of another sample width, truncated or empty raises a one-line InvalidDataError naming it."""
+    name = str(path)
+    try:
+        with wave.open(name, "rb") as w:
+            width, channels, rate, frames = w.getsampwidth(), w.getnchannels(), w.getframerate(), w.getnframes()
+            if width not in (1, 2):
+                raise InvalidDataError(f"WAV file {name!r} has {8 * width}-bit samples; expected 8- or 16-bit PCM")
+            if mono and channels != 1:
+                raise InvalidDataError(f"WAV file {name!r} has {channels} channels; expected mono")
+            raw = w.readframes(frames)
+    except InvalidDataError:
+        raise
+    except (wave.Error, EOFError, OSError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InvalidDataError(f"WAV file {name!r} cannot be read ({reason}); expected 8- or 16-bit PCM") from None
+    if frames == 0 or len(raw) < frames * width * channels:
+        held = len(raw) // (width * channels)
+        raise InvalidDataError(f"WAV file {name!r} is empty or truncated: it declares {frames} frames, holds {held}")
+    if width == 1:  # 8-bit WAV is unsigned, centred on 128
+        samples = (np.frombuffer(raw, dtype=np.uint8).astype(np.float64) - 128.0) / 128.0
+    else:
+        samples = np.frombuffer(raw, dtype="<i2") / 32767.0
+    return np.clip(samples.reshape(-1, channels)[:, 0], -1.0, 1.0), rate
 
 
 def synth_tones(

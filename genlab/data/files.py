@@ -1,4 +1,5 @@
-"""User data from disk: a folder of images, a ``.npy``/``.npz`` array file, or a UTF-8 ``.txt`` file.
+"""User data from disk: a folder of images, a ``.npy``/``.npz`` array file, or a UTF-8 ``.txt`` file
+(and the dispatch to ``pairs.py`` for folders of image-caption pairs).
 
 Every loader validates its input and raises a one-line :class:`InvalidDataError` naming the path (or
 file) and what was expected. Arrays and images are split deterministically 80/10/10 with
@@ -39,8 +40,10 @@ MAX_LEVELS = 2**24
 def load_path(path: str, split: str = "train", **opts: Any) -> TensorDataset:
     """Load a user path as one split, dispatching on what it is.
 
-    A directory: images (PNG/JPEG/BMP/GIF), labelled by sub-folder name when they sit in
-    sub-folders (options ``size``, ``grayscale``, ``seed``). ``.npy``: one array [N, ...];
+    A directory holding ``captions.csv`` or ``captions.jsonl``: image-caption(-audio) pairs (see
+    :func:`.pairs.load_pairs_folder`; a ``.csv``/``.jsonl`` path loads the pairs it lists, relative
+    to its folder). Another directory: images (PNG/JPEG/BMP/GIF), labelled by sub-folder name when
+    they sit in sub-folders (options ``size``, ``grayscale``, ``seed``). ``.npy``: one array [N, ...];
     ``.npz``: key ``"x"`` plus optional ``"y"`` labels [N] and ``"factors"`` [N, K] (options
     ``levels``, ``seed``). ``.txt``: token blocks (options ``tokenizer``, ``block_size``, ``vocab``).
     """
@@ -48,10 +51,18 @@ def load_path(path: str, split: str = "train", **opts: Any) -> TensorDataset:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InvalidDataError(f"data path {path!r} does not exist")
+    from .pairs import CAPTION_EXTENSIONS, PAIR_OPTIONS, find_captions_file, load_pairs_folder
+
     if os.path.isdir(path):
+        if find_captions_file(path) is not None or "captions" in opts:
+            _check_opts(path, opts, PAIR_OPTIONS)
+            return load_pairs_folder(path, split, **opts)
         _check_opts(path, opts, _FOLDER_OPTS)
         return load_image_folder(path, split, **opts)
     ext = os.path.splitext(path)[1].lower()
+    if ext in CAPTION_EXTENSIONS:
+        _check_opts(path, opts, PAIR_OPTIONS - {"captions"})
+        return load_pairs_folder(os.path.dirname(path) or ".", split, captions=os.path.basename(path), **opts)
     if ext in (".npy", ".npz"):
         _check_opts(path, opts, _ARRAY_OPTS)
         return load_array_file(path, split, **opts)
@@ -60,7 +71,7 @@ def load_path(path: str, split: str = "train", **opts: Any) -> TensorDataset:
         return load_text_file(path, split, **opts)
     raise InvalidDataError(
         f"data file {path!r} has unsupported extension {ext or '(none)'!r}; "
-        "expected a folder of images, .npy, .npz or .txt"
+        "expected a folder of images (or of image-caption pairs), .npy, .npz, .txt, or a captions .csv/.jsonl"
     )
 
 
@@ -561,24 +572,45 @@ def load_image_folder(
     if not files:
         raise InvalidDataError(f"image folder {path!r} has no images; expected {', '.join(IMAGE_EXTENSIONS)} files")
 
-    arrays = [_read_image(f, hw, grayscale) for f in files]
+    x = read_images(files, path, hw, grayscale)
+    return _with_name(
+        dataset_from_arrays(x, labels, name=_name(path), split=split, levels=256, seed=seed, where=path),
+        class_names,
+    )
+
+
+def read_images(
+    files: Sequence[str],
+    root: str,
+    hw: tuple[int, int] | None,
+    grayscale: bool | None,
+    where: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Image files -> uint8 [N, C, H, W], as :func:`load_image_folder` reads them: resized to ``hw``
+    (else all must share one size), 1 channel if ``grayscale`` (or, when None, if every image is
+    gray), else 3. ``root`` names the folder in errors; ``where[i]``, if given, prefixes the error
+    about file ``i`` (e.g. the captions-file line that names it)."""
+    arrays = []
+    for i, f in enumerate(files):
+        try:
+            arrays.append(_read_image(f, hw, grayscale))
+        except InvalidDataError as e:
+            if where is None:
+                raise
+            raise InvalidDataError(f"{where[i]}: {e}") from None
     if hw is None:
         first = arrays[0].shape[:2]
         for f, a in zip(files, arrays):
             if a.shape[:2] != first:
                 raise InvalidDataError(
-                    f"images in {path!r} differ in size: "
-                    f"{os.path.relpath(files[0], path)!r} is {first[0]}x{first[1]} but "
-                    f"{os.path.relpath(f, path)!r} is {a.shape[0]}x{a.shape[1]} (HxW); pass size= to resize"
+                    f"images in {root!r} differ in size: "
+                    f"{os.path.relpath(files[0], root)!r} is {first[0]}x{first[1]} but "
+                    f"{os.path.relpath(f, root)!r} is {a.shape[0]}x{a.shape[1]} (HxW); pass size= to resize"
                 )
     stack = np.stack(arrays)  # [N, H, W, 3] or [N, H, W, 1] uint8
     if grayscale is None and stack.shape[-1] == 3 and (stack[..., :1] == stack).all():
         stack = stack[..., :1]
-    x = np.ascontiguousarray(stack.transpose(0, 3, 1, 2))
-    return _with_name(
-        dataset_from_arrays(x, labels, name=_name(path), split=split, levels=256, seed=seed, where=path),
-        class_names,
-    )
+    return np.ascontiguousarray(stack.transpose(0, 3, 1, 2))
 
 
 def _with_name(ds: TensorDataset, class_names: tuple[str, ...] | None) -> TensorDataset:

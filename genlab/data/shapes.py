@@ -385,7 +385,8 @@ def load_shapes_captions(split: str = "train", n: int | None = None, seed: int =
     shape on black), ``"factors"`` int64 [N, 6] (shape, scale, orientation, pos_x, pos_y, colour),
     ``"y"`` int64 [N] shape id, and ``"text"`` int64 [N, T] caption token ids (<bos> words <eos>
     <pad>...; T = ``spec.extra["text_len"]``, vocabulary ``spec.vocab``). Subsets of the 5,160,960
-    combinations are drawn like :func:`load_shapes` (default 20,000 / 2,000 / 2,000)."""
+    combinations are drawn like :func:`load_shapes` (default 20,000 / 2,000 / 2,000).
+    ``spec.modalities`` describes ``"x"`` (image) and ``"text"`` (tokens)."""
     idx = grid_split_indices(CAPTION_GRID.num_combinations, split, n, seed)
     factors = CAPTION_GRID.index_to_factors(idx)
     images = render_coloured(factors, size)
@@ -402,10 +403,22 @@ def load_shapes_captions(split: str = "train", n: int | None = None, seed: int =
         factor_sizes=CAPTION_GRID.factor_sizes,
         extra={
             "text_len": TEXT_LEN,
-            "modalities": ["x", "text"],
             "caption_factor_names": list(CAPTION_FACTOR_NAMES),
             "caption_factor_sizes": list(CAPTION_FACTOR_SIZES),
             "colour_names": list(COLOUR_NAMES),
+        },
+        modalities={
+            "x": DataSpec(name="x", kind="image", shape=(3, int(size), int(size)), levels=2),
+            "text": DataSpec(
+                name="text",
+                kind="tokens",
+                shape=(TEXT_LEN,),
+                dtype="int64",
+                value_range=None,
+                levels=len(CAPTION_VOCAB),
+                vocab=CAPTION_VOCAB,
+                extra={"text_len": TEXT_LEN},
+            ),
         },
     )
     tensors = {

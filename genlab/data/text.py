@@ -152,6 +152,15 @@ def make_tokenizer(kind: str, vocab: Sequence[str] | None = None) -> CharTokeniz
     raise InvalidDataError(f"tokenizer {kind!r} is unknown; expected 'char' or 'word'")
 
 
+def pad_ids(ids: Sequence[int], length: int) -> np.ndarray:
+    """Token ids of one text -> int64 [length]: <bos>, the ids (the first ``length - 2`` if more),
+    <eos>, then <pad> up to ``length`` (the fixed-length layout of captions)."""
+    if length < 3:
+        raise InvalidDataError(f"text length {length} is too short; expected at least 3 (<bos>, a token, <eos>)")
+    body = list(ids)[: length - 2]
+    return np.array([BOS, *body, EOS] + [PAD] * (length - 2 - len(body)), dtype=np.int64)
+
+
 def read_text(path: str) -> str:
     """The contents of a UTF-8 text file; one-line InvalidDataError if it is missing, empty, or not
     valid UTF-8 (naming the byte offset). A UTF-8 byte-order mark is dropped."""
