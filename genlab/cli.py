@@ -1,4 +1,4 @@
-"""The ``genlab`` command line: train, sample, eval, encode, compare, datasets, models.
+"""The ``genlab`` command line: train, sample, eval, encode, translate, compare, datasets, models.
 
 Every error a user can cause (bad data path, unknown option, damaged checkpoint) ends the program
 with one line on stderr and a non-zero exit status, never a traceback.
@@ -229,7 +229,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model, cfg, spec = load_run(args.run, weights=args.weights)
     # What save_samples can write for this run's data, decided before the (possibly slow) sampling;
     # .npy (the raw array) always works. The file name is never changed behind the user's back.
-    if model.data_key == "text" or spec.kind == "tokens":
+    modalities = model.capabilities.modalities
+    if modalities:  # one sample = a dict of modalities: a captioned PNG (+ WAVs), or every array in .npz
+        what, exts = "multimodal", ((".png", ".npz") if "x" in modalities else (".npz",))
+    elif model.data_key == "text" or spec.kind == "tokens":
         what, exts = (
             ("caption" if spec.kind == "multimodal" else "token"),
             ((".txt", ".npy") if spec.vocab else (".npy",)),
@@ -272,6 +275,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elif args.temperature != 1.0:
         raise CLIError(f"--temperature: model {cfg['model']!r} does not support sampling temperature")
     x = model.sample(args.n, cond, generator=gen, **kw)
+    if modalities:
+        written_all = _write_multimodal(x, spec, out, title=f"{args.n} jointly generated examples")
+        print(f"wrote {args.n} samples to {written_all[0]}" + _and_wavs(written_all))
+        return 0
     if out.suffix.lower() == ".npy":
         import numpy as np
 
@@ -287,6 +294,186 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if written != out:  # save_samples normalizes '.WAV'/'.TXT' to lower case; keep the user's name
         written = written.replace(out)
     print(f"wrote {args.n} samples to {written}")
+    return 0
+
+
+def _write_multimodal(outputs: dict[str, Any], spec: Any, out: Path, **kw: Any) -> list[Path]:
+    """Generated modalities to ``out``, under exactly that name: ``.npz`` (one array per modality) or a
+    PNG with WAVs beside it (:func:`genlab.viz.save_multimodal`). Returns the paths written."""
+    if out.suffix.lower() == ".npz":
+        import numpy as np
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "wb") as f:  # a file object: np.savez would append .npz to 'S.NPZ'
+            np.savez(f, **{k: v.detach().cpu().numpy() for k, v in outputs.items()})
+        return [out]
+    from .viz import save_multimodal
+
+    return save_multimodal(outputs, spec, out, **kw)
+
+
+def _and_wavs(written: list[Path]) -> str:
+    wavs = [p for p in written if p.suffix == ".wav"]
+    return f" and {len(wavs)} WAV files beside it ({wavs[0].name} ...)" if wavs else ""
+
+
+#: --to / source flag names of each batch key, and what it holds.
+_MODALITY_FLAGS = {"x": ("--image", "image"), "text": ("--text", "caption"), "audio": ("--audio", "audio")}
+
+
+def _read_image_source(path: str, spec: Any) -> Any:
+    """An image file -> float tensor [C, H, W] on the run's levels: read with Pillow, resized to the
+    run's image size, 1 or 3 channels as the run has; one-line error for a missing or unreadable file."""
+    import os
+
+    import torch
+
+    from .data.files import read_images
+
+    c, h, w = spec.shape
+    arr = read_images([path], os.path.dirname(path) or ".", (int(h), int(w)), grayscale=int(c) == 1)[0]
+    x = torch.from_numpy(arr.astype("float32") / 255.0)
+    if spec.levels and spec.levels != 256:  # onto the data's levels (a binary run sees 0 or 1)
+        x = torch.round(x * (spec.levels - 1)) / (spec.levels - 1)
+    return x
+
+
+def _read_audio_source(path: str, spec: Any) -> Any:
+    """A WAV file -> float tensor [T] in [-1, 1] of the run's clip length (cut, or padded with
+    silence); one-line error for an unreadable file or another sample rate than the run's."""
+    import numpy as np
+    import torch
+
+    from .data.audio import read_wav
+
+    samples, rate = read_wav(path)
+    want = int(spec.extra.get("sample_rate", rate))
+    if rate != want:
+        raise CLIError(f"--audio {path}: the file has {rate} Hz but the run's audio has {want} Hz; resample it first")
+    length = int(spec.shape[0])
+    if len(samples) != length:
+        print(
+            f"note: --audio {path} has {len(samples)} samples; the run's clips hold {length}: "
+            + ("using the first ones" if len(samples) > length else "padded with silence"),
+            file=sys.stderr,
+        )
+    clip = np.zeros(length, dtype=np.float32)
+    clip[: min(length, len(samples))] = samples[:length]
+    return torch.from_numpy(clip)
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .runs import load_run
+
+    given = {k: v for k, v in (("text", args.text), ("x", args.image), ("audio", args.audio)) if v is not None}
+    if not given:
+        raise CLIError("translate needs a source: --text CAPTION, --image FILE or --audio FILE.wav")
+    to = [t.strip() for item in (args.to or []) for t in item.split(",") if t.strip()]
+    for t in to:
+        if t not in _MODALITY_FLAGS:
+            raise CLIError(f"--to {t!r}: expected x (image), text (caption) or audio")
+    exts = (".png", ".txt", ".wav", ".npz")
+    if args.out is not None and Path(args.out).suffix.lower() not in exts:
+        got = Path(args.out).suffix or "no extension"
+        raise CLIError(
+            f"--out {args.out}: translations are written as .png (images, captions under them), .txt (captions), "
+            f".wav (audio) or .npz (arrays); got {got}"
+        )
+    model, cfg, spec = load_run(args.run, weights=args.weights)
+    keys = model.capabilities.modalities
+    if not keys:
+        raise CLIError(
+            f"run {str(args.run)!r} models one modality ({cfg['model']} on {cfg['data']}); translate needs a "
+            "multimodal run, e.g. 'genlab train mvae --data shapes-captions'"
+        )
+
+    def lacks(k: str, flag: str) -> CLIError:
+        have = ", ".join(f"{m} ({_MODALITY_FLAGS[m][1] if m in _MODALITY_FLAGS else m})" for m in keys)
+        return CLIError(f"{flag}: run {str(args.run)!r} has no {_MODALITY_FLAGS[k][1]} modality {k!r}; it has {have}")
+
+    for k in given:
+        if k not in keys:
+            raise lacks(k, _MODALITY_FLAGS[k][0])
+    for t in to:
+        if t not in keys:
+            raise lacks(t, f"--to {t}")
+        if t in given:
+            raise CLIError(f"--to {t}: {_MODALITY_FLAGS[t][0]} gives it as the source; translate to another modality")
+    suffix = Path(args.out).suffix.lower() if args.out is not None else None
+    pinned = {".txt": "text", ".wav": "audio"}.get(suffix or "")
+    if not to and pinned is not None:  # --out captions.txt / clip.wav names the target
+        if pinned not in keys:
+            raise lacks(pinned, f"--out {args.out}")
+        if pinned in given:
+            raise CLIError(
+                f"--out {args.out}: {_MODALITY_FLAGS[pinned][0]} gives {pinned!r} as the source; write .png or .npz"
+            )
+        to = [pinned]
+    targets = to or [k for k in keys if k not in given]
+    if not targets:
+        raise CLIError("every modality of the run is a source; leave one out to translate to it")
+    if suffix is None:
+        pictured = "x" in targets or ("x" in given and "text" in targets)
+        suffix = ".png" if pictured else {"text": ".txt", "audio": ".wav"}.get(targets[0], ".npz")
+    only = {".txt": "text", ".wav": "audio"}.get(suffix)
+    if only is not None and targets != [only]:
+        raise CLIError(
+            f"--out {args.out or 'FILE' + suffix}: a {suffix} file holds {_MODALITY_FLAGS[only][1]}s only, but the "
+            f"targets are {', '.join(targets)}; pass --to {only}, or write .png or .npz"
+        )
+    if suffix == ".png" and "x" not in targets and not ("x" in given and "text" in targets):
+        raise CLIError(
+            f"--out {args.out}: a .png shows images (or captions under the source image); the targets "
+            f"{', '.join(targets)} have none: write .{'txt' if targets == ['text'] else 'wav'} or .npz"
+        )
+    out = Path(args.out) if args.out is not None else Path(f"translation{suffix}")
+
+    # The sources, as the run's data: tokenized, resized, cut to length.
+    from .data.text import encode_text
+
+    source: dict[str, torch.Tensor] = {}
+    if "text" in given:
+        try:
+            source["text"] = torch.from_numpy(encode_text(args.text, spec.modality("text")))[None]
+        except ValueError as e:
+            raise CLIError(f"--text {args.text!r}: {e}") from None
+    if "x" in given:
+        source["x"] = _read_image_source(args.image, spec.modality("x"))[None]
+    if "audio" in given:
+        source["audio"] = _read_audio_source(args.audio, spec.modality("audio"))[None]
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    source = {
+        k: (v.to(model.device, dtype) if v.is_floating_point() else v.to(model.device)) for k, v in source.items()
+    }
+    gen = torch.Generator(device=model.device).manual_seed(args.seed)
+    with torch.no_grad():
+        res = model.translate(source, targets, n=args.n, generator=gen, mean=args.mean)
+    res = {k: v.detach().cpu() for k, v in res.items()}
+
+    described = {"text": f'"{args.text}"', "x": f"image {args.image}", "audio": f"audio {args.audio}"}
+    title = "from " + " + ".join(described[k] for k in given)
+    if suffix == ".txt":
+        from .viz import modality_texts
+
+        texts = modality_texts(res["text"], spec)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(f"{t}\n" for t in texts), encoding="utf-8")
+        for t in texts:
+            print(t)
+        written = [out]
+    elif suffix == ".wav":
+        from .data.audio import write_wav
+
+        rate = int(spec.modality("audio").extra.get("sample_rate", 16000))
+        written = [write_wav(out, res["audio"], rate)]  # the clips one after another, 0.25 s apart
+    else:
+        src_img = source["x"][0].cpu() if "x" in source else None
+        written = _write_multimodal(res, spec, out, title=title, source_image=src_img)
+    plural = {"x": "images", "text": "captions", "audio": "audio clips"}
+    what = ", ".join(f"{args.n} {plural[t] if args.n > 1 else _MODALITY_FLAGS[t][1]}" for t in targets)
+    print(f"wrote {what} translated {title} to {written[0]}" + _and_wavs(written))
     return 0
 
 
@@ -497,8 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--out",
         help=(
-            "file to write: .png grid (images, 2-D data), .txt (tokens, captions), "
-            ".wav (audio) or .npy (raw array, any data); default samples.png/.txt/.wav as suits the data"
+            "file to write: .png grid (images, 2-D data; multimodal runs: each image with its caption, "
+            "audio as WAVs beside), .txt (tokens, captions), .wav (audio) or .npy (raw array; multimodal: .npz); "
+            "default samples.png/.txt/.wav as suits the data"
         ),
     )
     s.add_argument("--seed", type=int, default=0)
@@ -515,6 +703,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--weights", choices=["best", "last"], default="best")
     s.set_defaults(func=cmd_sample)
+    tr = sub.add_parser(
+        "translate",
+        help="translate between the modalities of a multimodal run (caption -> images, image -> captions, ...)",
+    )
+    tr.add_argument("run")
+    tr.add_argument("--text", metavar="CAPTION", help='source caption, e.g. "a small red heart in the top left"')
+    tr.add_argument("--image", metavar="FILE", help="source image file (PNG/JPEG; resized to the run's images)")
+    tr.add_argument("--audio", metavar="FILE.wav", help="source audio clip (8- or 16-bit PCM WAV at the run's rate)")
+    tr.add_argument(
+        "--to",
+        action="append",
+        metavar="MODALITY",
+        help="target modality: x (image), text (caption) or audio; repeat or comma-separate (default: all others)",
+    )
+    tr.add_argument("--n", type=int, default=8, help="translations of the source (default 8)")
+    tr.add_argument(
+        "--out",
+        help=(
+            ".png (images with captions under them, or captions under the source image; audio as WAVs beside), "
+            ".txt (captions), .wav (clips) or .npz (arrays); without --to, a .txt or .wav names the target; "
+            "default translation.png/.txt/.wav"
+        ),
+    )
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--mean", action="store_true", help="posterior mean and decoder means instead of random draws")
+    tr.add_argument("--weights", choices=["best", "last"], default="best")
+    tr.set_defaults(func=cmd_translate)
     e = sub.add_parser("eval", help="evaluate a trained run; writes eval.json")
     e.add_argument("run")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -528,7 +743,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics",
         help=(
             "comma-separated subset of: likelihood, iwae, recon, fid, kid, pr, dc, classes, mmd, "
-            "c2st, memorization, disentanglement, in any letter case (default: all that apply to the model and data)"
+            "c2st, memorization, disentanglement, coherence, in any letter case "
+            "(default: all that apply to the model and data)"
         ),
     )
     e.add_argument("--n-samples", type=int, default=1000, help="samples drawn for the sample-based metrics")

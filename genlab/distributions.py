@@ -15,7 +15,8 @@ so log p(y) minus D log L (what :func:`genlab.metrics.likelihood.bits_per_dim` s
 density on data with levels) is a lower bound on the log mass, and bits/dim are never negative.
 
 Discretized logistic: Salimans et al., "PixelCNN++", ICLR 2017, eq. (2), without the mixture.
-Also the one copy of the small helpers every family shares: ``LOG_2PI``, :func:`to_levels` and
+Also the one copy of the small helpers every family shares: ``LOG_2PI``, the diagonal-Gaussian
+latent helpers :func:`gaussian_kl_standard` and :func:`diag_gaussian_log_prob`, :func:`to_levels` and
 :func:`sample_categorical` (Holtzman et al., "The Curious Case of Neural Text Degeneration",
 ICLR 2020, for top-p).
 """
@@ -38,6 +39,16 @@ LOG_2PI = math.log(2 * math.pi)
 
 def _sum_per_example(t: Tensor) -> Tensor:
     return t.flatten(1).sum(1)
+
+
+def gaussian_kl_standard(mu: Tensor, logvar: Tensor) -> Tensor:
+    """[...] KL(N(mu, diag exp(logvar)) || N(0, I)) in nats, summed over the last (latent) dimension."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
+
+
+def diag_gaussian_log_prob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z; mu, diag exp(logvar)) summed over the last dimension (shapes broadcast)."""
+    return -0.5 * ((z - mu).pow(2) * torch.exp(-logvar) + logvar + LOG_2PI).sum(-1)
 
 
 def to_levels(x: Tensor, levels: int) -> Tensor:

@@ -5,7 +5,8 @@ model whose ``log_prob`` takes ``k`` (``capabilities.iwae``); ``recon`` needs
 ``capabilities.reconstruct``; disentanglement needs ``capabilities.encode``. Sample-based metrics
 need ``capabilities.sample`` on image or vector data and run on a feature network
 (:mod:`genlab.metrics.features`): so every family -- VAE, flow, autoregressive, GAN -- is compared
-on the same footing.
+on the same footing. Multimodal models (``capabilities.modalities``) on data whose factors can be read
+back from every modality get cross-modal ``coherence`` (:mod:`genlab.metrics.coherence`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ LIKELIHOOD_METRICS = ("likelihood", "iwae", "recon")
 SAMPLE_METRICS = ("fid", "kid", "pr", "dc", "classes", "mmd", "c2st", "memorization")
 #: disentanglement: MIG and DCI of the encoder's codes against the data's ground-truth factors.
 REPRESENTATION_METRICS = ("disentanglement",)
-AVAILABLE = LIKELIHOOD_METRICS + SAMPLE_METRICS + REPRESENTATION_METRICS
+#: coherence: cross-modal, multi-source and joint coherence of a multimodal model (Shi et al. 2019).
+MULTIMODAL_METRICS = ("coherence",)
+AVAILABLE = LIKELIHOOD_METRICS + SAMPLE_METRICS + REPRESENTATION_METRICS + MULTIMODAL_METRICS
 #: Examples encoded for the disentanglement metrics (disentanglement_lib's usual 10,000).
 MAX_DISENTANGLEMENT_EXAMPLES = 10000
 
@@ -38,8 +41,9 @@ def applicable_metrics(model: GenerativeModel) -> list[str]:
     """The metric names that make sense for ``model``, from ``model.likelihood`` and
     ``model.capabilities``: ``likelihood`` unless it has none, ``iwae`` for bound models whose
     ``log_prob`` takes ``k``, ``recon`` if it can reconstruct, ``disentanglement`` for encoders on
-    data with ground-truth factors, and the sample-based metrics if it can sample images or vectors
-    (``classes`` only for labelled data)."""
+    data with ground-truth factors, the sample-based metrics if it can sample images or vectors
+    (``classes`` only for labelled data), and ``coherence`` for multimodal models on data whose
+    factors every modality's reader recovers (``shapes-captions``, ``shapes-av``)."""
     caps = model.capabilities
     out = []
     if model.likelihood != "none":
@@ -54,6 +58,11 @@ def applicable_metrics(model: GenerativeModel) -> list[str]:
     if caps.sample and spec.kind in ("image", "vector") and not spec.dtype.startswith("int"):
         labelled = bool(spec.num_classes or spec.factor_sizes)
         out += [m for m in SAMPLE_METRICS if m != "classes" or labelled]
+    if caps.modalities and caps.sample:
+        from .metrics.coherence import has_factor_readers
+
+        if has_factor_readers(spec):
+            out.append("coherence")
     return out
 
 
@@ -239,6 +248,11 @@ def evaluate(
     for m in chosen:
         if m not in AVAILABLE:
             raise ValueError(f"unknown metric {m!r}; expected one of {', '.join(AVAILABLE)}")
+        if m == "coherence" and m not in applicable:
+            raise ValueError(
+                "metric 'coherence' needs a multimodal model on data whose factors can be read back from every "
+                f"modality (shapes-captions, shapes-av); {type(model).__name__} on {model.spec.name!r} is not"
+            )
         if m == "disentanglement" and m not in applicable and not model.spec.factor_sizes:
             raise ValueError(
                 "metric 'disentanglement' needs data with ground-truth factors (e.g. shapes); "
@@ -270,6 +284,18 @@ def evaluate(
         out["recon_mse_per_dim"] = out["recon_mse"] / dataset.spec.dim
     if "disentanglement" in chosen:
         out.update(disentanglement_metrics(model, dataset, batch_size=batch_size, seed=seed))
+    if "coherence" in chosen:
+        from .metrics.coherence import cross_modal_coherence, flatten_coherence
+
+        res = cross_modal_coherence(
+            model,
+            dataset,
+            reference=_resolve_reference(dataset, reference),
+            n_examples=n_samples,
+            seed=seed,
+            batch_size=batch_size,
+        )
+        out.update(flatten_coherence(res))
     wanted = [m for m in chosen if m in SAMPLE_METRICS]
     if wanted:
         samples = draw_samples(model, n_samples, dataset, seed=seed)

@@ -591,6 +591,12 @@ class Trainer:
             except NotImplementedError:
                 return None
             nrow = self.model.spec.num_classes if cond is not None else None
+            if isinstance(x, dict):  # a multimodal model: one file per modality, "<name>-<key>.png/.txt/.wav"
+                spec = self.model.spec
+                paths = [
+                    save_samples(v, spec.modality(k), self.out / SAMPLES_DIR / f"{name}-{k}.png") for k, v in x.items()
+                ]
+                return next((p for p in paths if p is not None), None)
             return save_samples(
                 x,
                 self.model.spec,

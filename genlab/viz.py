@@ -455,6 +455,161 @@ def save_learned_density(
     )
 
 
+# --- multimodal pictures: images with their captions, translation grids, WAV files beside ------------
+
+#: Side in pixels that images are enlarged to (by a whole factor) in captioned pictures: 32x32 -> 128x128.
+CELL = 128
+
+
+def stack_rows(rows: Sequence[np.ndarray], pad: int = 8) -> np.ndarray:
+    """Stack uint8 images [H, W, 3] top to bottom, left-aligned on white, ``pad`` pixels apart."""
+    width = max(r.shape[1] for r in rows)
+    parts = []
+    for r in rows:
+        parts.append(np.pad(r, ((0, pad), (0, width - r.shape[1]), (0, 0)), constant_values=255))
+    return np.concatenate(parts)[:-pad] if pad else np.concatenate(parts)
+
+
+def _text_block(lines: Sequence[str], size: float) -> np.ndarray:
+    """Lines of text, left-aligned, as one uint8 [H, W, 3] image (a blank strip for no text)."""
+    if not any(line.strip() for line in lines):
+        return np.full((4, 4, 3), 255, dtype=np.uint8)
+    return text_image("\n".join(lines), size)
+
+
+def captioned_grid(
+    images: Tensor | np.ndarray,
+    captions: Sequence[str | Sequence[str]],
+    ncol: int = 8,
+    cell: int = CELL,
+    size: float = 8.0,
+    pad: int = 6,
+) -> np.ndarray:
+    """Images [N, C, H, W] in [0, 1] with text under each, ``ncol`` per row, as uint8 [H', W', 3].
+
+    ``captions[i]`` is one string or several (one per line, each after ``- ``), wrapped to the
+    width of the enlarged image (about ``cell`` pixels); every cell is as tall as the tallest."""
+    a = images.detach().float().cpu().numpy() if isinstance(images, Tensor) else np.asarray(images, np.float32)
+    if a.ndim != 4 or len(captions) != len(a):
+        raise ValueError(f"captioned_grid expects images [N, C, H, W] and N captions; got {a.shape}, {len(captions)}")
+    n, _, h, w = a.shape
+    scale = max(1, cell // max(h, w))
+    chars = max(8, int(scale * w / (0.6 * size * DPI / 72)))  # DejaVu Sans: ~0.6 em per character
+    tiles = [image_grid(a[i : i + 1], nrow=1, pad=0, min_side=scale * max(h, w)) for i in range(n)]
+    texts = []
+    for cap in captions:
+        items = [cap] if isinstance(cap, str) else [f"- {c}" for c in cap]
+        lines = [line for item in items for line in (textwrap.wrap(item, chars) or [""])]
+        texts.append(_text_block(lines, size))
+    cw = max(max(t.shape[1] for t in tiles), max(t.shape[1] for t in texts))
+    ch = max(t.shape[0] for t in tiles) + 2 + max(t.shape[0] for t in texts)
+    cells = []
+    for tile, text in zip(tiles, texts):
+        c = np.full((ch, cw, 3), 255, dtype=np.uint8)
+        c[: tile.shape[0], (cw - tile.shape[1]) // 2 : (cw - tile.shape[1]) // 2 + tile.shape[1]] = tile
+        c[tile.shape[0] + 2 : tile.shape[0] + 2 + text.shape[0], : text.shape[1]] = text
+        cells.append(c)
+    ncol = max(1, min(ncol, n))
+    rows = []
+    for r in range(0, n, ncol):
+        row = cells[r : r + ncol]
+        row += [np.full((ch, cw, 3), 255, dtype=np.uint8)] * (ncol - len(row))
+        rows.append(np.concatenate([np.pad(c, ((0, 0), (0, pad), (0, 0)), constant_values=255) for c in row], 1))
+    return stack_rows(rows, pad)
+
+
+def modality_texts(ids: Tensor, spec: DataSpec) -> list[str]:
+    """Token ids [N, T] of the ``"text"`` modality of ``spec`` -> N strings."""
+    from .data.text import tokens_to_text
+
+    return tokens_to_text(ids.detach().cpu().long(), spec.modality("text"))
+
+
+def _write_clips(clips: Tensor, spec: DataSpec, png: Path) -> list[Path]:
+    """One WAV file per clip beside ``png``: ``<stem>-0.wav``, ``<stem>-1.wav``, ..."""
+    from .data.audio import write_wav
+
+    rate = int(spec.modality("audio").extra.get("sample_rate", 16000))
+    return [write_wav(png.with_name(f"{png.stem}-{i}.wav"), clip, rate) for i, clip in enumerate(clips.cpu())]
+
+
+def save_multimodal(
+    outputs: Mapping[str, Tensor],
+    spec: DataSpec,
+    path: str | os.PathLike,
+    *,
+    title: str = "",
+    source_image: Tensor | None = None,
+    ncol: int = 8,
+) -> list[Path]:
+    """Generated modalities (joint samples, or the translations of one source) as one PNG, plus one
+    WAV file per clip beside it (``<stem>-<i>.wav``) when ``outputs`` holds ``"audio"``.
+
+    With images (``"x"`` [N, C, H, W]): the grid of images, each with its caption (``"text"``) under
+    it. Without images but with captions and a ``source_image`` [C, H, W] (image -> caption): the
+    source image with the N captions under it. Cells are numbered when WAV files go with them, so
+    ``[3]`` is ``<stem>-3.wav``. ``title`` goes above. Returns the PNG's path, then the WAVs'."""
+    path = Path(path)
+    texts = modality_texts(outputs["text"], spec) if "text" in outputs else None
+    clips = outputs.get("audio")
+    if "x" in outputs:
+        n = len(outputs["x"])
+        caps = texts if texts is not None else [""] * n
+        if clips is not None:
+            caps = [f"[{i}] {c}".strip() for i, c in enumerate(caps)]
+        grid = captioned_grid(outputs["x"], caps, ncol)
+    elif texts is not None and source_image is not None:
+        caps = [f"[{i}] {c}" for i, c in enumerate(texts)] if clips is not None else texts
+        grid = captioned_grid(source_image[None], [caps], 1, cell=2 * CELL)
+    else:
+        raise ValueError("save_multimodal draws images (with captions), or captions under a source image")
+    written = [save_png(titled(grid, title) if title else grid, path)]
+    if clips is not None:
+        written += _write_clips(clips, spec, path)
+    return written
+
+
+def translation_grid(rows: Sequence[tuple[str, Tensor]], path: str | os.PathLike, ncol: int = 8) -> Path:
+    """PNG of translations to images: one row per source, titled with it (e.g. its caption), holding
+    that source's translations [k, C, H, W] (``ncol`` per line)."""
+    blocks = [titled(image_grid(imgs, nrow=ncol, min_side=64), title) for title, imgs in rows]
+    return save_png(stack_rows(blocks, 12), path)
+
+
+@torch.no_grad()
+def multimodal_figures(
+    model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n: int = 16, rows: int = 4
+) -> list[Path]:
+    """The end-of-training pictures of a multimodal run (keys ``model.capabilities.modalities``):
+    ``samples.png``, ``n`` jointly created examples (each image with its caption under it; audio as
+    ``samples-<i>.wav`` beside it); ``translation.png``, the captions of the first ``rows`` examples
+    of ``data`` each translated to 8 images (row titles: the captions); ``captioning.png``, the
+    first 8 images of ``data`` each with 3 captions the model writes for it. Each figure is drawn
+    only when the model has the modalities it needs (and ``data`` the examples)."""
+    out = Path(out)
+    keys = tuple(model.capabilities.modalities)
+    spec = model.spec
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    written: list[Path] = []
+    if "x" in keys and model.capabilities.sample:
+        samples = model.sample(n, generator=gen)
+        written += save_multimodal(samples, spec, out / "samples.png", title="jointly generated: image and caption")
+    if not ("x" in keys and "text" in keys) or len(data) == 0:
+        return written
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    text = data.tensors["text"][:rows].to(model.device)
+    images = model.translate({"text": text}, ["x"], n=8, generator=gen)["x"].cpu()
+    titles = [f'from "{t}"' for t in modality_texts(text, spec)]
+    written.append(
+        translation_grid([(t, images[i * 8 : (i + 1) * 8]) for i, t in enumerate(titles)], out / "translation.png")
+    )
+    x = data.tensors["x"][:8]
+    caps = modality_texts(model.translate({"x": x.to(model.device, dtype)}, ["text"], n=3, generator=gen)["text"], spec)
+    grid = captioned_grid(x, [caps[i * 3 : (i + 1) * 3] for i in range(len(x))], ncol=4)
+    written.append(save_png(titled(grid, "each image with 3 captions the model writes for it"), out / "captioning.png"))
+    return written
+
+
 @torch.no_grad()
 def run_figures(model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n: int | None = None) -> list[Path]:
     """The end-of-training pictures of a run folder: those of ``model.capabilities.figures`` that
@@ -462,10 +617,13 @@ def run_figures(model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n:
     ``reconstructions.png`` (up to 32 examples of ``data``; odd rows data, even rows
     reconstructions), ``traversal.png`` (the first example) and ``interpolation.png`` (up to 4
     pairs; needs 2 examples) on images, and ``density.png`` (data histogram next to the learned
-    density) on 2-D vectors for models with exact ``log_prob``. Any number of examples in ``data``
-    works; returns the paths of the figures written."""
+    density) on 2-D vectors for models with exact ``log_prob``. Multimodal models get
+    :func:`multimodal_figures` instead. Any number of examples in ``data`` works; returns the paths
+    of the figures written."""
     out = Path(out)
     model.eval()
+    if model.capabilities.modalities:  # a dict of modalities per sample: pictures of their own
+        return multimodal_figures(model, data, out, seed=seed, n=min(n or 16, 16))
     figures = set(model.capabilities.figures)
     spec = model.spec
     written: list[Path] = []

@@ -24,7 +24,8 @@ threadpool_limits(1)
 CACHE = Path(tempfile.mkdtemp(prefix="genlab-test-cache-"))
 os.environ["GENLAB_CACHE"] = str(CACHE)
 
-#: The contract tests' data: one tiny spec per kind of data a model may take, all with 3 classes.
+#: The contract tests' data: one tiny spec per kind of data a model may take, all with 3 classes
+#: (``pairs``: a multimodal spec, image "x" + caption "text", whose batches hold both keys).
 SPECS: dict[str, DataSpec] = {
     s.name: s
     for s in [
@@ -43,6 +44,28 @@ SPECS: dict[str, DataSpec] = {
             num_classes=3,
         ),
         DataSpec(name="audio", kind="audio", shape=(12,), value_range=(-1.0, 1.0), num_classes=3),
+        # image + caption pairs: multimodal models take both; single-modality image models model "x"
+        DataSpec(
+            name="pairs",
+            kind="multimodal",
+            shape=(3, 8, 8),
+            levels=2,
+            num_classes=3,
+            vocab=tuple("<>abc"),
+            extra={"text_len": 5},
+            modalities={
+                "x": DataSpec(name="x", kind="image", shape=(3, 8, 8), levels=2),
+                "text": DataSpec(
+                    name="text",
+                    kind="tokens",
+                    shape=(5,),
+                    dtype="int64",
+                    value_range=None,
+                    levels=5,
+                    vocab=tuple("<>abc"),
+                ),
+            },
+        ),
     ]
 }
 
@@ -56,6 +79,10 @@ TINY: dict[str, dict] = {
     "glow": {"steps": 2, "hidden": 8},
     "made": {"hidden": [16]},
     "maf": {"n_layers": 2, "hidden": [8]},
+    "mmvae": {"z_dim": 2, "hidden": 8, "channels": 4, "k": 2, "dreg": True},
+    "mmvaeplus": {"z_dim": 2, "w_dim": 2, "hidden": 8, "channels": 4},
+    "mopoe": {"z_dim": 2, "hidden": 8, "channels": 4},
+    "mvae": {"z_dim": 2, "hidden": 8, "channels": 4},
     "nsf": {"n_couplings": 2, "hidden": 8, "depth": 1, "bins": 4},
     "pixelcnn": {"channels": 4, "n_layers": 1, "first_kernel": 3},
     "realnvp": {"n_couplings": 2, "hidden": 8, "depth": 1, "stage_couplings": 1},
@@ -72,13 +99,18 @@ BOTH = (False, True)  # unconditional and class-conditional
 ACCEPTS: dict[str, dict[str, tuple[bool, ...]]] = {
     "dcgan": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
     "glow": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
-    "made": {"bin-img": BOTH, "img17": BOTH},  # categorical outputs: <= 64 levels, no continuous data
+    "made": {"bin-img": BOTH, "img17": BOTH, "pairs": BOTH},  # categorical outputs: <= 64 levels, no continuous data
     "maf": {"bin-img": BOTH, "img17": BOTH, "vec": BOTH},  # images up to 256 values (D sequential passes)
+    # multimodal VAEs: only data with several modalities, and no class conditioning
+    "mmvae": {"pairs": (False,)},
+    "mmvaeplus": {"pairs": (False,)},
+    "mopoe": {"pairs": (False,)},
+    "mvae": {"pairs": (False,)},
     "nsf": {"vec": BOTH},
-    "pixelcnn": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH},
+    "pixelcnn": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "pairs": BOTH},
     "realnvp": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
     "transformer": {"tokens": BOTH},
-    "vae": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
+    "vae": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH, "pairs": BOTH},  # pairs: the image "x"
     "wavenet": {"audio": BOTH},
     "wgan_gp": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
 }

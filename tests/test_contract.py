@@ -31,18 +31,44 @@ ACCEPTED = [pytest.param(*c, id=case_id(*c)) for c in all_cases() if accepted(*c
 REFUSED = [pytest.param(*c, id=case_id(*c)) for c in all_cases() if not accepted(*c)]
 
 
-def fake_batch(spec, n=B):
-    g = torch.Generator().manual_seed(0)
+def fake_data(spec, n, g):
+    """[n, *shape] fake data of one modality's spec."""
     if spec.kind == "tokens":  # token ids, not levels scaled to [0, 1]
-        x = torch.randint(0, spec.levels, (n, *spec.shape), generator=g)
-    elif spec.levels:  # floats level / (L - 1)
-        x = torch.randint(0, spec.levels, (n, *spec.shape), generator=g).double() / (spec.levels - 1)
-    elif spec.value_range is not None:  # continuous data inside its range
+        return torch.randint(0, spec.levels, (n, *spec.shape), generator=g)
+    if spec.levels:  # floats level / (L - 1)
+        return torch.randint(0, spec.levels, (n, *spec.shape), generator=g).double() / (spec.levels - 1)
+    if spec.value_range is not None:  # continuous data inside its range
         lo, hi = spec.value_range
-        x = lo + (hi - lo) * torch.rand(n, *spec.shape, generator=g, dtype=torch.float64)
+        return lo + (hi - lo) * torch.rand(n, *spec.shape, generator=g, dtype=torch.float64)
+    return torch.randn(n, *spec.shape, generator=g, dtype=torch.float64)
+
+
+def fake_batch(spec, n=B):
+    """One tensor per modality of ``spec`` ("x" alone for data of one modality) and class ids "y"."""
+    g = torch.Generator().manual_seed(0)
+    batch = {key: fake_data(spec.modality(key), n, g) for key in spec.modality_keys}
+    return {**batch, "y": torch.arange(n) % spec.num_classes}
+
+
+def model_input(model, batch):
+    """What log_prob and encode take: the dict of a multimodal model's modalities, else the one tensor."""
+    keys = model.capabilities.modalities
+    return {k: batch[k] for k in keys} if keys else batch[model.data_key]
+
+
+def assert_like_data(s, spec, n, where):
+    """Samples s [n, *shape] have the data's shape, dtype, range and levels."""
+    assert s.shape == (n, *spec.shape), where
+    if spec.kind == "tokens":
+        assert s.dtype == torch.long and s.min() >= 0 and s.max() < spec.levels, where
     else:
-        x = torch.randn(n, *spec.shape, generator=g, dtype=torch.float64)
-    return {"x": x, "y": torch.arange(n) % spec.num_classes}
+        assert s.dtype == torch.float64 and torch.isfinite(s).all(), where
+    if spec.value_range is not None:
+        lo, hi = spec.value_range
+        assert s.min() >= lo and s.max() <= hi, where
+    if spec.levels:  # samples lie on the data's levels
+        lv = s * (spec.levels - 1) if s.is_floating_point() else s
+        assert torch.allclose(lv, lv.round(), atol=1e-6), where
 
 
 def test_tables_cover_the_registry():
@@ -95,28 +121,24 @@ def test_model_contract(name, spec_name, conditional, tmp_path):
     cond = model.condition(batch)
     assert (cond is None) == (not conditional)
     model.eval()
+    x = model_input(model, batch)
     if model.likelihood == "none":
         with pytest.raises(NotImplementedError, match=r"\w"):
-            model.log_prob(batch["x"], cond)
+            model.log_prob(x, cond)
     else:
-        lp = model.log_prob(batch["x"], cond)
+        lp = model.log_prob(x, cond)
         assert lp.shape == (B,) and lp.dtype == torch.float64 and torch.isfinite(lp).all()
 
     s = model.sample(5, None if cond is None else cond[:5], generator=torch.Generator().manual_seed(1))
-    assert s.shape == (5, *spec.shape)
-    if spec.kind == "tokens":
-        assert s.dtype == torch.long and s.min() >= 0 and s.max() < spec.levels
+    if model.capabilities.modalities:  # a dict with one tensor per modality, each like its data
+        assert isinstance(s, dict) and set(s) == set(model.capabilities.modalities)
+        for key, t in s.items():
+            assert_like_data(t, spec.modality(key), 5, f"sample[{key!r}]")
     else:
-        assert s.dtype == torch.float64 and torch.isfinite(s).all()
-    if spec.value_range is not None:
-        lo, hi = spec.value_range
-        assert s.min() >= lo and s.max() <= hi
-    if spec.levels:  # samples lie on the data's levels
-        lv = s * (spec.levels - 1) if s.is_floating_point() else s
-        assert torch.allclose(lv, lv.round(), atol=1e-6)
+        assert_like_data(s, spec, 5, "sample")
 
     try:
-        z = model.encode(batch["x"], cond)
+        z = model.encode(x, cond)
     except NotImplementedError as e:  # e.g. GANs: no encoder; the model must say why
         assert str(e)
     else:
@@ -131,9 +153,9 @@ def test_model_contract(name, spec_name, conditional, tmp_path):
     twin.eval()
     if model.likelihood != "none":
         torch.manual_seed(3)
-        a = model.log_prob(batch["x"], cond)
+        a = model.log_prob(x, cond)
         torch.manual_seed(3)
-        b = twin.log_prob(batch["x"], cond)
+        b = twin.log_prob(x, cond)
     else:
         a = model.sample(3, None if cond is None else cond[:3], generator=torch.Generator().manual_seed(2))
         b = twin.sample(3, None if cond is None else cond[:3], generator=torch.Generator().manual_seed(2))

@@ -558,11 +558,14 @@ def test_an_unavailable_device_is_one_line_naming_the_available_ones(tmp_path, c
 
 # --- 9. bits/dim: never negative, and right on a known baseline --------------------------------------
 def _uniform_noise(spec, n=48, seed=0):
-    """``n`` examples with every dimension uniform on the spec's levels (class labels too)."""
+    """``n`` examples with every dimension of every modality uniform on its levels (class labels too)."""
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(spec.levels, (n, *spec.shape), generator=g)
-    x = ids if spec.kind == "tokens" else ids.double() / (spec.levels - 1)
-    return TensorDataset({"x": x, "y": torch.randint(spec.num_classes, (n,), generator=g)}, spec)
+    tensors = {}
+    for key in spec.modality_keys:  # ("x",) for data of one modality, whose spec is its own "x"
+        sub = spec.modality(key)
+        ids = torch.randint(sub.levels, (n, *sub.shape), generator=g)
+        tensors[key] = ids if sub.kind == "tokens" else ids.double() / (sub.levels - 1)
+    return TensorDataset({**tensors, "y": torch.randint(spec.num_classes, (n,), generator=g)}, spec)
 
 
 def _bpd_cases():

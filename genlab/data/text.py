@@ -246,3 +246,29 @@ def tokens_to_text(ids: torch.Tensor, spec: DataSpec) -> list[str]:
                 words.append(vocab[i])
         texts.append(" ".join(words))
     return texts
+
+
+def encode_text(text: str, spec: DataSpec) -> np.ndarray:
+    """One text -> token ids int64 [T] of the token modality ``spec`` (shape (T,), ``vocab``): <bos>,
+    its tokens, <eos>, then <pad>, tokenized as the data set was -- by its char or word tokenizer
+    (``spec.extra["tokenizer"]``), else (caption vocabularies such as ``shapes-captions``) as
+    lower-case words split at whitespace. A token outside the vocabulary, an empty text, or one
+    longer than T - 2 tokens raises a one-line InvalidDataError that names the token or the count."""
+    vocab = tuple(spec.vocab or ())
+    kind = spec.extra.get("tokenizer")
+    tokens = make_tokenizer(kind, vocab).split(text) if kind in ("char", "word") else text.lower().split()
+    if not "".join(tokens).strip():
+        raise InvalidDataError("the text is empty; expected some words")
+    ids = {t: i for i, t in enumerate(vocab) if t not in SPECIAL_TOKENS}
+    for t in tokens:
+        if t not in ids:
+            what = "character" if kind == "char" else "word"
+            known = [v.strip() for v in vocab if v not in SPECIAL_TOKENS]
+            listed = ", ".join(known[:40]) + (f", ... ({len(known)} in all)" if len(known) > 40 else "")
+            raise InvalidDataError(f"{what} {t.strip() or t!r} is not in the vocabulary of the run's data: {listed}")
+    length = int(spec.shape[0])
+    if len(tokens) + 2 > length:
+        raise InvalidDataError(
+            f"the text has {len(tokens)} tokens; the run's texts hold at most {length - 2} (plus <bos> and <eos>)"
+        )
+    return pad_ids([ids[t] for t in tokens], length)

@@ -2,10 +2,12 @@
 
 Likelihood (:mod:`.likelihood`), sample quality on features (:mod:`.fid`: FID, KID,
 precision/recall, density/coverage), two-sample tests (:mod:`.twosample`: MMD permutation test,
-C2ST), disentanglement (:mod:`.disentanglement`: MIG, DCI), the feature networks they run on
-(:mod:`.features`) and the memorization audit (:mod:`.memorization`).
+C2ST), disentanglement (:mod:`.disentanglement`: MIG, DCI), cross-modal coherence of multimodal models
+(:mod:`.coherence`), the feature networks they run on (:mod:`.features`) and the memorization audit
+(:mod:`.memorization`).
 """
 
+from .coherence import coherence, cross_modal_coherence, joint_coherence
 from .disentanglement import dci, mig
 from .features import FeatureNetworkError, RandomFeatures, cache_dir, feature_extractor, train_classifier
 from .fid import density_coverage, frechet_distance, kid, precision_recall
@@ -20,10 +22,13 @@ __all__ = [
     "c2st",
     "c2st_p_value",
     "cache_dir",
+    "coherence",
+    "cross_modal_coherence",
     "dci",
     "density_coverage",
     "feature_extractor",
     "frechet_distance",
+    "joint_coherence",
     "kid",
     "likelihood_metrics",
     "memorization_audit",

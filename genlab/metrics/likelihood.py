@@ -39,10 +39,14 @@ def likelihood_metrics(
 
     For a model with ``likelihood == "bound"`` this is the bound it reports (ELBO, or IWAE-k when
     ``k`` is given and the model's ``log_prob`` accepts ``k``). Returns ``{"nll", "bpd"}``.
+
+    A multimodal model (``model.capabilities.modalities`` non-empty) is handed the dict of its
+    modalities and scored jointly: ``nll`` in nats per example (all modalities together), ``bpd`` per
+    dimension of all modalities together (pixels, tokens and audio samples; :func:`multimodal_bits_per_dim`).
     """
-    key = model.data_key
+    key, modalities = model.data_key, tuple(model.capabilities.modalities)
     spec = data.spec
-    if key != "x":  # e.g. captions: bits per token of the text, not per pixel of the image
+    if key != "x" and not modalities:  # e.g. captions: bits per token of the text, not per pixel of the image
         spec = dataclasses.replace(
             spec, kind="tokens", shape=tuple(data.tensors[key].shape[1:]), levels=spec.vocab_size
         )
@@ -52,8 +56,24 @@ def likelihood_metrics(
         batch = data[slice(start, min(n, start + batch_size))]
         batch = {kk: v.to(model.device) for kk, v in batch.items()}
         cond = model.condition(batch)
-        lp = model.log_prob(batch[key], cond) if k is None else model.log_prob(batch[key], cond, k=k)
+        x = {m: batch[m] for m in modalities} if modalities else batch[key]
+        lp = model.log_prob(x, cond) if k is None else model.log_prob(x, cond, k=k)
         total += float(lp.double().sum())
         count += lp.shape[0]
     mean_lp = total / max(count, 1)
+    if modalities:
+        return {"nll": -mean_lp, "bpd": multimodal_bits_per_dim(mean_lp, spec, modalities, model.discrete)}
     return {"nll": -mean_lp, "bpd": float(bits_per_dim(mean_lp, spec, model.discrete))}
+
+
+def multimodal_bits_per_dim(log_prob_nats: float, spec: DataSpec, modalities: tuple[str, ...], discrete: bool) -> float:
+    """Bits per dimension of a joint log-likelihood (nats per example) of several modalities: per
+    dimension of all of them together, D = sum_m D_m. A density (``discrete=False``) on modalities
+    with L_m levels adds their dequantization term D_m ln L_m as :func:`bits_per_dim` does; token
+    ids are never dequantized, and continuous modalities add nothing."""
+    subs = [spec.modality(m) for m in modalities]
+    dims = sum(s.dim for s in subs)
+    offset = 0.0
+    if not discrete:
+        offset = sum(s.dim * math.log(s.levels) for s in subs if s.levels and s.kind != "tokens")
+    return (-log_prob_nats + offset) / (dims * math.log(2.0))

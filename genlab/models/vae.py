@@ -25,19 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from ..data.spec import DataSpec
-from ..distributions import LOG_2PI, choose_likelihood
+from ..distributions import LOG_2PI, choose_likelihood, diag_gaussian_log_prob, gaussian_kl_standard
 from ..nn import MLP, ConvDecoder, ConvEncoder, activation
 from ..protocol import Capabilities, GenerativeModel
-
-
-def gaussian_kl_standard(mu: Tensor, logvar: Tensor) -> Tensor:
-    """[B] KL(N(mu, diag exp(logvar)) || N(0, I)) in nats, summed over latent dimensions."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
-
-
-def diag_gaussian_log_prob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    """log N(z; mu, diag exp(logvar)) summed over the last dimension."""
-    return -0.5 * ((z - mu).pow(2) * torch.exp(-logvar) + logvar + LOG_2PI).sum(-1)
 
 
 class VAE(GenerativeModel):
