@@ -80,7 +80,17 @@ def _resolve_reference(
     from .data import list_datasets, load_dataset
 
     if dataset.spec.name in list_datasets():
-        return load_dataset(dataset.spec.name, "train")
+        train = load_dataset(dataset.spec.name, "train")
+        # A split loaded with options (size=16, ...) is not described by the default train split: a
+        # feature network or factor reader trained on the latter would silently misread the former.
+        shapes = {k: tuple(v.shape[1:]) for k, v in dataset.tensors.items()}
+        if {k: tuple(v.shape[1:]) for k, v in train.tensors.items() if k in shapes} != shapes:
+            raise ValueError(
+                f"the default {dataset.spec.name!r} train split does not match this {dataset.split} split's shapes "
+                f"{shapes} (loaded with options?): pass reference=load_dataset({dataset.spec.name!r}, 'train', "
+                "**the same options)"
+            )
+        return train
     return None
 
 

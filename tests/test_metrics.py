@@ -203,3 +203,15 @@ def test_evaluate_computes_the_chosen_metrics(cache, tmp_path):
         assert key in res
     assert res["fid"] > res["fid_reference"] >= 0  # an untrained VAE is worse than real data
     assert (tmp_path / "memorization.png").exists()
+
+
+def test_default_reference_must_match_the_evaluated_split():
+    """A split loaded with options (here 16x16 images) cannot be scored against features trained on
+    the default train split: evaluate says so instead of silently misreading it."""
+    from genlab.evaluate import _resolve_reference
+
+    test = genlab.load_dataset("shapes-captions", "test", size=16, n=8)
+    with pytest.raises(ValueError, match="pass reference="):
+        _resolve_reference(test, None)
+    train = genlab.load_dataset("shapes-captions", "train", size=16, n=8)
+    assert _resolve_reference(test, train) is train
