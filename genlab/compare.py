@@ -123,7 +123,7 @@ def model_options(cfg: Any) -> dict[str, Any]:
         return {}
     kwargs = cfg["model_kwargs"]
     try:
-        from .protocol import model_kwargs
+        from .registry import model_kwargs
         from .runs import plain
 
         params = model_kwargs(str(cfg.get("model")))

@@ -206,13 +206,3 @@ class GenerativeModel(nn.Module):
         for p in self.parameters():
             return p.device
         return torch.device("cpu")
-
-
-def __getattr__(name: str) -> Any:
-    # Transitional, to be deleted once no module imports these from here (compare.py): the
-    # registry moved to genlab.registry. Resolved lazily, so importing protocol imports nothing above it.
-    if name in ("build_model", "list_models", "get_model_class", "model_kwargs", "register"):
-        from . import registry
-
-        return getattr(registry, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
