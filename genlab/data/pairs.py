@@ -28,7 +28,7 @@ from .audio import read_wav
 from .base import InvalidDataError, TensorDataset, check_seed, check_split, discrete_to_float, split_indices
 from .files import _parse_size, _short, read_images
 from .spec import DataSpec
-from .text import SPECIAL_TOKENS, make_tokenizer, pad_ids
+from .text import SPECIAL_TOKENS, make_tokenizer, pad_ids, read_text
 
 CAPTION_FILES = ("captions.csv", "captions.jsonl")
 CAPTION_EXTENSIONS = (".csv", ".jsonl")
@@ -200,16 +200,7 @@ def load_pairs_folder(
 
 
 def _read_rows(file: str) -> list[_Row]:
-    try:
-        with open(file, "rb") as fh:
-            raw = fh.read()
-    except OSError as e:
-        raise InvalidDataError(f"captions file {file!r} cannot be read ({e.strerror or type(e).__name__})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise InvalidDataError(f"line {line} of {file!r} is not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
+    text = read_text(file, "captions file")
     rows = _csv_rows(file, text) if file.lower().endswith(".csv") else _jsonl_rows(file, text)
     if not rows:
         raise InvalidDataError(f"captions file {file!r} has no rows; expected one image and caption per row")

@@ -161,24 +161,26 @@ def pad_ids(ids: Sequence[int], length: int) -> np.ndarray:
     return np.array([BOS, *body, EOS] + [PAD] * (length - 2 - len(body)), dtype=np.int64)
 
 
-def read_text(path: str) -> str:
-    """The contents of a UTF-8 text file; one-line InvalidDataError if it is missing, empty, or not
-    valid UTF-8 (naming the byte offset). A UTF-8 byte-order mark is dropped."""
+def read_text(path: str, what: str = "text file") -> str:
+    """The contents of a UTF-8 text file; one-line InvalidDataError (naming it as ``what``) if it is
+    missing, unreadable, empty, or not valid UTF-8 (naming the line and byte offset). A UTF-8
+    byte-order mark is dropped."""
     if not os.path.isfile(path):
-        raise InvalidDataError(f"text file {path!r} does not exist")
+        raise InvalidDataError(f"{what} {path!r} does not exist")
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
     except OSError as e:
-        raise InvalidDataError(f"text file {path!r} cannot be read ({e.strerror or type(e).__name__})") from None
+        raise InvalidDataError(f"{what} {path!r} cannot be read ({e.strerror or type(e).__name__})") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
         raise InvalidDataError(
-            f"text file {path!r} is not valid UTF-8: byte 0x{raw[e.start]:02x} at offset {e.start}"
+            f"{what} {path!r} is not valid UTF-8: byte 0x{raw[e.start]:02x} on line {line} (offset {e.start})"
         ) from None
     if not text.strip():
-        raise InvalidDataError(f"text file {path!r} is empty (or only whitespace); expected some UTF-8 text")
+        raise InvalidDataError(f"{what} {path!r} is empty (or only whitespace); expected some UTF-8 text")
     return text
 
 
