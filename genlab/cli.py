@@ -250,7 +250,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         got = out.suffix or "no extension"
         raise CLIError(f"--out {args.out}: samples of {what} data are written as {' or '.join(exts)}; got {got}")
     if args.n is None:  # a 2-D density needs points to show its shape; images a readable grid
-        args.n = 2000 if spec.kind == "vector" and tuple(spec.shape) == (2,) else 64
+        # (multimodal: 16 captioned cells stay readable, and 16 WAV files, not 64, land beside them)
+        args.n = 2000 if spec.kind == "vector" and tuple(spec.shape) == (2,) else 16 if modalities else 64
+    if "audio" in (modalities or ()) and out.suffix.lower() == ".png":
+        _check_wavs_beside(out, args.n, args.overwrite)
     gen = torch.Generator().manual_seed(args.seed)
     cond = None
     if model.conditional:
@@ -310,6 +313,20 @@ def _write_multimodal(outputs: dict[str, Any], spec: Any, out: Path, **kw: Any) 
     from .viz import save_multimodal
 
     return save_multimodal(outputs, spec, out, **kw)
+
+
+def _check_wavs_beside(png: Path, count: int, overwrite: bool) -> None:
+    """Refuse, before any sampling, to write ``<stem>-<i>.wav`` (i < ``count``) over existing files
+    the user did not name: only ``--overwrite`` replaces them."""
+    if overwrite:
+        return
+    taken = [p for p in (png.with_name(f"{png.stem}-{i}.wav") for i in range(count)) if p.exists()]
+    if taken:
+        more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+        raise CLIError(
+            f"--out {png}: the audio goes to {png.stem}-0.wav ... {png.stem}-{count - 1}.wav beside it, and "
+            f"{taken[0]} exists{more}; choose another --out, remove them, or pass --overwrite"
+        )
 
 
 def _and_wavs(written: list[Path]) -> str:
@@ -429,6 +446,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
             f"{', '.join(targets)} have none: write .{'txt' if targets == ['text'] else 'wav'} or .npz"
         )
     out = Path(args.out) if args.out is not None else Path(f"translation{suffix}")
+    if suffix == ".png" and "audio" in targets:
+        _check_wavs_beside(out, args.n, args.overwrite)
 
     # The sources, as the run's data: tokenized, resized, cut to length.
     from .data.text import encode_text
@@ -680,7 +699,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run")
-    s.add_argument("--n", type=int, default=None, help="number of samples (default 64; 2,000 points for 2-D data)")
+    s.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="number of samples (default 64; 16 for multimodal runs; 2,000 points for 2-D data)",
+    )
     s.add_argument(
         "--out",
         help=(
@@ -702,6 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     s.add_argument("--weights", choices=["best", "last"], default="best")
+    s.add_argument("--overwrite", action="store_true", help="replace existing <out>-<i>.wav files beside a .png")
     s.set_defaults(func=cmd_sample)
     tr = sub.add_parser(
         "translate",
@@ -729,6 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--mean", action="store_true", help="posterior mean and decoder means instead of random draws")
     tr.add_argument("--weights", choices=["best", "last"], default="best")
+    tr.add_argument("--overwrite", action="store_true", help="replace existing <out>-<i>.wav files beside a .png")
     tr.set_defaults(func=cmd_translate)
     e = sub.add_parser("eval", help="evaluate a trained run; writes eval.json")
     e.add_argument("run")

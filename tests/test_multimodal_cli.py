@@ -67,6 +67,20 @@ def test_sample_draws_the_modalities_jointly(av_run, tmp_path, capsys):
     assert ".png or .npz" in _one_line_error(capsys)
 
 
+def test_wav_files_beside_a_png_never_replace_a_users_file(av_run, tmp_path, capsys):
+    mine = tmp_path / "pairs-2.wav"
+    mine.write_bytes(b"my own recording")
+    for cmd in (["sample", str(av_run), "--n", "4"], ["translate", str(av_run), "--text", "a red heart", "--n", "4"]):
+        assert main([*cmd, "--out", str(tmp_path / "pairs.png")]) == 2
+        err = _one_line_error(capsys)
+        assert "pairs-2.wav exists" in err and "--overwrite" in err
+        assert mine.read_bytes() == b"my own recording" and not (tmp_path / "pairs.png").exists()
+    assert main(["sample", str(av_run), "--n", "4", "--out", str(tmp_path / "pairs.png"), "--overwrite"]) == 0
+    assert read_wav(mine)[0].shape == (1000,)
+    assert main(["sample", str(av_run), "--out", str(tmp_path / "default.png")]) == 0  # 16 by default
+    assert len(list(tmp_path.glob("default-*.wav"))) == 16
+
+
 def test_translate_from_each_modality(av_run, sources, tmp_path, capsys):
     run = str(av_run)
     t2i = tmp_path / "t2i.png"

@@ -15,9 +15,17 @@ Each clip is 1,000 samples at 4 kHz (0.25 s) of 8-bit mu-law audio in [-1, 1], l
   centre is flat, right fades in (~0.25 -> 1). Orientation and the vertical position are not heard.
 
 Per-example jitter, seeded by the example's grid index (and the ``seed`` option) through a
-counter-based hash, so a clip depends on its example alone, not on the split or ``n``: pitch
-+-1.5 %, loudness +-8 %, each harmonic's amplitude +-10 % and phase, the envelope's far end
-0.2..0.3, and white noise of standard deviation 0.002. :func:`decode_audio` uses one FFT (Hann
+counter-based hash, so a clip depends on its example alone, not on the split or ``n``: loudness
++-8 %, each harmonic's amplitude +-10 %, the envelope's far end 0.2..0.3, and white noise of
+standard deviation 0.002. With ``phase="random"`` also pitch +-1.5 % and each harmonic's phase.
+
+Why phases are fixed by default: a decoder that models each sample given the latent (the multimodal
+VAEs' factorized mu-law likelihood) can only reproduce what the factors predict sample by sample.
+With a random phase per harmonic (and a pitch jitter that drifts by half a period over the clip), the
+conditional mean of every sample is near silence whatever the pitch and timbre, so such a decoder
+learns loudness and envelope but never pitch or waveform: cross-modal generation into audio cannot
+be coherent in colour or shape. ``phase="random"`` keeps that harder, more natural variant (for
+phase-invariant models, e.g. autoregressive ones). :func:`decode_audio` uses one FFT (Hann
 window): pitch from the spectral peak, waveform from the 2nd and 3rd harmonic amplitude ratios,
 loudness from the RMS, envelope from the RMS of the first against the last quarter.
 """
@@ -53,6 +61,8 @@ _MAX_HARMONIC = 10  # 10 x 165 Hz = 1,650 Hz: every harmonic below the band edge
 _BAND_EDGE = 0.45  # harmonics kept below 0.45 x the sample rate (0.9 x Nyquist): band-limited
 _PITCH_JITTER, _LEVEL_JITTER, _HARMONIC_JITTER, _NOISE = 0.015, 0.08, 0.10, 0.002
 _ENV_END = (0.2, 0.3)
+#: Values of the ``phase`` option of ``shapes-av``.
+PHASE_MODES: tuple[str, ...] = ("fixed", "random")
 _TABLE = 512  # samples per period of the wavetable (a power of 2: positions wrap by a bit mask)
 _CHUNK = 1024
 # Decoder thresholds, halfway (in ratio) between the encoded classes: a sawtooth has a2/a1 = 1/2,
@@ -107,22 +117,27 @@ def audio_factors(factors: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
     return caption_factors(factors)[:, :4]
 
 
-def synth_audio(factors: np.ndarray | Sequence[Sequence[int]], seed: int = 0) -> np.ndarray:
+def synth_audio(factors: np.ndarray | Sequence[Sequence[int]], seed: int = 0, phase: str = "fixed") -> np.ndarray:
     """Caption-set factor rows [N, 6] -> clips float32 [N, 1000] on the 8-bit mu-law grid in [-1, 1]
-    (see the module docstring). Deterministic given each row (its grid index) and ``seed``."""
+    (see the module docstring; ``phase``: "fixed" or "random" harmonic phases and pitch jitter).
+    Deterministic given each row (its grid index), ``seed`` and ``phase``."""
     f = CAPTION_GRID.check_factors(factors)
+    if phase not in PHASE_MODES:
+        raise InvalidDataError(f"phase={phase!r}; expected one of {', '.join(map(repr, PHASE_MODES))}")
     keys = _example_keys(CAPTION_GRID.factors_to_index(f), seed)
     out = np.empty((len(f), AUDIO_LEN), dtype=np.float32)
     for start in range(0, len(f), _CHUNK):
-        raw = _synth_chunk(audio_factors(f[start : start + _CHUNK]), keys[start : start + _CHUNK])
+        raw = _synth_chunk(audio_factors(f[start : start + _CHUNK]), keys[start : start + _CHUNK], phase == "random")
         out[start : start + _CHUNK] = mu_law_decode(mu_law_encode(torch.from_numpy(raw))).numpy()
     return out
 
 
-def _synth_chunk(af: np.ndarray, keys: np.ndarray) -> np.ndarray:
+def _synth_chunk(af: np.ndarray, keys: np.ndarray, random_phase: bool) -> np.ndarray:
     n, length, K = len(af), AUDIO_LEN, _MAX_HARMONIC
     shape, scale, colour, region_x = af.T
     u = _uniform(keys, 0, 4 + 2 * K) * 2 - 1  # [n, ...] in [-1, 1): scalar jitters, then per harmonic
+    if not random_phase:  # the same draws for the other jitters, so both modes share them
+        u[:, 0], u[:, 4 + K :] = 0.0, 0.0
     pitch = np.array(COLOUR_PITCH_HZ)[colour] * (1 + _PITCH_JITTER * u[:, 0])
     level = np.array(SCALE_RMS)[scale] * (1 + _LEVEL_JITTER * u[:, 1])
     env_end = _ENV_END[0] + (_ENV_END[1] - _ENV_END[0]) * (u[:, 2] + 1) / 2
@@ -225,14 +240,19 @@ def decode_audio(clip: np.ndarray | torch.Tensor, sample_rate: int = SAMPLE_RATE
 # --- the data set -------------------------------------------------------------------------------------
 
 
-def load_shapes_av(split: str = "train", n: int | None = None, seed: int = 0, size: int = 32) -> TensorDataset:
+def load_shapes_av(
+    split: str = "train", n: int | None = None, seed: int = 0, size: int = 32, phase: str = "fixed"
+) -> TensorDataset:
     """One split of ``shapes-av``: the examples of ``shapes-captions`` with the same split, options and
     tensors (``"x"`` image, ``"text"`` caption tokens, ``"factors"``, ``"y"``) plus ``"audio"`` float32
     [N, 1000], each clip encoding its example's shape, scale, colour and horizontal region (see the
-    module docstring; :func:`decode_audio` reads them back). ``spec.modalities`` describes ``"x"``,
-    ``"text"`` and ``"audio"``."""
+    module docstring; :func:`decode_audio` reads them back; ``phase``: "fixed" (default) or "random"
+    harmonic phases and pitch jitter, the module docstring says why). ``spec.modalities`` describes
+    ``"x"``, ``"text"`` and ``"audio"``."""
+    if phase not in PHASE_MODES:
+        raise InvalidDataError(f"phase={phase!r}; expected one of {', '.join(map(repr, PHASE_MODES))}")
     base = load_shapes_captions(split, n, seed, size)
-    audio = torch.from_numpy(synth_audio(base.tensors["factors"].numpy(), seed))
+    audio = torch.from_numpy(synth_audio(base.tensors["factors"].numpy(), seed, phase))
     audio_spec = DataSpec(
         name="audio",
         kind="audio",
@@ -247,6 +267,7 @@ def load_shapes_av(split: str = "train", n: int | None = None, seed: int = 0, si
             **base.spec.extra,
             "audio_factor_names": list(AUDIO_FACTOR_NAMES),
             "audio_factor_sizes": list(AUDIO_FACTOR_SIZES),
+            "audio_phase": phase,
         },
         modalities={**base.spec.modalities, "audio": audio_spec},
     )
