@@ -1,7 +1,9 @@
-"""Multimodal VAEs (genlab/models/multimodal.py): the mathematics of experts, every family on a tiny
-image + caption + audio spec, a run-folder round trip, and a brief training on shapes-captions
-whose translations read back the source's factors far above chance."""
+"""Multimodal VAEs (genlab/models/multimodal.py): the mathematics of experts, the caption decoders
+against the enumerated distribution of all sequences, every family on a tiny image + caption + audio
+spec, a run-folder round trip, and a brief training on shapes-captions whose translations read back
+the source's factors far above chance."""
 
+import itertools
 import json
 import math
 
@@ -17,7 +19,15 @@ from genlab.data.base import InvalidDataError, TensorDataset
 from genlab.data.shapes import caption_factors, decode_caption, parse_caption
 from genlab.distributions import diag_gaussian_log_prob
 from genlab.metrics.likelihood import likelihood_metrics
-from genlab.models.multimodal import mixture_log_prob, nonempty_subsets, product_of_experts, sample_mixture
+from genlab.models.multimodal import (
+    IndependentTokens,
+    ModalityNet,
+    mixture_log_prob,
+    nonempty_subsets,
+    product_of_experts,
+    sample_mixture,
+)
+from genlab.registry import model_kwargs
 from genlab.train import TrainConfig, Trainer
 
 MODELS = ["mvae", "mmvae", "mopoe", "mmvaeplus"]
@@ -106,6 +116,8 @@ def test_iwae_bound_does_not_decrease_with_k():
     model = tiny("mmvae").eval()
     batch = tri_batch(8)
     with torch.no_grad():
+        for net in model.nets.values():  # posteriors away from the prior: gaps of several standard errors
+            net.head.bias[: model.z_dim] += 2.0
         means = [float(torch.stack([model.log_prob(batch, k=k) for _ in range(8)]).mean()) for k in (1, 8, 64)]
     assert means[0] <= means[1] <= means[2], means
 
@@ -149,10 +161,78 @@ def test_dreg_changes_only_the_encoder_gradients():
     assert any(not torch.allclose(grads[0][n], grads[1][n]) for n in enc)
 
 
+# --- the caption decoders, against all 27 sequences of 3 tokens over a vocabulary of 3 ---------------
+DECODERS = ["gru", "independent"]
+WORDS = DataSpec(name="words", kind="tokens", shape=(3,), dtype="int64", value_range=None, levels=3)
+SEQS = torch.tensor(list(itertools.product(range(3), repeat=3)))  # (27, 3), lexicographic: id = 9 t1 + 3 t2 + t3
+
+
+def word_net(decoder):
+    torch.manual_seed(0)
+    net = ModalityNet(WORDS, latent=2, hidden=8, channels=4, act="relu", text_decoder=decoder).double()
+    with torch.no_grad():  # doubled weights: peakier distributions whose positions depend clearly on each other
+        for p in net.dec.parameters():
+            p.mul_(2.0)
+    return net
+
+
+def sequence_probs(net, lat):
+    """[B, 3, 3, 3] exp(log_lik) of every sequence at each latent [B, 2]."""
+    with torch.no_grad():
+        lp = net.log_lik(lat.repeat_interleave(27, 0), SEQS.repeat(len(lat), 1))
+    return lp.exp().view(len(lat), 3, 3, 3)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_caption_decoder_is_a_distribution_over_whole_sequences(decoder):
+    lat = 2 * torch.randn(4, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    p = sequence_probs(word_net(decoder), lat)
+    assert torch.allclose(p.sum((1, 2, 3)), torch.ones(4, dtype=torch.float64))
+    # the independent decoder is the product of its marginals; the GRU's positions depend on each other
+    product = p.sum((2, 3))[:, :, None, None] * p.sum((1, 3))[:, None, :, None] * p.sum((1, 2))[:, None, None, :]
+    assert torch.allclose(p, product) == (decoder == "independent")
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_ancestral_samples_follow_the_sequence_probabilities(decoder):
+    net, n = word_net(decoder), 6000
+    lat = torch.tensor([[0.5, -0.5]], dtype=torch.float64)
+    expected = n * sequence_probs(net, lat).flatten()  # (27,)
+    ids = net.draw(lat.expand(n, -1), torch.Generator().manual_seed(0), mean=False)  # (n, 3)
+    counts = torch.bincount(ids @ torch.tensor([9, 3, 1]), minlength=27).double()
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert expected.min() > 5 and chi2 < 54.05, (chi2, counts, expected)  # chi-square, 26 dof, p = 0.001
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_greedy_decoding_takes_the_most_likely_next_token_at_each_step(decoder):
+    lat = 2 * torch.randn(6, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    net, rows = word_net(decoder), torch.arange(6)
+    p = sequence_probs(net, lat)  # (6, 3, 3, 3)
+    # by hand: t_i = argmax_v p(t_<i, t_i = v), the joint summed over the later positions
+    t1 = p.sum((2, 3)).argmax(-1)
+    t2 = p[rows, t1].sum(-1).argmax(-1)
+    t3 = p[rows, t1, t2].argmax(-1)
+    with torch.no_grad():
+        greedy = net.draw(lat, torch.Generator().manual_seed(3), mean=True)
+    assert torch.equal(greedy, torch.stack([t1, t2, t3], 1))
+    if decoder == "independent":  # then greedy is the most likely sequence (the GRU's need not be)
+        assert torch.equal(greedy @ torch.tensor([9, 3, 1]), p.flatten(1).argmax(1))
+
+
+def test_text_decoder_is_an_option_of_every_family():
+    for name in MODELS:
+        assert model_kwargs(name)["text_decoder"].default == "gru"
+        assert isinstance(tiny(name, text_decoder="independent").nets["text"].dec, IndependentTokens)
+        with pytest.raises(ValueError, match="text_decoder 'lstm'; expected one of gru, independent"):
+            tiny(name, text_decoder="lstm")
+
+
 # --- every family on image + caption + audio --------------------------------------------------------
+@pytest.mark.parametrize("text_decoder", DECODERS)
 @pytest.mark.parametrize("name", MODELS)
-def test_every_family_trains_scores_samples_encodes_and_translates(name):
-    model = tiny(name)
+def test_every_family_trains_scores_samples_encodes_and_translates(name, text_decoder):
+    model = tiny(name, text_decoder=text_decoder)
     assert model.capabilities.modalities == KEYS and model.likelihood == "bound"
     batch = tri_batch()
     with torch.no_grad():

@@ -35,8 +35,13 @@ given=G)`` estimates log p(x_T | x_G), T the other keys of x, as log (1/k) sum_i
 (exact when q_G is), not a bound. ``translate`` decodes z ~ q_G(z | x_G) into the target modalities.
 
 Networks per modality, from its spec: conv (:class:`~genlab.nn.ConvEncoder` / ``ConvDecoder``) for
-images; embedding + GRU encoder and an MLP decoder of independent categoricals per position for token
-ids; strided 1-D convolutions (kernel 8, stride 4) and an MLP decoder for audio; MLPs for vectors.
+images; for token ids an embedding + GRU encoder and (``text_decoder="gru"``, the default) the
+autoregressive GRU decoder of Bowman et al., "Generating Sentences from a Continuous Space", CoNLL 2016:
+p(t_1..t_T | z) = prod_i p(t_i | t_<i, z), initial state tanh(W z + b), z concatenated to every step's
+input, teacher forcing in training (:class:`CaptionGRU`); ``text_decoder="independent"`` is the older
+MLP of independent categoricals per position (:class:`IndependentTokens`), whose samples mix the words
+of several captions. Strided 1-D convolutions (kernel 8, stride 4) and an MLP decoder for audio; MLPs
+for vectors.
 Likelihoods from :func:`~genlab.distributions.choose_likelihood` (Bernoulli for binary images ...); 8-bit
 mu-law audio (``extra["encoding"] == "mu-law-8bit"``) gets a discretized logistic over its 256 codes;
 continuous data a Gaussian. Every likelihood is a mass on the data's levels or a density of continuous
@@ -57,7 +62,14 @@ from torch import Tensor, nn
 
 from ..data.audio import mu_law_decode, mu_law_encode
 from ..data.spec import DataSpec
-from ..distributions import Likelihood, choose_likelihood, diag_gaussian_log_prob, gaussian_kl_standard, to_levels
+from ..distributions import (
+    Likelihood,
+    choose_likelihood,
+    diag_gaussian_log_prob,
+    gaussian_kl_standard,
+    sample_categorical,
+    to_levels,
+)
 from ..nn import MLP, ConvDecoder, ConvEncoder, activation
 from ..protocol import Capabilities, GenerativeModel
 
@@ -98,16 +110,92 @@ def standard_normal_log_prob(z: Tensor) -> Tensor:
     return diag_gaussian_log_prob(z, torch.zeros_like(z), torch.zeros_like(z))
 
 
+def sequence_log_prob(logits: Tensor, y: Tensor) -> Tensor:
+    """[N] sum_i log softmax(logits[:, i])[y_i] in nats: logits [N, T, V], token ids y [N, T]."""
+    return -F.cross_entropy(logits.transpose(1, 2), y, reduction="none").sum(1)
+
+
+# --- token decoders: log_prob(lat [N, latent], y [N, T]) -> [N], sample(lat, generator, greedy) -> [N, T]
+class IndependentTokens(MLP):
+    """p(t_1..t_T | lat) = prod_i Cat(t_i; softmax(MLP(lat)_i)): independent categoricals per position.
+
+    The positions are independent given the latent, so samples can mix the words of several captions."""
+
+    def __init__(self, latent: int, hidden: int, length: int, vocab: int, act: str) -> None:
+        super().__init__(latent, [hidden], length * vocab, act)
+        self.length, self.vocab = length, vocab
+
+    def log_prob(self, lat: Tensor, y: Tensor) -> Tensor:
+        """[N] log p(y | lat) in nats: latents [N, latent], ids y [N, T]."""
+        return sequence_log_prob(self(lat).view(len(lat), self.length, self.vocab), y)
+
+    def sample(self, lat: Tensor, generator: torch.Generator | None, greedy: bool) -> Tensor:
+        """Ids [N, T]: one draw per position, or (``greedy``) each position's most likely token (the mode)."""
+        logits = self(lat).view(len(lat), self.length, self.vocab)  # (N, T, V)
+        if greedy:
+            return logits.argmax(-1)
+        return torch.multinomial(logits.softmax(-1).flatten(0, 1), 1, generator=generator).view(logits.shape[:2])
+
+
+class CaptionGRU(nn.Module):
+    """Autoregressive decoder p(t_1..t_T | lat) = prod_i p(t_i | t_<i, lat) (Bowman et al. 2016).
+
+    h_0 = tanh(W lat + b); step i reads [e(t_{i-1}); lat] (e(t_0) a learned start embedding, the row
+    ``vocab`` of the embedding), updates the GRU state h_i and predicts t_i from softmax(U h_i + c).
+    ``log_prob`` runs all T steps at once on the true prefixes (teacher forcing) and is exact."""
+
+    def __init__(self, latent: int, hidden: int, length: int, vocab: int) -> None:
+        super().__init__()
+        self.length, self.vocab = length, vocab
+        self.init = nn.Linear(latent, hidden)
+        self.embed = nn.Embedding(vocab + 1, hidden)  # + the start token
+        self.gru = nn.GRU(hidden + latent, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, vocab)  # the output layer, registered last
+
+    def _step(self, prev: Tensor, lat: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits [N, S, V] and the new state [1, N, H] after S steps on previous ids [N, S]."""
+        inp = torch.cat([self.embed(prev), lat[:, None].expand(-1, prev.shape[1], -1)], -1)  # (N, S, H + L)
+        o, h = self.gru(inp, h)
+        return self.out(o), h
+
+    def log_prob(self, lat: Tensor, y: Tensor) -> Tensor:
+        """[N] log p(y | lat) in nats (exact): latents [N, latent], ids y [N, T]."""
+        prev = F.pad(y[:, :-1], (1, 0), value=self.vocab)  # (N, T): start, t_1 .. t_{T-1}
+        logits, _ = self._step(prev, lat, torch.tanh(self.init(lat))[None])
+        return sequence_log_prob(logits, y)
+
+    def sample(self, lat: Tensor, generator: torch.Generator | None, greedy: bool) -> Tensor:
+        """Ids [N, T] token by token: ancestral sampling from p(t_i | t_<i, lat), or (``greedy``) the
+        most likely next token at each step -- a greedy decode, not the most likely sequence."""
+        h = torch.tanh(self.init(lat))[None]  # (1, N, H)
+        prev = torch.full((len(lat), 1), self.vocab, dtype=torch.long, device=lat.device)
+        ids = []
+        for _ in range(self.length):
+            logits, h = self._step(prev, lat, h)  # (N, 1, V)
+            t = logits[:, 0].argmax(-1) if greedy else sample_categorical(logits[:, 0], generator)
+            ids.append(t)
+            prev = t[:, None]
+        return torch.stack(ids, 1)
+
+
+TEXT_DECODERS = ("gru", "independent")  # CaptionGRU, IndependentTokens
+
+
 # --- one modality's networks ---------------------------------------------------------------------
 class ModalityNet(nn.Module):
     """Encoder q(latent | x_m) and decoder p(x_m | latent) of one modality, chosen from its spec.
 
-    ``posterior(x)`` gives the mean and log-variance [B, latent]; ``dec(latent [N, latent])`` the
-    decoder output, which ``log_lik`` scores against ``target(x)`` ([N]) and ``draw`` turns into data
-    in the data's space (image levels in [0, 1], token ids, audio in [-1, 1])."""
+    ``posterior(x)`` gives the mean and log-variance [B, latent]; ``log_lik(latent [N, latent], y)``
+    scores ``y = target(x)`` ([N], nats) and ``draw(latent, ...)`` returns data in the data's space
+    (image levels in [0, 1], token ids, audio in [-1, 1]). ``dec`` is the decoder network; token ids
+    use ``text_decoder`` (one of :data:`TEXT_DECODERS`)."""
 
-    def __init__(self, spec: DataSpec, latent: int, hidden: int, channels: int, act: str) -> None:
+    def __init__(
+        self, spec: DataSpec, latent: int, hidden: int, channels: int, act: str, text_decoder: str = "gru"
+    ) -> None:
         super().__init__()
+        if text_decoder not in TEXT_DECODERS:
+            raise ValueError(f"unknown text_decoder {text_decoder!r}; expected one of {', '.join(TEXT_DECODERS)}")
         self.spec, shape = spec, tuple(spec.shape)
         self.tokens = spec.kind == "tokens"
         self.mu_law = spec.kind == "audio" and spec.extra.get("encoding") == MU_LAW
@@ -119,7 +207,10 @@ class ModalityNet(nn.Module):
             self.vocab = int(spec.levels)
             self.embed = nn.Embedding(self.vocab, hidden)
             self.body: nn.Module = nn.GRU(hidden, hidden, batch_first=True)
-            self.dec: nn.Module = MLP(latent, [hidden], shape[0] * self.vocab, act)
+            if text_decoder == "gru":
+                self.dec: nn.Module = CaptionGRU(latent, hidden, shape[0], self.vocab)
+            else:
+                self.dec = IndependentTokens(latent, hidden, shape[0], self.vocab, act)
         else:
             self.lik = Likelihood("logistic", 256) if self.mu_law else choose_likelihood(spec)
             out = shape[0] * self.lik.n_params
@@ -160,20 +251,18 @@ class ModalityNet(nn.Module):
         mu, logvar = self.head(h).chunk(2, -1)
         return mu, logvar.clamp(-12.0, 8.0)
 
-    def log_lik(self, out: Tensor, y: Tensor) -> Tensor:
+    def log_lik(self, lat: Tensor, y: Tensor) -> Tensor:
+        """[N] log p(y | latent) in nats at latents [N, latent]; y = ``target(x)`` [N, ...]."""
         if self.tokens:
-            logits = out.view(len(out), -1, self.vocab)  # (N, T, V)
-            return -F.cross_entropy(logits.transpose(1, 2), y, reduction="none").sum(1)
-        return self.lik.log_prob(self.lik.split(out, self.spec.shape), y)
+            return self.dec.log_prob(lat, y)
+        return self.lik.log_prob(self.lik.split(self.dec(lat), self.spec.shape), y)
 
-    def draw(self, out: Tensor, generator: torch.Generator | None, mean: bool) -> Tensor:
-        """Data [N, *shape]: one draw from p(x | latent), or (``mean``) the decoder mean (tokens: mode)."""
+    def draw(self, lat: Tensor, generator: torch.Generator | None, mean: bool) -> Tensor:
+        """Data [N, *shape] from latents [N, latent]: one draw from p(x | latent), or (``mean``) the
+        decoder mean (tokens: greedy decoding, see the token decoders)."""
         if self.tokens:
-            logits = out.view(len(out), -1, self.vocab)
-            if mean:
-                return logits.argmax(-1)
-            return torch.multinomial(logits.softmax(-1).flatten(0, 1), 1, generator=generator).view(logits.shape[:2])
-        params = self.lik.split(out, self.spec.shape)
+            return self.dec.sample(lat, generator, mean)
+        params = self.lik.split(self.dec(lat), self.spec.shape)
         u = self.lik.mean(params) if mean else self.lik.sample(params, generator)
         if self.mu_law:
             return mu_law_decode(to_levels(u, 256), dtype=u.dtype)
@@ -192,6 +281,8 @@ class MultimodalVAE(GenerativeModel):
         channels: base channels of the image (and audio) conv nets. beta: weight of the latent terms.
         iwae_k: importance samples of ``log_prob`` (1: the ELBO). act: activation.
         conditional: must stay False (class-conditional multimodal VAEs are not implemented).
+        text_decoder: decoder of token modalities: ``"gru"`` (autoregressive, :class:`CaptionGRU`) or
+            ``"independent"`` (independent categoricals per position, :class:`IndependentTokens`).
     """
 
     likelihood = "bound"
@@ -213,6 +304,7 @@ class MultimodalVAE(GenerativeModel):
         iwae_k: int = 1,
         act: str = "relu",
         conditional: bool = False,
+        text_decoder: str = "gru",
         *,
         w_dim: int = 0,
     ) -> None:
@@ -234,7 +326,9 @@ class MultimodalVAE(GenerativeModel):
         self.discrete = True  # masses on the levels, or densities of continuous data: no bits/dim offset
         self.capabilities = dataclasses.replace(type(self).capabilities, modalities=keys)
         lat = z_dim + w_dim
-        self.nets = nn.ModuleDict({k: ModalityNet(spec.modality(k), lat, hidden, channels, act) for k in keys})
+        self.nets = nn.ModuleDict(
+            {k: ModalityNet(spec.modality(k), lat, hidden, channels, act, text_decoder) for k in keys}
+        )
 
     # --- building blocks ---------------------------------------------------------------------------
     def _inputs(self, x: object) -> dict[str, Tensor]:
@@ -270,7 +364,7 @@ class MultimodalVAE(GenerativeModel):
         """[K, B] log p(x_key | z, w) at latents z [K, B, z_dim] (w [K, B, w_dim]); y = target(x_key) [B, ...]."""
         lat = z if w is None else torch.cat([z, w], -1)
         yy = y.unsqueeze(0).expand(z.shape[0], *y.shape).flatten(0, 1)
-        return self.nets[key].log_lik(self.nets[key].dec(lat.flatten(0, 1)), yy).view(z.shape[:2])
+        return self.nets[key].log_lik(lat.flatten(0, 1), yy).view(z.shape[:2])
 
     def _elbo(self, mu: Tensor, logvar: Tensor, y: dict[str, Tensor], keys: Sequence[str]) -> Tensor:
         """[B] E_q[sum_{m in keys} log p(x_m | z)] - beta KL(q || N(0, I)), q = N(mu, exp(logvar)) [B, Z], one draw."""
@@ -340,7 +434,7 @@ class MultimodalVAE(GenerativeModel):
                     w = torch.randn(len(z), self.w_dim, generator=generator, dtype=z.dtype, device=z.device)
                     w = w * 0 if mean else w
                 lat = torch.cat([z, w], -1)
-            out[m] = self.nets[m].draw(self.nets[m].dec(lat), generator, mean)
+            out[m] = self.nets[m].draw(lat, generator, mean)
         return out
 
     @torch.no_grad()
@@ -366,7 +460,7 @@ class MultimodalVAE(GenerativeModel):
 
         Returns {target: [B * n, *shape]}, example-major (rows i*n .. i*n + n - 1 come from source
         example i), in the data's space. ``mean``: z = the posterior mean, private latents at their
-        prior mean, and decoder means (tokens: the most likely token per position)."""
+        prior mean, and decoder means (tokens: greedy decoding)."""
         inputs = self._inputs(source)
         targets = [m for m in self.keys if m not in inputs] if targets is None else list(targets)
         if not targets or set(targets) - set(self.keys) or n < 1:
@@ -405,8 +499,9 @@ class MVAE(MultimodalVAE):
         iwae_k: int = 1,
         act: str = "relu",
         conditional: bool = False,
+        text_decoder: str = "gru",
     ) -> None:
-        super().__init__(spec, z_dim, hidden, channels, beta, iwae_k, act, conditional)
+        super().__init__(spec, z_dim, hidden, channels, beta, iwae_k, act, conditional, text_decoder)
         if subsets < 0:
             raise ValueError(f"subsets (random subset ELBOs per step) must be >= 0; got {subsets}")
         self.subsets = subsets
@@ -444,8 +539,9 @@ class MMVAE(MultimodalVAE):
         iwae_k: int = 1,
         act: str = "relu",
         conditional: bool = False,
+        text_decoder: str = "gru",
     ) -> None:
-        super().__init__(spec, z_dim, hidden, channels, beta, iwae_k, act, conditional)
+        super().__init__(spec, z_dim, hidden, channels, beta, iwae_k, act, conditional, text_decoder)
         self._init_stratified(k, dreg)
 
     def _init_stratified(self, k: int, dreg: bool) -> None:
@@ -504,8 +600,9 @@ class MoPoE(MultimodalVAE):
         iwae_k: int = 1,
         act: str = "relu",
         conditional: bool = False,
+        text_decoder: str = "gru",
     ) -> None:
-        super().__init__(spec, z_dim, hidden, channels, beta, iwae_k, act, conditional)
+        super().__init__(spec, z_dim, hidden, channels, beta, iwae_k, act, conditional, text_decoder)
 
     def fuse(self, ex: dict[str, tuple[Tensor, Tensor]], keys: Sequence[str]) -> tuple[Tensor, Tensor]:
         mu, logvar = self._shared(ex, keys)
@@ -541,10 +638,13 @@ class MMVAEPlus(MMVAE):
         iwae_k: int = 1,
         act: str = "relu",
         conditional: bool = False,
+        text_decoder: str = "gru",
     ) -> None:
         if w_dim < 2:  # one dimension would leave the normalized auxiliary scale nothing to learn
             raise ValueError(f"mmvaeplus needs w_dim >= 2 private dimensions; got {w_dim}")
-        MultimodalVAE.__init__(self, spec, z_dim, hidden, channels, beta, iwae_k, act, conditional, w_dim=w_dim)
+        MultimodalVAE.__init__(
+            self, spec, z_dim, hidden, channels, beta, iwae_k, act, conditional, text_decoder, w_dim=w_dim
+        )
         self._init_stratified(k, dreg)
         self.aux_logit = nn.Parameter(torch.zeros(len(self.keys), w_dim))
 
