@@ -19,9 +19,8 @@ from genlab.data.base import InvalidDataError, TensorDataset
 from genlab.data.shapes import caption_factors, decode_caption, parse_caption
 from genlab.distributions import diag_gaussian_log_prob
 from genlab.metrics.likelihood import likelihood_metrics
+from genlab.models.modality_nets import IndependentTokens, ModalityNet
 from genlab.models.multimodal import (
-    IndependentTokens,
-    ModalityNet,
     mixture_log_prob,
     nonempty_subsets,
     product_of_experts,
