@@ -64,8 +64,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint_step,
         claim_run_folder,
         clear_run,
+        full_data_opts,
         has_checkpoint,
         is_run_folder,
+        saved_data_opts,
+        saved_model_kwargs,
     )
     from .train import TrainConfig, Trainer, check_training_memory, init_distributed, rank0_first, resolve_device
 
@@ -101,8 +104,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"--resume: run {str(out)!r} trains on {cfg['data']!r}, not {args.data!r}; "
                 "leave out --data to resume it, or train a new run in another --out"
             )
-        if args.data_opt and data_opts != (cfg.get("data_opts") or {}):
-            raise CLIError(f"--resume cannot change data options (the run has {cfg.get('data_opts') or {}})")
+        saved_opts = saved_data_opts(cfg)
+        if args.data_opt and full_data_opts(cfg["data"], data_opts) != full_data_opts(cfg["data"], saved_opts):
+            raise CLIError(f"--resume cannot change data options (the run has {saved_opts})")
         if args.config:
             raise CLIError(
                 f"--resume takes the settings of {str(out / CONFIG_FILE)!r}; change training keys with --set"
@@ -112,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"--resume: run {str(out)!r} has no checkpoint yet (it stopped before its first one); "
                 "start it over with --overwrite"
             )
-        model_name, data_name, data_opts = cfg["model"], cfg["data"], cfg.get("data_opts") or {}
+        model_name, data_name, data_opts = cfg["model"], cfg["data"], saved_opts
         check_out_folder(out, data_name)
         train_over, model_over = _split_settings(model_name, overrides)
         if model_over:
@@ -124,7 +128,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"--resume: run {str(out)!r} is already at step {done} and steps={train_settings.get('steps')}; "
                 f"pass --set steps=N with N > {done} to train further"
             )
-        model_settings = cfg.get("model_kwargs") or {}
+        model_settings = saved_model_kwargs(cfg)
     else:
         if not args.model:
             raise CLIError("train needs a MODEL (see 'genlab models')")
@@ -499,7 +503,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from . import evaluate, load_dataset
     from .evaluate import AVAILABLE
-    from .runs import EVAL_FILE, load_run
+    from .runs import EVAL_FILE, load_run, saved_data_opts
 
     # Flags first: a bad value is reported before the run and its data are loaded.
     if args.k is not None and args.k < 1:
@@ -532,7 +536,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "--k sets the IWAE bound of latent-variable models; "
             f"model {cfg['model']!r} has likelihood {model.likelihood!r}"
         )
-    data_opts = cfg.get("data_opts") or {}
+    data_opts = saved_data_opts(cfg)
     data = load_dataset(cfg["data"], args.split, **data_opts)
     out = Path(args.out) if args.out else Path(args.run) / EVAL_FILE
     # The training split (loaded only if a sample metric needs it) trains the feature classifier
@@ -593,7 +597,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     from . import load_dataset
     from .encode import encode_dataset, latent_scatter
-    from .runs import latents_file, load_run
+    from .runs import latents_file, load_run, saved_data_opts
 
     if args.limit is not None and args.limit < 1:
         raise CLIError(f"--limit must be >= 1; got {args.limit}")
@@ -602,11 +606,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     _check_out_suffix(args.out, ".npz")
     model, cfg, spec = load_run(args.run, weights=args.weights)
     own = args.data is None or args.data == cfg["data"]
-    data = (
-        load_dataset(cfg["data"], args.split, **(cfg.get("data_opts") or {}))
-        if own
-        else load_dataset(args.data, args.split)
-    )
+    data = load_dataset(cfg["data"], args.split, **saved_data_opts(cfg)) if own else load_dataset(args.data, args.split)
     if not own and (data.spec.kind, tuple(data.spec.shape)) != (spec.kind, tuple(spec.shape)):
         raise CLIError(
             f"--data {args.data!r} holds {data.spec.kind} data of shape {tuple(data.spec.shape)}, "

@@ -110,6 +110,10 @@ class GenerativeModel(nn.Module):
     #: Training settings this family needs to train in about a minute on a CPU (e.g. a smaller
     #: batch for sequence models); ``genlab train`` applies them under the user's settings.
     train_defaults: ClassVar[dict[str, Any]] = {}
+    #: Options whose default has changed, mapped to their value before the change: a run folder
+    #: written before ``config.yaml`` recorded every option (config version 1 saved only those set
+    #: by hand) is rebuilt with these, so it still loads (see :func:`genlab.runs.saved_model_kwargs`).
+    legacy_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, spec: DataSpec) -> None:
         super().__init__()

@@ -117,6 +117,54 @@ def plain(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
+#: Version of config.yaml: 1 kept the model and data options set by hand; 2 keeps every option with
+#: its value, defaults included, so a later change of a default never changes a saved run.
+CONFIG_VERSION = 2
+
+
+def full_model_kwargs(model: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Every constructor option of registered model ``model``: its default, or the value in ``kwargs``."""
+    from .registry import model_kwargs
+
+    params = model_kwargs(model)
+    defaults = {k: p.default for k, p in params.items() if p.default is not p.empty and p.kind != p.VAR_KEYWORD}
+    return {**defaults, **kwargs}
+
+
+def full_data_opts(data: str, opts: dict[str, Any]) -> dict[str, Any]:
+    """Every option of built-in data set ``data`` (its default, or the value in ``opts``); a user
+    path's options as given."""
+    from .data import dataset_options, list_datasets
+
+    return {**dataset_options(data), **opts} if data in list_datasets() else dict(opts)
+
+
+def saved_model_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    """The model options a run's ``config.yaml`` was trained with: as saved (version 2), or, for a
+    version-1 config (options set by hand only), those plus the model's ``legacy_defaults``."""
+    from .registry import get_model_class
+
+    kwargs = dict(config.get("model_kwargs") or {})
+    if int(config.get("config_version", 1)) >= 2:
+        return kwargs
+    try:
+        legacy = get_model_class(str(config.get("model"))).legacy_defaults
+    except (KeyError, ValueError):
+        return kwargs
+    return {**legacy, **kwargs}
+
+
+def saved_data_opts(config: dict[str, Any]) -> dict[str, Any]:
+    """The data options a run was trained with (version-1 configs: plus the data set's options
+    whose default has changed since, at their earlier value)."""
+    from .data import LEGACY_OPTIONS
+
+    opts = dict(config.get("data_opts") or {})
+    if int(config.get("config_version", 1)) >= 2:
+        return opts
+    return {**LEGACY_OPTIONS.get(str(config.get("data")), {}), **opts}
+
+
 def run_config(
     model: str,
     model_kwargs: dict[str, Any],
@@ -125,16 +173,18 @@ def run_config(
     spec: DataSpec,
     train: dict[str, Any],
 ) -> dict[str, Any]:
-    """Everything needed to rebuild the model and repeat the run, as written to ``config.yaml``."""
+    """Everything needed to rebuild the model and repeat the run, as written to ``config.yaml``:
+    every model and data option with its value (defaults included, :data:`CONFIG_VERSION` 2)."""
     from . import __version__
 
     return plain(
         {
             "genlab_version": __version__,
+            "config_version": CONFIG_VERSION,
             "model": model,
-            "model_kwargs": model_kwargs,
+            "model_kwargs": full_model_kwargs(model, model_kwargs),
             "data": data,
-            "data_opts": data_opts,
+            "data_opts": full_data_opts(data, data_opts),
             "spec": spec.to_dict(),
             "train": train,
         }
@@ -545,7 +595,7 @@ def load_run(path: str | os.PathLike, weights: str = "best", device: str | torch
         raise ckpt.CheckpointError(f"{str(path / CONFIG_FILE)!r} is not a genlab run config (needs 'model' and 'spec')")
     spec = DataSpec.from_dict(config["spec"])
     try:  # e.g. an edited z_dim that this machine cannot hold: say which file asks for it
-        model = build_model(config["model"], spec, **(config.get("model_kwargs") or {}))
+        model = build_model(config["model"], spec, **saved_model_kwargs(config))
     except ConfigError as e:
         raise ConfigError(f"{str(path / CONFIG_FILE)!r}: {e}") from None
     file = path / WEIGHTS[weights]

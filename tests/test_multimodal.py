@@ -227,6 +227,35 @@ def test_text_decoder_is_an_option_of_every_family():
             tiny(name, text_decoder="lstm")
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_likelihood_rescaling_weights_the_objective_and_not_the_bound(name):
+    """rescale=True weights each modality's log-likelihood by max_m D_m / D_m in the training objective
+    (image 192 values, caption 5, audio 64 here); log_prob, the bound, is the same with and without."""
+    one_draw = {"k": 1} if name in ("mmvae", "mmvaeplus") else {}  # k = 1: no logsumexp over draws
+    plain, scaled = (tiny(name, rescale=r, **one_draw) for r in (False, True))
+    scaled.load_state_dict(plain.state_dict())
+    assert plain.lik_weight == {"x": 1.0, "text": 1.0, "audio": 1.0}
+    assert scaled.lik_weight == {"x": 1.0, "text": 192 / 5, "audio": 3.0}
+    batch = tri_batch()
+    for m in (plain, scaled):
+        m.eval()
+    bounds = []
+    for m in (plain, scaled):
+        torch.manual_seed(3)
+        bounds.append(m.log_prob(batch))
+    assert torch.equal(*bounds)
+    # With the same draws the objective (k = 1: a sum of single-draw terms) is affine in the weights.
+    objective = []
+    for wt, wa in ((1.0, 1.0), (3.0, 2.0), (5.0, 3.0)):
+        scaled.lik_weight.update(text=wt, audio=wa)
+        torch.manual_seed(4)
+        objective.append(
+            scaled.objective(scaled.experts(batch), {k: scaled.nets[k].target(v) for k, v in batch.items()})
+        )
+    assert not torch.allclose(objective[0], objective[1])
+    torch.testing.assert_close(objective[2] - objective[1], objective[1] - objective[0])
+
+
 # --- every family on image + caption + audio --------------------------------------------------------
 @pytest.mark.parametrize("text_decoder", DECODERS)
 @pytest.mark.parametrize("name", MODELS)

@@ -154,3 +154,33 @@ def test_eval_reports_coherence(av_run, capsys):
     assert res["factors/audio->x"] == "shape,scale,colour,region_x" and res["coherence_examples"] == 100
     assert 0 <= res["coherence/joint"] <= 1 and res["reader_accuracy/text"] == 1.0
     assert res["reader_accuracy/x/colour"] >= 0.9
+
+
+def test_config_records_every_option_and_older_runs_still_load(av_run, tmp_path, capsys):
+    """config.yaml keeps every model and data option with its value (version 2), so a later change of
+    a default cannot change a saved run; a version-1 folder (options set by hand only), trained before
+    the GRU caption decoder and fixed-phase audio became the defaults, loads with the old values."""
+    import shutil
+
+    import yaml
+
+    from genlab.runs import load_run, saved_data_opts
+
+    cfg = yaml.safe_load((av_run / "config.yaml").read_text())
+    assert cfg["config_version"] == 2
+    assert cfg["model_kwargs"]["text_decoder"] == "gru" and cfg["model_kwargs"]["z_dim"] == 2
+    assert cfg["data_opts"] == {"n": 200, "seed": 0, "size": 32, "phase": "fixed"}
+    old = tmp_path / "old-run"
+    assert main(["train", "mvae", "--data", "shapes-av", "--data-opt", "n=200", *FAST, *TINY, "--out", str(old),
+                 "--set", "text_decoder=independent", "--data-opt", "phase=random"]) == 0  # fmt: skip
+    cfg = yaml.safe_load((old / "config.yaml").read_text())
+    cfg.pop("config_version")
+    cfg["model_kwargs"] = {"z_dim": 2, "hidden": 8, "channels": 4}  # what version 1 wrote
+    cfg["data_opts"] = {"n": 200}
+    (old / "config.yaml").write_text(yaml.safe_dump(cfg))
+    model, cfg, _ = load_run(old)
+    assert type(model.nets["text"].dec).__name__ == "IndependentTokens"
+    assert saved_data_opts(cfg) == {"phase": "random", "n": 200}
+    capsys.readouterr()
+    assert main(["eval", str(old), "--metrics", "likelihood", "--k", "2"]) == 0
+    shutil.rmtree(old)

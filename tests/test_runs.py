@@ -34,11 +34,10 @@ def test_python_trainer_writes_a_run_that_load_run_opens(tmp_path):
     model = genlab.build_model("vae", train.spec, z_dim=4, hidden=[32])
     Trainer(model, train, val, TrainConfig(**FAST), out_dir=tmp_path / "run").fit()
     loaded, config, spec = genlab.load_run(tmp_path / "run")
-    assert (
-        config["model"] == "vae"
-        and config["model_kwargs"] == {"z_dim": 4, "hidden": [32]}
-        and config["data"] == "digits"
-    )
+    assert config["model"] == "vae" and config["data"] == "digits" and config["config_version"] == 2
+    # Every option with its value (defaults too), so a later change of a default cannot alter the run.
+    assert set(config["model_kwargs"]) == set(genlab.registry.model_kwargs("vae"))
+    assert config["model_kwargs"]["z_dim"] == 4 and config["model_kwargs"]["hidden"] == [32]
     assert loaded.sample(3).shape == (3, 1, 8, 8) and spec.shape == (1, 8, 8)
 
 

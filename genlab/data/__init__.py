@@ -49,6 +49,9 @@ _BUILTIN: dict[str, tuple[str, str, str]] = {
     ),
 }
 _NOT_OPTIONS = ("split", "name")
+#: Options whose default has changed, with their earlier value: a run saved before config.yaml kept
+#: every data option (config version 1) reloads its data with these (see genlab.runs.saved_data_opts).
+LEGACY_OPTIONS: dict[str, dict[str, Any]] = {"shapes-av": {"phase": "random"}}
 
 
 def _loader(name: str) -> Callable[..., TensorDataset]:

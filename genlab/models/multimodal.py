@@ -103,6 +103,8 @@ class MultimodalVAE(GenerativeModel):
         conditional: must stay False (class-conditional multimodal VAEs are not implemented).
         text_decoder: decoder of token modalities: ``"gru"`` (autoregressive, :class:`CaptionGRU`) or
             ``"independent"`` (independent categoricals per position, :class:`IndependentTokens`).
+        rescale: weight each modality's log-likelihood in the training objective by max_m D_m / D_m
+            (D_m its number of values): the objective is then no longer a bound (``log_prob`` stays one).
     """
 
     likelihood = "bound"
@@ -113,6 +115,7 @@ class MultimodalVAE(GenerativeModel):
         notes="modalities from the data; log_prob(x, given=[...]) conditional, translate(source, targets)",
     )
     train_defaults = {"batch_size": 64}  # 200 steps on 32x32 shapes-captions in about a minute on a CPU
+    legacy_defaults = {"text_decoder": "independent"}  # runs saved before the GRU caption decoder
 
     def __init__(
         self,
@@ -125,6 +128,7 @@ class MultimodalVAE(GenerativeModel):
         act: str = "relu",
         conditional: bool = False,
         text_decoder: str = "gru",
+        rescale: bool = False,
         *,
         w_dim: int = 0,
     ) -> None:
@@ -149,6 +153,12 @@ class MultimodalVAE(GenerativeModel):
         self.nets = nn.ModuleDict(
             {k: ModalityNet(spec.modality(k), lat, hidden, channels, act, text_decoder) for k in keys}
         )
+        # Likelihood rescaling (llik_scaling in the MMVAE authors' code; MultiVae's rescale_factors): in the
+        # training objective only, each modality's log-likelihood is weighted by max_m D_m / D_m (D: its
+        # number of values), so a 12-token caption is not drowned by 3,072 pixel terms.
+        dims = {k: math.prod(spec.modality(k).shape) for k in keys}
+        self.rescale = bool(rescale)
+        self.lik_weight = {k: (max(dims.values()) / d if rescale else 1.0) for k, d in dims.items()}
 
     # --- building blocks ---------------------------------------------------------------------------
     def _inputs(self, x: object) -> dict[str, Tensor]:
@@ -189,7 +199,8 @@ class MultimodalVAE(GenerativeModel):
     def _elbo(self, mu: Tensor, logvar: Tensor, y: dict[str, Tensor], keys: Sequence[str]) -> Tensor:
         """[B] E_q[sum_{m in keys} log p(x_m | z)] - beta KL(q || N(0, I)), q = N(mu, exp(logvar)) [B, Z], one draw."""
         z = (mu + torch.exp(0.5 * logvar) * torch.randn_like(mu))[None]
-        return sum(self._log_lik(m, z, None, y[m])[0] for m in keys) - self.beta * gaussian_kl_standard(mu, logvar)
+        rec = sum(self.lik_weight[m] * self._log_lik(m, z, None, y[m])[0] for m in keys)
+        return rec - self.beta * gaussian_kl_standard(mu, logvar)
 
     def objective(self, ex: dict[str, tuple[Tensor, Tensor]], y: dict[str, Tensor]) -> Tensor:
         """[B] the family's training objective (maximized) from the experts and the targets of all modalities."""
@@ -320,8 +331,9 @@ class MVAE(MultimodalVAE):
         act: str = "relu",
         conditional: bool = False,
         text_decoder: str = "gru",
+        rescale: bool = False,
     ) -> None:
-        super().__init__(spec, z_dim, hidden, channels, beta, iwae_k, act, conditional, text_decoder)
+        super().__init__(spec, z_dim, hidden, channels, beta, iwae_k, act, conditional, text_decoder, rescale)
         if subsets < 0:
             raise ValueError(f"subsets (random subset ELBOs per step) must be >= 0; got {subsets}")
         self.subsets = subsets
@@ -360,8 +372,9 @@ class MMVAE(MultimodalVAE):
         act: str = "relu",
         conditional: bool = False,
         text_decoder: str = "gru",
+        rescale: bool = False,
     ) -> None:
-        super().__init__(spec, z_dim, hidden, channels, beta, iwae_k, act, conditional, text_decoder)
+        super().__init__(spec, z_dim, hidden, channels, beta, iwae_k, act, conditional, text_decoder, rescale)
         self._init_stratified(k, dreg)
 
     def _init_stratified(self, k: int, dreg: bool) -> None:
@@ -388,7 +401,8 @@ class MMVAE(MultimodalVAE):
                 lw = lw + lw_w
             lw = self.beta * lw
             for n in self.keys:
-                lw = lw + self._log_lik(n, z, w if n == m else self._cross_private(n, z.shape[:2]), y[n])
+                private = w if n == m else self._cross_private(n, z.shape[:2])
+                lw = lw + self.lik_weight[n] * self._log_lik(n, z, private, y[n])
             lws.append(lw)
             draws.append([t for t in (z, w) if t is not None])
         lw = torch.stack(lws)  # (M, k, B)
@@ -421,8 +435,9 @@ class MoPoE(MultimodalVAE):
         act: str = "relu",
         conditional: bool = False,
         text_decoder: str = "gru",
+        rescale: bool = False,
     ) -> None:
-        super().__init__(spec, z_dim, hidden, channels, beta, iwae_k, act, conditional, text_decoder)
+        super().__init__(spec, z_dim, hidden, channels, beta, iwae_k, act, conditional, text_decoder, rescale)
 
     def fuse(self, ex: dict[str, tuple[Tensor, Tensor]], keys: Sequence[str]) -> tuple[Tensor, Tensor]:
         mu, logvar = self._shared(ex, keys)
@@ -459,11 +474,12 @@ class MMVAEPlus(MMVAE):
         act: str = "relu",
         conditional: bool = False,
         text_decoder: str = "gru",
+        rescale: bool = False,
     ) -> None:
         if w_dim < 2:  # one dimension would leave the normalized auxiliary scale nothing to learn
             raise ValueError(f"mmvaeplus needs w_dim >= 2 private dimensions; got {w_dim}")
         MultimodalVAE.__init__(
-            self, spec, z_dim, hidden, channels, beta, iwae_k, act, conditional, text_decoder, w_dim=w_dim
+            self, spec, z_dim, hidden, channels, beta, iwae_k, act, conditional, text_decoder, rescale, w_dim=w_dim
         )
         self._init_stratified(k, dreg)
         self.aux_logit = nn.Parameter(torch.zeros(len(self.keys), w_dim))
