@@ -37,7 +37,7 @@ MAX_PNG_BYTES = 200_000
 
 def run_one(name: str, train, test, args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
-    model = genlab.build_model(name, train.spec)
+    model = genlab.build_model(name, train.spec, **args.model_opts)
     n_params = sum(p.numel() for p in model.parameters())
     out_dir = Path(args.runs) / name
     if out_dir.exists():
@@ -51,6 +51,7 @@ def run_one(name: str, train, test, args: argparse.Namespace) -> dict:
         checkpoint_every=args.steps,
         log_every=50,
         max_eval_examples=args.n_eval,
+        lr=args.lr,
         device=args.device,
         threads=args.threads,
         progress=False,
@@ -82,6 +83,9 @@ def run_one(name: str, train, test, args: argparse.Namespace) -> dict:
         "joint_bound_nats": ev.get("elbo_nats", ev.get("log_prob_nats")),
         "coherence": {
             k[len("coherence/") :]: v for k, v in ev.items() if k.startswith("coherence/") and k.count("/") == 1
+        },
+        "per_factor": {
+            k[len("coherence/") :]: v for k, v in ev.items() if k.startswith("coherence/") and k.count("/") == 2
         },
         "chance": {k[len("chance/") :]: v for k, v in ev.items() if k.startswith("chance/") and k.count("/") == 1},
         "reader_accuracy": {
@@ -145,6 +149,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "",
         f"Data: shapes-av size={meta['size']}, train n={meta['n_train']}, test n={meta['n_test']}; "
         f"batch {meta['batch']}, {meta['steps']} steps, coherence over {meta['n_eval']} test examples; "
+        f"model options {meta.get('model_opts') or 'defaults'}, lr {meta.get('lr') or 'default'}; "
         f"device {meta['device']}, torch {meta['torch']}.",
         "",
         "Each cell: coherence (chance). `x` image, `text` caption, `audio` clip.",
@@ -155,6 +160,19 @@ def markdown(rows: list[dict], meta: dict) -> str:
     for r in rows:
         cells = [f"{r['coherence'][d]:.3f} ({r['chance'][d]:.3f})" if d in r["coherence"] else "-" for d in dirs]
         lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    factors = ("shape", "scale", "colour", "region_x", "region_y")
+    lines += [
+        "",
+        "Per factor (single-source directions; chance per factor is about 1/3 for shape and regions, "
+        "1/6 for scale, 1/7 for colour):",
+        "",
+        "| model | direction | " + " | ".join(factors) + " |",
+        "|---" * (2 + len(factors)) + "|",
+    ]
+    for r in rows:
+        for d in (d for d in dirs if "+" not in d and d != "joint"):
+            cells = [f"{r['per_factor'][f'{d}/{f}']:.2f}" if f"{d}/{f}" in r["per_factor"] else "-" for f in factors]
+            lines.append(f"| {r['model']} | {d} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "| model | params | steps | train s | steps/s | eval s | held-out joint bound (nats) | "
@@ -186,9 +204,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--runs", default=str(HERE / "runs" / "multimodal_coherence"))
     ap.add_argument("--out", default=str(HERE / "results" / "multimodal_coherence.json"))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model option, e.g. rescale=true")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate (default: the model's)")
     ap.add_argument("--images", action="store_true", help="copy small translation/samples PNGs to docs/")
     ap.add_argument("--max-images", type=int, default=4)
     args = ap.parse_args()
+    from genlab.config import parse_assignments
+
+    args.model_opts = parse_assignments(args.set, "--set")
 
     import sys
 
@@ -206,6 +229,8 @@ def main() -> None:
         "batch": args.batch,
         "steps": args.steps,
         "n_eval": args.n_eval,
+        "model_opts": args.model_opts,
+        "lr": args.lr,
         "device": args.device + (" (cuda)" if torch.cuda.is_available() else " (cpu)"),
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -104,7 +104,10 @@ class MultimodalVAE(GenerativeModel):
         text_decoder: decoder of token modalities: ``"gru"`` (autoregressive, :class:`CaptionGRU`) or
             ``"independent"`` (independent categoricals per position, :class:`IndependentTokens`).
         rescale: weight each modality's log-likelihood in the training objective by max_m D_m / D_m
-            (D_m its number of values): the objective is then no longer a bound (``log_prob`` stays one).
+            (D_m its number of values): the objective is then no longer a bound (``log_prob`` and the
+            validation NLL stay one). On by default: on shapes-av (3,072 pixels, 1,000 audio samples, 12
+            tokens) it lifted mmvae's text -> audio coherence from 0.75 to 0.88 and audio -> text from
+            0.57 to 0.64 (800 steps at 16x16, decoder means; 1.00 and 0.95 at 32x32).
     """
 
     likelihood = "bound"
@@ -115,7 +118,7 @@ class MultimodalVAE(GenerativeModel):
         notes="modalities from the data; log_prob(x, given=[...]) conditional, translate(source, targets)",
     )
     train_defaults = {"batch_size": 64}  # 200 steps on 32x32 shapes-captions in about a minute on a CPU
-    legacy_defaults = {"text_decoder": "independent"}  # runs saved before the GRU caption decoder
+    legacy_defaults = {"text_decoder": "independent", "rescale": False}  # runs saved before these defaults
 
     def __init__(
         self,
@@ -128,7 +131,7 @@ class MultimodalVAE(GenerativeModel):
         act: str = "relu",
         conditional: bool = False,
         text_decoder: str = "gru",
-        rescale: bool = False,
+        rescale: bool = True,
         *,
         w_dim: int = 0,
     ) -> None:
@@ -331,7 +334,7 @@ class MVAE(MultimodalVAE):
         act: str = "relu",
         conditional: bool = False,
         text_decoder: str = "gru",
-        rescale: bool = False,
+        rescale: bool = True,
     ) -> None:
         super().__init__(spec, z_dim, hidden, channels, beta, iwae_k, act, conditional, text_decoder, rescale)
         if subsets < 0:
@@ -372,7 +375,7 @@ class MMVAE(MultimodalVAE):
         act: str = "relu",
         conditional: bool = False,
         text_decoder: str = "gru",
-        rescale: bool = False,
+        rescale: bool = True,
     ) -> None:
         super().__init__(spec, z_dim, hidden, channels, beta, iwae_k, act, conditional, text_decoder, rescale)
         self._init_stratified(k, dreg)
@@ -435,7 +438,7 @@ class MoPoE(MultimodalVAE):
         act: str = "relu",
         conditional: bool = False,
         text_decoder: str = "gru",
-        rescale: bool = False,
+        rescale: bool = True,
     ) -> None:
         super().__init__(spec, z_dim, hidden, channels, beta, iwae_k, act, conditional, text_decoder, rescale)
 
@@ -474,7 +477,7 @@ class MMVAEPlus(MMVAE):
         act: str = "relu",
         conditional: bool = False,
         text_decoder: str = "gru",
-        rescale: bool = False,
+        rescale: bool = True,
     ) -> None:
         if w_dim < 2:  # one dimension would leave the normalized auxiliary scale nothing to learn
             raise ValueError(f"mmvaeplus needs w_dim >= 2 private dimensions; got {w_dim}")
