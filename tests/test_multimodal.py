@@ -227,6 +227,25 @@ def test_text_decoder_is_an_option_of_every_family():
             tiny(name, text_decoder="lstm")
 
 
+def test_stratified_mopoe_scores_each_example_under_one_subset_in_turn(monkeypatch):
+    """stratified=True gives example i the ELBO of subset (i + offset) mod 7, each of the 7 subsets of 3
+    modalities the same number of examples: an unbiased estimate of the mean over subsets."""
+    monkeypatch.setattr(torch, "randn_like", torch.zeros_like)  # z = the mean: deterministic ELBOs
+    full, strat = tiny("mopoe", stratified=False), tiny("mopoe")
+    strat.load_state_dict(full.state_dict())
+    batch = tri_batch(n=14)
+    ex = full.experts(batch)
+    y = {k: full.nets[k].target(v) for k, v in batch.items()}
+    mu, logvar = full.fuse(ex, KEYS)
+    per_subset = torch.stack([full._elbo(m, lv, y, KEYS) for m, lv in zip(mu, logvar)])  # (7, 14)
+    torch.testing.assert_close(full.objective(ex, y), per_subset.mean(0))
+    for offset in range(7):
+        monkeypatch.setattr(torch, "randint", lambda high, size, o=offset, **kw: torch.tensor(o))
+        pick = (torch.arange(14) + offset) % 7
+        torch.testing.assert_close(strat.objective(ex, y), per_subset[pick, torch.arange(14)])
+    assert model_kwargs("mopoe")["stratified"].default is True
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_likelihood_rescaling_weights_the_objective_and_not_the_bound(name):
     """rescale=True weights each modality's log-likelihood by max_m D_m / D_m in the training objective
