@@ -231,6 +231,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.temperature) and args.temperature > 0):
         raise CLIError(f"--temperature must be a finite number > 0; got {args.temperature}")
     model, cfg, spec = load_run(args.run, weights=args.weights)
+    steer_opts = {"step": "step_size", "iters": "iterations", "kl": "kl_scale", "gm": "gm_scale", "window": "window"}
+    steer_kw = {v: getattr(args, f"steer_{k}") for k, v in steer_opts.items()}
+    steer_kw = {k: v for k, v in steer_kw.items() if v is not None}
+    given = [f"--steer-{k}" for k in [*steer_opts, "kind"] if getattr(args, f"steer_{k}") is not None]
+    if args.steer is None and given:
+        raise CLIError(f"{', '.join(given)}: steering options need --steer FACTOR=VALUE")
+    if args.steer is not None:
+        from .models.transformer import TransformerLM
+
+        if not isinstance(model, TransformerLM):
+            raise CLIError(f"--steer needs a transformer run on token data; run {args.run!r} is {cfg['model']!r}")
     # What save_samples can write for this run's data, decided before the (possibly slow) sampling;
     # .npy (the raw array) always works. The file name is never changed behind the user's back.
     modalities = model.capabilities.modalities
@@ -281,7 +292,37 @@ def cmd_sample(args: argparse.Namespace) -> int:
         kw["temperature"] = args.temperature
     elif args.temperature != 1.0:
         raise CLIError(f"--temperature: model {cfg['model']!r} does not support sampling temperature")
-    x = model.sample(args.n, cond, generator=gen, **kw)
+    if args.steer is not None:  # PPLM (Dathathri et al. 2020): the LM's weights are not changed
+        from .steer import attribute_from_spec, steered_sample
+
+        for key, ok, want in (
+            ("step_size", lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
+            ("iterations", lambda v: v >= 0, "an integer >= 0"),
+            ("kl_scale", lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
+            ("gm_scale", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+            ("window", lambda v: v >= 1, "an integer >= 1"),
+        ):
+            if key in steer_kw and not ok(steer_kw[key]):
+                flag = next(k for k, v in steer_opts.items() if v == key)
+                raise CLIError(f"--steer-{flag} must be {want}; got {steer_kw[key]}")
+        kind = args.steer_kind or "bow"
+        data = None
+        if kind == "classifier":  # the linear head trains on the run's training split (seconds)
+            from . import load_dataset
+            from .runs import saved_data_opts
+
+            data = load_dataset(cfg["data"], "train", **saved_data_opts(cfg))
+        try:
+            attribute = attribute_from_spec(model, spec, args.steer, data=data, kind=kind, seed=args.seed)
+        except ValueError as e:
+            raise CLIError(f"--steer {args.steer}: {e}") from None
+        what = "bag of words " + ", ".join(attribute.words) if kind == "bow" else "linear classifier"
+        if getattr(attribute, "val_accuracy", None) is not None:
+            what += f" (held-out accuracy {attribute.val_accuracy:.2f})"
+        print(f"steering toward {args.steer}: {what}")
+        x = steered_sample(model, args.n, attribute, generator=gen, cond=cond, **steer_kw, **kw)
+    else:
+        x = model.sample(args.n, cond, generator=gen, **kw)
     if modalities:
         written_all = _write_multimodal(x, spec, out, title=f"{args.n} jointly generated examples")
         print(f"wrote {args.n} samples to {written_all[0]}" + _and_wavs(written_all))
@@ -727,6 +768,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--weights", choices=["best", "last"], default="best")
     s.add_argument("--overwrite", action="store_true", help="replace existing <out>-<i>.wav files beside a .png")
+    s.add_argument(
+        "--steer",
+        metavar="FACTOR=VALUE",
+        help=(
+            "transformer runs: steer sampling toward an attribute with PPLM (plug-and-play, the LM unchanged), "
+            "e.g. colour=red on shapes-captions, or words=a,b,c (a bag of vocabulary entries)"
+        ),
+    )
+    s.add_argument(
+        "--steer-kind",
+        choices=["bow", "classifier"],
+        help="attribute model: bag of words {VALUE} (default) or a linear classifier trained on the run's data",
+    )
+    s.add_argument("--steer-step", type=float, help="PPLM step size on the key/value cache (default 0.02)")
+    s.add_argument("--steer-iters", type=int, help="gradient steps per token (default 3)")
+    s.add_argument("--steer-kl", type=float, help="weight of the KL term to the unsteered next-token law (0.01)")
+    s.add_argument("--steer-gm", type=float, help="geometric-mean fusion weight of the steered law (default 0.95)")
+    s.add_argument("--steer-window", type=int, help="perturb only the last N cached positions (default all)")
     s.set_defaults(func=cmd_sample)
     tr = sub.add_parser(
         "translate",
