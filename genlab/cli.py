@@ -828,7 +828,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics",
         help=(
             "comma-separated subset of: likelihood, iwae, recon, fid, kid, pr, dc, classes, mmd, "
-            "c2st, memorization, disentanglement, coherence, in any letter case "
+            "c2st, memorization, disentanglement, coherence, modalities, in any letter case "
             "(default: all that apply to the model and data)"
         ),
     )

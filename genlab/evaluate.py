@@ -6,7 +6,9 @@ model whose ``log_prob`` takes ``k`` (``capabilities.iwae``); ``recon`` needs
 need ``capabilities.sample`` on image or vector data and run on a feature network
 (:mod:`genlab.metrics.features`): so every family -- VAE, flow, autoregressive, GAN -- is compared
 on the same footing. Multimodal models (``capabilities.modalities``) on data whose factors can be read
-back from every modality get cross-modal ``coherence`` (:mod:`genlab.metrics.coherence`).
+back from every modality get cross-modal ``coherence`` (:mod:`genlab.metrics.coherence`); every
+multimodal model gets ``modalities`` (:mod:`genlab.metrics.multimodal_quality`): per-modality and
+conditional likelihoods, FID/KID of its images, a linear probe of its shared latent.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ SAMPLE_METRICS = ("fid", "kid", "pr", "dc", "classes", "mmd", "c2st", "memorizat
 #: disentanglement: MIG and DCI of the encoder's codes against the data's ground-truth factors.
 REPRESENTATION_METRICS = ("disentanglement",)
 #: coherence: cross-modal, multi-source and joint coherence of a multimodal model (Shi et al. 2019).
-MULTIMODAL_METRICS = ("coherence",)
+#: modalities: per-modality bounds (bits per token / sample / dim), conditional estimates log p(x_t | x_s),
+#: FID/KID of the image modality's joint samples, linear probe of the shared latent per factor.
+MULTIMODAL_METRICS = ("coherence", "modalities")
 AVAILABLE = LIKELIHOOD_METRICS + SAMPLE_METRICS + REPRESENTATION_METRICS + MULTIMODAL_METRICS
 #: Examples encoded for the disentanglement metrics (disentanglement_lib's usual 10,000).
 MAX_DISENTANGLEMENT_EXAMPLES = 10000
@@ -42,8 +46,9 @@ def applicable_metrics(model: GenerativeModel) -> list[str]:
     ``model.capabilities``: ``likelihood`` unless it has none, ``iwae`` for bound models whose
     ``log_prob`` takes ``k``, ``recon`` if it can reconstruct, ``disentanglement`` for encoders on
     data with ground-truth factors, the sample-based metrics if it can sample images or vectors
-    (``classes`` only for labelled data), and ``coherence`` for multimodal models on data whose
-    factors every modality's reader recovers (``shapes-captions``, ``shapes-av``)."""
+    (``classes`` only for labelled data), ``coherence`` for multimodal models on data whose
+    factors every modality's reader recovers (``shapes-captions``, ``shapes-av``), and ``modalities``
+    for every multimodal model."""
     caps = model.capabilities
     out = []
     if model.likelihood != "none":
@@ -63,6 +68,8 @@ def applicable_metrics(model: GenerativeModel) -> list[str]:
 
         if has_factor_readers(spec):
             out.append("coherence")
+    if caps.modalities:
+        out.append("modalities")
     return out
 
 
@@ -252,6 +259,13 @@ def evaluate(
     training split (default: the built-in data set's train split); ``features`` picks the feature
     network (``auto``, ``classifier``, ``random``, ``inception``). ``disentanglement`` (encoders on
     data with ground-truth factors, e.g. ``shapes``): see :func:`disentanglement_metrics`.
+    Multimodal models: ``coherence`` (:func:`genlab.metrics.coherence.flatten_coherence` keys, on
+    ``n_samples`` examples) and ``modalities``
+    (:func:`genlab.metrics.multimodal_quality.modality_quality`, with ``k`` importance samples on
+    ``n_samples`` examples and ``n_samples`` joint samples): ``modality/<m>/nats`` and
+    ``modality/<m>/bits_per_token|bits_per_sample|bits_per_dim``, ``joint/...``,
+    ``conditional/<s>-><t>/nats|<unit>|gain_nats``, ``fid/<m>``, ``fid_reference/<m>``, ``kid/<m>``,
+    ``probe/<sources>/<factor>``, ``probe_baseline/<factor>``.
     """
     applicable = applicable_metrics(model)
     chosen = applicable if metrics is None else list(metrics)
@@ -275,6 +289,13 @@ def evaluate(
     model.eval()
     torch.manual_seed(seed)
     out: dict[str, Any] = {"n_examples": len(dataset), "likelihood_kind": model.likelihood}
+    resolved: list[TensorDataset | None] = []
+
+    def train_split() -> TensorDataset | None:  # loaded once, when a metric first needs it
+        if not resolved:
+            resolved.append(_resolve_reference(dataset, reference))
+        return resolved[0]
+
     if "likelihood" in chosen:
         kw = {"k": 1} if model.likelihood == "bound" and "iwae" in applicable else {}
         m = likelihood_metrics(model, dataset, batch_size=batch_size, **kw)
@@ -300,16 +321,32 @@ def evaluate(
         res = cross_modal_coherence(
             model,
             dataset,
-            reference=_resolve_reference(dataset, reference),
+            reference=train_split(),
             n_examples=n_samples,
             seed=seed,
             batch_size=batch_size,
         )
         out.update(flatten_coherence(res))
+    if "modalities" in chosen:
+        from .metrics.multimodal_quality import modality_quality
+
+        out.update(
+            modality_quality(
+                model,
+                dataset,
+                reference=train_split(),
+                k=k,
+                n_examples=n_samples,
+                n_samples=n_samples,
+                features=features,
+                batch_size=max(1, batch_size // 4),
+                seed=seed,
+            )
+        )
     wanted = [m for m in chosen if m in SAMPLE_METRICS]
     if wanted:
         samples = draw_samples(model, n_samples, dataset, seed=seed)
-        ref = _resolve_reference(dataset, reference)
+        ref = train_split()
         if (ref is None or ref is dataset) and "memorization" in wanted:
             if metrics is not None:
                 raise ValueError("metric 'memorization' needs the training split: pass reference=<train TensorDataset>")
