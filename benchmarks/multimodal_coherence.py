@@ -57,6 +57,7 @@ def run_one(name: str, train, test, args: argparse.Namespace) -> dict:
         progress=False,
     )
     trainer = genlab.Trainer(model, train, None, config, out_dir=out_dir)
+    trainer.write_config("shapes-av", {"size": args.size, "seed": args.seed})  # so `genlab eval` loads this data
     t0 = time.perf_counter()
     summary = trainer.fit()
     train_s = time.perf_counter() - t0

@@ -341,6 +341,7 @@ def evaluate(
                 features=features,
                 batch_size=max(1, batch_size // 4),
                 seed=seed,
+                image_metrics=sample_metrics,  # the one FID/KID (metrics may not import evaluate)
             )
         )
     wanted = [m for m in chosen if m in SAMPLE_METRICS]

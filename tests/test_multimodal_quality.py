@@ -14,7 +14,7 @@ import torch
 import genlab
 from genlab import Capabilities, DataSpec, GenerativeModel, load_dataset
 from genlab.data.base import TensorDataset
-from genlab.evaluate import applicable_metrics
+from genlab.evaluate import applicable_metrics, sample_metrics
 from genlab.metrics.multimodal_quality import linear_probe, modality_bits, modality_quality, modality_unit
 
 LN2 = math.log(2.0)
@@ -211,10 +211,12 @@ class Copier(GenerativeModel):
 
 def test_fid_of_real_images_is_near_the_real_vs_real_reference(av, pooled) -> None:
     train, test = av
-    res = modality_quality(Copier(train), test, reference=train, n_samples=200, seed=1)
+    res = modality_quality(Copier(train), test, reference=train, n_samples=200, seed=1, image_metrics=sample_metrics)
     assert res["features/x"] == "pool4" and res["modalities_samples"] == 200
     assert res["fid/x"] < 1.5 * res["fid_reference/x"] and abs(res["kid/x"]) < 3 * res["kid_std/x"] + 1e-3
-    bad = modality_quality(Copier(train, blank=True), test, reference=train, n_samples=200, seed=1)
+    bad = modality_quality(
+        Copier(train, blank=True), test, reference=train, n_samples=200, seed=1, image_metrics=sample_metrics
+    )
     assert bad["fid/x"] > 5 * res["fid_reference/x"] and bad["kid/x"] > 10 * abs(res["kid/x"])
     assert "modality/skipped" in res and "probe/skipped" in res  # no log_prob, no encoder
 

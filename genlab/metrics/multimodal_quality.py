@@ -53,8 +53,9 @@ for 1,000 examples (the others take a tenth of that); a GPU makes it seconds. ``
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -158,9 +159,8 @@ def _seeded_subset(n_total: int, n: int, seed: int) -> Tensor:
 
 
 def _source_sets(keys: Sequence[str], more_sources: bool) -> list[tuple[str, ...]]:
-    from ..models.multimodal import nonempty_subsets
-
-    return [s for s in nonempty_subsets(keys) if len(s) < len(keys) and (more_sources or len(s) == 1)]
+    largest = len(keys) - 1 if more_sources else 1
+    return [s for r in range(1, largest + 1) for s in itertools.combinations(keys, r)]
 
 
 class _Driver:
@@ -246,9 +246,8 @@ def _image_quality(
     features: str,
     batch_size: int,
     seed: int,
+    sample_metrics: Callable[..., dict[str, Any]],
 ) -> dict[str, Any]:
-    from ..evaluate import sample_metrics  # the one implementation of FID/KID on genlab's feature networks
-
     keys = tuple(model.capabilities.modalities)
     images = [m for m in keys if dataset.spec.modality(m).kind == "image"]
     if not images:
@@ -327,6 +326,7 @@ def modality_quality(
     batch_size: int = 64,
     seed: int = 0,
     more_sources: bool = True,
+    image_metrics: Callable[..., dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Per-modality bounds, conditional estimates, image FID/KID and a linear probe of the shared
     latent of a multimodal ``model`` on ``dataset`` (the evaluated split); see the module docstring.
@@ -349,7 +349,9 @@ def modality_quality(
     ``kid_std/<m>``, ``features/<m>``, ``feature_classifier_accuracy/<m>``; ``probe/<source set>/<factor>``
     (held-out accuracy), ``probe_baseline/<factor>`` (majority class), ``probe_train_examples``,
     ``probe_test_examples`` or ``probe/skipped`` (a reason); and the budget ``modalities_examples``,
-    ``modalities_k``, ``modalities_samples``.
+    ``modalities_k``, ``modalities_samples``. FID/KID need ``image_metrics``, the
+    ``genlab.evaluate.sample_metrics`` function that :func:`genlab.evaluate` passes (metrics may not
+    import evaluate); without it they are skipped with a ``fid/skipped`` note.
     """
     keys = tuple(model.capabilities.modalities)
     if len(keys) < 2:
@@ -380,10 +382,12 @@ def modality_quality(
             out["modalities_k"] = kk if kk is not None else getattr(model, "iwae_k", 1)
             drv = _Driver(model, {m: dataset.tensors[m][idx] for m in keys}, batch_size)
             out.update(_bounds(model, dataset.spec, drv, kk, more_sources))
-    if caps.sample:
-        out.update(_image_quality(model, dataset, reference, n_samples, features, batch_size, seed))
-    else:
+    if not caps.sample:
         out["fid/skipped"] = f"{type(model).__name__} cannot sample"
+    elif image_metrics is None:
+        out["fid/skipped"] = "no image_metrics given (genlab.evaluate passes its sample_metrics)"
+    else:
+        out.update(_image_quality(model, dataset, reference, n_samples, features, batch_size, seed, image_metrics))
     if caps.encode:
         out.update(_probe(model, dataset, reference, idx, probe_examples, batch_size, seed))
     else:
