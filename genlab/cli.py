@@ -231,6 +231,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.temperature) and args.temperature > 0):
         raise CLIError(f"--temperature must be a finite number > 0; got {args.temperature}")
     model, cfg, spec = load_run(args.run, weights=args.weights)
+    if not model.capabilities.sample:
+        how = " (it translates: genlab translate RUN --image FILE)" if model.capabilities.modalities else ""
+        raise CLIError(f"model {cfg['model']!r} of run {str(args.run)!r} cannot sample{how}")
     steer_opts = {"step": "step_size", "iters": "iterations", "kl": "kl_scale", "gm": "gm_scale", "window": "window"}
     steer_kw = {v: getattr(args, f"steer_{k}") for k, v in steer_opts.items()}
     steer_kw = {k: v for k, v in steer_kw.items() if v is not None}

@@ -68,7 +68,7 @@ def applicable_metrics(model: GenerativeModel) -> list[str]:
 
         if has_factor_readers(spec):
             out.append("coherence")
-    if caps.modalities:
+    if caps.modalities and caps.sample:  # joint models: each modality's own bound needs p(x_m)
         out.append("modalities")
     return out
 

@@ -50,6 +50,8 @@ class Capabilities:
             drawn also depends on the data (images; 2-D vectors for ``"density"``).
         modalities: the batch keys of a multimodal model (``log_prob``/``encode`` take and ``sample``
             returns a dict over them); empty for a model of one tensor (``model.data_key``).
+        targets: the modalities ``translate`` can produce (None: every one of ``modalities``); e.g. a
+            captioner of images has ``("text",)``. :meth:`generates` reads it.
         notes: one short line for ``genlab models`` (how sampling works, what ``encode`` returns).
     """
 
@@ -62,7 +64,12 @@ class Capabilities:
     sample_options: tuple[str, ...] = ()
     figures: tuple[str, ...] = ()
     modalities: tuple[str, ...] = ()
+    targets: tuple[str, ...] | None = None
     notes: str = ""
+
+    def generates(self, key: str) -> bool:
+        """Whether ``translate`` can produce modality ``key``."""
+        return key in (self.modalities if self.targets is None else self.targets)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (

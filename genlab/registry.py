@@ -25,6 +25,7 @@ from .protocol import GenerativeModel
 #: Built-in model name -> "module:Class" (imported lazily by :func:`get_model_class`).
 BUILTIN: dict[str, str] = {
     "dcgan": "genlab.models.gan:DCGAN",
+    "frozen": "genlab.models.frozen:FrozenCaptioner",
     "glow": "genlab.models.flows.glow:Glow",
     "made": "genlab.models.made:MADE",
     "maf": "genlab.models.flows.maf:MAF",

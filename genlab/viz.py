@@ -597,12 +597,15 @@ def multimodal_figures(
     if not ("x" in keys and "text" in keys) or len(data) == 0:
         return written
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    text = data.tensors["text"][:rows].to(model.device)
-    images = model.translate({"text": text}, ["x"], n=8, generator=gen)["x"].cpu()
-    titles = [f'from "{t}"' for t in modality_texts(text, spec)]
-    written.append(
-        translation_grid([(t, images[i * 8 : (i + 1) * 8]) for i, t in enumerate(titles)], out / "translation.png")
-    )
+    if model.capabilities.generates("x"):
+        text = data.tensors["text"][:rows].to(model.device)
+        images = model.translate({"text": text}, ["x"], n=8, generator=gen)["x"].cpu()
+        titles = [f'from "{t}"' for t in modality_texts(text, spec)]
+        written.append(
+            translation_grid([(t, images[i * 8 : (i + 1) * 8]) for i, t in enumerate(titles)], out / "translation.png")
+        )
+    if not model.capabilities.generates("text"):
+        return written
     x = data.tensors["x"][:8]
     caps = modality_texts(model.translate({"x": x.to(model.device, dtype)}, ["text"], n=3, generator=gen)["text"], spec)
     grid = captioned_grid(x, [caps[i * 3 : (i + 1) * 3] for i in range(len(x))], ncol=4)

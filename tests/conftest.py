@@ -92,12 +92,31 @@ TINY: dict[str, dict] = {
     "wgan_gp": {"z_dim": 4, "channels": 4, "hidden": [16]},
 }
 
+
+def _pairs_lm_run() -> str:
+    """A 'transformer' run on the captions of SPECS["pairs"]: the frozen LM of TINY["frozen"]."""
+    from genlab.data import TensorDataset
+    from genlab.train import TrainConfig
+
+    spec, out = SPECS["pairs"], Path(tempfile.mkdtemp(prefix="genlab-test-lm-")) / "lm"
+    g = torch.Generator().manual_seed(0)
+    x, text = torch.randint(0, 2, (8, 3, 8, 8), generator=g).float(), torch.randint(0, 5, (8, 5), generator=g)
+    cfg = TrainConfig(steps=1, batch_size=8, progress=False, eval_every=0, sample_every=0, checkpoint_every=0)
+    with torch.random.fork_rng(devices=[]):
+        lm = genlab.build_model("transformer", spec, source="text", d_model=8, n_layers=1, n_heads=2, max_prefix=2)
+        genlab.Trainer(lm, TensorDataset({"x": x, "text": text}, spec), None, cfg, out).fit()
+    return str(out)
+
+
+TINY["frozen"] = {"lm_run": _pairs_lm_run(), "prefix_len": 2, "channels": 4, "hidden": 8}
+
 BOTH = (False, True)  # unconditional and class-conditional
 #: Per registered model: the SPECS it accepts, each with the ``conditional`` values it accepts.
 #: Every listed case must build and pass the contract; every case not listed must be refused at
 #: construction with a one-line ValueError that names the data set's bad property.
 ACCEPTS: dict[str, dict[str, tuple[bool, ...]]] = {
     "dcgan": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
+    "frozen": {"pairs": (False,)},  # captions given images, through a frozen LM run (TINY's lm_run)
     "glow": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
     "made": {"bin-img": BOTH, "img17": BOTH, "pairs": BOTH},  # categorical outputs: <= 64 levels, no continuous data
     "maf": {"bin-img": BOTH, "img17": BOTH, "vec": BOTH},  # images up to 256 values (D sequential passes)

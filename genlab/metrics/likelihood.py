@@ -42,7 +42,9 @@ def likelihood_metrics(
 
     A multimodal model (``model.capabilities.modalities`` non-empty) is handed the dict of its
     modalities and scored jointly: ``nll`` in nats per example (all modalities together), ``bpd`` per
-    dimension of all modalities together (pixels, tokens and audio samples; :func:`multimodal_bits_per_dim`).
+    dimension of all modalities together (pixels, tokens and audio samples; :func:`multimodal_bits_per_dim`),
+    or, for a conditional model of some of them (``capabilities.targets``, e.g. a captioner of images:
+    ``("text",)``), per dimension of those: bits per token.
     """
     key, modalities = model.data_key, tuple(model.capabilities.modalities)
     spec = data.spec
@@ -62,7 +64,11 @@ def likelihood_metrics(
         count += lp.shape[0]
     mean_lp = total / max(count, 1)
     if modalities:
-        return {"nll": -mean_lp, "bpd": multimodal_bits_per_dim(mean_lp, spec, modalities, model.discrete)}
+        # A model of some modalities given the others (capabilities.targets, e.g. a captioner's "text"):
+        # per dimension of those alone; a joint model: of all of them together.
+        targets = model.capabilities.targets
+        scored = tuple(targets) if targets is not None else modalities
+        return {"nll": -mean_lp, "bpd": multimodal_bits_per_dim(mean_lp, spec, scored, model.discrete)}
     return {"nll": -mean_lp, "bpd": float(bits_per_dim(mean_lp, spec, model.discrete))}
 
 
