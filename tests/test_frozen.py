@@ -204,4 +204,15 @@ def test_cli_translate_writes_captions(caption_lm, captions, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert "translates images to captions only" in err and "\n" not in err.strip()
-    assert math.isfinite(genlab.evaluate(model, captions[1], metrics=["likelihood"])["log_prob_nats"])
+    ev = genlab.evaluate(model, captions[1], metrics=["likelihood"])
+    tokens = captions[1].tensors["text"].shape[1]
+    assert math.isclose(ev["log_prob_bpd"], -ev["log_prob_nats"] / (tokens * math.log(2)), rel_tol=1e-9)  # bits/token
+    assert main(["sample", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot sample" in err and "genlab translate" in err and "\n" not in err.strip()
+    from genlab.evaluate import applicable_metrics
+    from genlab.viz import run_figures
+
+    names = [p.name for p in run_figures(model, captions[1], tmp_path / "figures")]
+    assert names == ["captioning.png"]  # no joint samples, no caption -> image translations
+    assert applicable_metrics(model) == ["likelihood"]  # coherence and modalities need a joint model
