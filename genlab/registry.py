@@ -24,6 +24,7 @@ from .protocol import GenerativeModel
 
 #: Built-in model name -> "module:Class" (imported lazily by :func:`get_model_class`).
 BUILTIN: dict[str, str] = {
+    "captioner": "genlab.models.captioner:RepresentationCaptioner",
     "dcgan": "genlab.models.gan:DCGAN",
     "frozen": "genlab.models.frozen:FrozenCaptioner",
     "glow": "genlab.models.flows.glow:Glow",

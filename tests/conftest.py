@@ -108,6 +108,7 @@ def _pairs_lm_run() -> str:
     return str(out)
 
 
+TINY["captioner"] = {"d_model": 8, "n_layers": 2, "n_heads": 2, "channels": 4, "hidden": 8}
 TINY["frozen"] = {"lm_run": _pairs_lm_run(), "prefix_len": 2, "channels": 4, "hidden": 8}
 
 BOTH = (False, True)  # unconditional and class-conditional
@@ -115,6 +116,7 @@ BOTH = (False, True)  # unconditional and class-conditional
 #: Every listed case must build and pass the contract; every case not listed must be refused at
 #: construction with a one-line ValueError that names the data set's bad property.
 ACCEPTS: dict[str, dict[str, tuple[bool, ...]]] = {
+    "captioner": {"pairs": (False,)},  # captions given images
     "dcgan": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
     "frozen": {"pairs": (False,)},  # captions given images, through a frozen LM run (TINY's lm_run)
     "glow": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
