@@ -120,17 +120,23 @@ def test_bag_of_words_steers_the_topic():
     assert base["log_lik"] - steered["log_lik"] < 1.5
 
 
+def cached_step(model):
+    """Two 3-token sequences after the prefix: the inputs, the clean cache through the last position,
+    the cache before it (what PPLM perturbs), the last hidden state and its next-token log-law."""
+    clean = [{} for _ in model.blocks]
+    x = torch.cat([model._prefix(2, None, None), model.tok_emb(torch.tensor([[1, 2, 3], [0, 4, 2]]))], 1)
+    h = model._run(x, 0, clean)[:, -1]
+    past = [{"k": c["k"][:, :, :-1], "v": c["v"][:, :, :-1]} for c in clean]
+    return x, clean, past, h, model.head(h).log_softmax(-1)
+
+
 def test_bow_step_is_normalised_gradient_ascent():
     """One PPLM step on the cache: log sum_w p(w) of the next token rises with the step size (small
     steps), the perturbation is step_size * iterations per layer and sample when gamma_norm = 1."""
     model = tiny()
     bow = BagOfWords([1, 3])
     with torch.no_grad():
-        clean = [{} for _ in model.blocks]
-        x = torch.cat([model._prefix(2, None, None), model.tok_emb(torch.tensor([[1, 2, 3], [0, 4, 2]]))], 1)
-        h = model._run(x, 0, clean)[:, -1]
-        past = [{"k": c["k"][:, :, :-1], "v": c["v"][:, :, :-1]} for c in clean]
-        logp = model.head(h).log_softmax(-1)
+        x, clean, past, h, logp = cached_step(model)
         gains = []
         for step in (0.01, 0.02, 0.04):
             kw = dict(step_size=step, iterations=2, window=None, kl_scale=0.0, gamma_norm=1.0, max_norm=False)
@@ -173,11 +179,7 @@ def test_batch_rows_are_independent_runs():
 def test_window_perturbs_only_the_last_positions():
     model = tiny()
     with torch.no_grad():
-        clean = [{} for _ in model.blocks]
-        x = torch.cat([model._prefix(2, None, None), model.tok_emb(torch.tensor([[1, 2, 3], [0, 4, 2]]))], 1)
-        h = model._run(x, 0, clean)[:, -1]
-        past = [{"k": c["k"][:, :, :-1], "v": c["v"][:, :, :-1]} for c in clean]
-        logp = model.head(h).log_softmax(-1)
+        x, clean, past, h, logp = cached_step(model)
         kw = dict(step_size=0.1, iterations=2, kl_scale=0.01, gamma_norm=1.5, max_norm=False)
         delta, _ = _perturb(
             model, BagOfWords([1]), past, x[:, -1:], 3, clean, logp, h * 0, 2, True, None, window=2, **kw

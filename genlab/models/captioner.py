@@ -32,6 +32,29 @@ from ..protocol import Capabilities, GenerativeModel
 from .transformer import Block
 
 
+def image_caption_specs(name: str, spec: DataSpec, conditional: bool) -> tuple[DataSpec, DataSpec]:
+    """The image ``"x"`` and caption ``"text"`` specs of ``spec`` for captioner family ``name``; a
+    one-line ValueError for other data or ``conditional=True`` (shared by ``captioner`` and ``frozen``)."""
+    if conditional:
+        raise ValueError(f"{name} is not class-conditional: conditional=True is not supported (data set {spec.name!r})")
+    keys = spec.modality_keys
+    if spec.kind != "multimodal" or "x" not in keys or "text" not in keys:
+        raise ValueError(
+            f"{name} captions images: it needs image 'x' + caption 'text' data; {spec.name!r} has kind {spec.kind!r}"
+        )
+    img, txt = spec.modality("x"), spec.modality("text")
+    if img.kind != "image" or txt.kind != "tokens" or not txt.levels:
+        raise ValueError(f"{name} needs an image 'x' and tokens 'text'; {spec.name!r} has {img.kind!r}, {txt.kind!r}")
+    return img, txt
+
+
+def caption_ids(t: Tensor, length: int) -> Tensor:
+    """Caption token ids as long [B, T] (1 <= T <= ``length``), or a one-line ValueError."""
+    if t.is_floating_point() or t.dim() != 2 or not 1 <= t.shape[1] <= length:
+        raise ValueError(f"captions must be token ids long [B, T <= {length}]; got {t.dtype} {tuple(t.shape)}")
+    return t.long()
+
+
 class RepresentationCaptioner(GenerativeModel):
     """p(caption | image) by a causal transformer whose every layer receives W_l f(image); see the module doc.
 
@@ -62,21 +85,7 @@ class RepresentationCaptioner(GenerativeModel):
         conditional: bool = False,
     ) -> None:
         super().__init__(spec)
-        if conditional:
-            raise ValueError(
-                f"captioner is not class-conditional: conditional=True is not supported (data set {spec.name!r})"
-            )
-        keys = spec.modality_keys
-        if spec.kind != "multimodal" or "x" not in keys or "text" not in keys:
-            raise ValueError(
-                f"captioner captions images: it needs image 'x' + caption 'text' data; {spec.name!r} has kind "
-                f"{spec.kind!r}"
-            )
-        img, txt = spec.modality("x"), spec.modality("text")
-        if img.kind != "image" or txt.kind != "tokens" or not txt.levels:
-            raise ValueError(
-                f"captioner needs an image 'x' and tokens 'text'; {spec.name!r} has {img.kind!r}, {txt.kind!r}"
-            )
+        img, txt = image_caption_specs("captioner", spec, conditional)
         if min(d_model, n_layers, n_heads, channels, hidden) < 1 or d_model % n_heads or not 0 <= dropout < 1:
             raise ValueError(
                 f"need d_model, n_layers, n_heads, channels, hidden >= 1, d_model divisible by n_heads, 0 <= dropout "
@@ -111,9 +120,7 @@ class RepresentationCaptioner(GenerativeModel):
         return F.linear(self.ln_f(h), self.tok_emb.weight)  # tied output layer
 
     def _tokens(self, t: Tensor) -> Tensor:
-        if t.is_floating_point() or t.dim() != 2 or not 1 <= t.shape[1] <= self.length:
-            raise ValueError(f"captions must be token ids long [B, T <= {self.length}]; got {t.dtype} {tuple(t.shape)}")
-        return t.long()
+        return caption_ids(t, self.length)
 
     # --- the protocol -------------------------------------------------------------------------
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -42,6 +42,7 @@ from ..data.text import BOS, EOS, encode_text, tokens_to_text
 from ..distributions import sample_categorical
 from ..nn import ConvEncoder, activation
 from ..protocol import Capabilities, GenerativeModel
+from .captioner import caption_ids, image_caption_specs
 from .transformer import TransformerLM
 
 Shot = tuple[Tensor, str | Tensor]  # (image [C, H, W] or [B, C, H, W], caption text or ids [T] / [B, T])
@@ -110,21 +111,7 @@ class FrozenCaptioner(GenerativeModel):
         conditional: bool = False,
     ) -> None:
         super().__init__(spec)
-        if conditional:
-            raise ValueError(
-                f"frozen is not class-conditional: conditional=True is not supported (data set {spec.name!r})"
-            )
-        keys = spec.modality_keys
-        if spec.kind != "multimodal" or "x" not in keys or "text" not in keys:
-            raise ValueError(
-                f"frozen captions images: it needs image 'x' + caption 'text' data; "
-                f"{spec.name!r} has kind {spec.kind!r}"
-            )
-        img, txt = spec.modality("x"), spec.modality("text")
-        if img.kind != "image" or txt.kind != "tokens":
-            raise ValueError(
-                f"frozen needs an image 'x' and tokens 'text'; {spec.name!r} has {img.kind!r} and {txt.kind!r}"
-            )
+        img, txt = image_caption_specs("frozen", spec, conditional)
         if min(prefix_len, channels, hidden) < 1:
             raise ValueError(f"need prefix_len, channels, hidden >= 1; got {prefix_len}, {channels}, {hidden}")
         self.lm_run = str(Path(lm_run).expanduser().resolve()) if lm_run else ""
@@ -187,11 +174,7 @@ class FrozenCaptioner(GenerativeModel):
         return self.encoder(x.to(w.device, w.dtype)).view(len(x), self.prefix_len, self.d_model)
 
     def _tokens(self, t: Tensor) -> Tensor:
-        if t.is_floating_point() or t.dim() != 2 or not 1 <= t.shape[1] <= self.lm.seq_len:
-            raise ValueError(
-                f"captions must be token ids long [B, T <= {self.lm.seq_len}]; got {t.dtype} {tuple(t.shape)}"
-            )
-        return t.long()
+        return caption_ids(t, self.lm.seq_len)
 
     def _inputs(self, x: object) -> dict[str, Tensor]:
         if not isinstance(x, dict) or not x or set(x) - {"x", "text"}:
