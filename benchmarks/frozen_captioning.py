@@ -3,7 +3,7 @@ through a frozen transformer language model, against that LM alone and a multimo
 
 Not a test (it takes minutes): run by hand. For each of two language models on the captions' text --
 ``plain``, trained as ``genlab train transformer --data shapes-captions --set source=text`` does,
-and ``context``, trained with :func:`genlab.models.frozen.context_pretraining_loss` (a random bag of
+and ``context``, trained with ``--set context_words=8`` (:meth:`TransformerLM.context_loss`: a random bag of
 the caption's own words as a token-embedding prefix, so the LM learns to read context as a web-text
 LM does) -- it trains the ``frozen`` captioner with the LM frozen and reports, on the test split:
 
@@ -29,7 +29,6 @@ Results go to benchmarks/results/frozen_captioning.json; runs under benchmarks/r
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import platform
@@ -43,7 +42,7 @@ import torch
 
 import genlab
 from genlab.data import shapes as S
-from genlab.models.frozen import answer, caption_coherence, context_pretraining_loss, prompt_ids
+from genlab.models.frozen import answer, caption_coherence, prompt_ids
 from genlab.train import TrainConfig
 
 HERE = Path(__file__).resolve().parent
@@ -130,9 +129,8 @@ def prompting(model, test, train_data, n: int, seed: int) -> dict:
 def run_lm(kind: str, tr, test, args: argparse.Namespace) -> dict:
     runs = Path(args.runs)
     torch.manual_seed(args.seed)
-    lm = genlab.build_model("transformer", tr.spec, source="text", max_prefix=args.max_prefix)
-    if kind == "context":
-        lm.loss = functools.partial(context_pretraining_loss, lm)  # the objective, not the architecture
+    context = 8 if kind == "context" else 0  # the objective, not the architecture
+    lm = genlab.build_model("transformer", tr.spec, source="text", max_prefix=args.max_prefix, context_words=context)
     lm_s = train(lm, tr, runs / f"lm-{kind}", args.lm_steps, 32, 2e-3, args)
     lm.eval()
     text, x = test.tensors["text"], test.tensors["x"]

@@ -4,7 +4,6 @@ NLL, run folders round-trip, prompting respects the LM's limits, and a bad lm_ru
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 
@@ -18,7 +17,7 @@ import genlab
 from genlab.cli import main
 from genlab.data import TensorDataset
 from genlab.data import shapes as S
-from genlab.models.frozen import answer, caption_coherence, context_pretraining_loss, interleave
+from genlab.models.frozen import answer, caption_coherence, interleave
 from genlab.train import TrainConfig
 
 PAIRS = SPECS["pairs"]  # image [3, 8, 8] + caption of 5 tokens over a vocabulary of 5
@@ -58,8 +57,7 @@ def captions():
 def caption_lm(tmp_path_factory, captions):
     """A transformer on shapes-captions' captions, pretrained to read context (see the module)."""
     torch.manual_seed(0)
-    lm = genlab.build_model("transformer", captions[0].spec, **{**TINY_LM, "d_model": 32})
-    lm.loss = functools.partial(context_pretraining_loss, lm)
+    lm = genlab.build_model("transformer", captions[0].spec, **{**TINY_LM, "d_model": 32, "context_words": 8})
     return fit(lm, captions[0], tmp_path_factory.mktemp("runs") / "caption-lm", 300, batch_size=64)
 
 
@@ -216,3 +214,25 @@ def test_cli_translate_writes_captions(caption_lm, captions, tmp_path, capsys):
     names = [p.name for p in run_figures(model, captions[1], tmp_path / "figures")]
     assert names == ["captioning.png"]  # no joint samples, no caption -> image translations
     assert applicable_metrics(model) == ["likelihood"]  # coherence and modalities need a joint model
+
+
+def test_context_words_is_a_training_objective_only(captions):
+    """context_words > 0 changes the training loss (a prefix of the caption's own words), never the
+    model: validation loss and log_prob are the plain LM's; bad values are refused in one line."""
+    spec = captions[0].spec
+    batch = {"text": captions[0].tensors["text"][:16]}
+    torch.manual_seed(0)
+    plain = genlab.build_model("transformer", spec, **TINY_LM)
+    ctx = genlab.build_model("transformer", spec, **TINY_LM, context_words=4)
+    ctx.load_state_dict(plain.state_dict())
+    plain.eval(), ctx.eval()
+    assert torch.equal(ctx.loss(batch)["loss"], plain.loss(batch)["loss"])
+    assert torch.equal(ctx.log_prob(batch["text"]), plain.log_prob(batch["text"]))
+    ctx.train()
+    losses = set()
+    for seed in range(6):  # k ~ U{0..4}: some draws put words in front, and those change the loss
+        torch.manual_seed(seed)
+        losses.add(round(ctx.loss(batch)["loss"].item(), 6))
+    assert len(losses) > 1
+    with pytest.raises(ValueError, match="context_words must be an integer 0..max_prefix"):
+        genlab.build_model("transformer", spec, **{**TINY_LM, "max_prefix": 2}, context_words=3)

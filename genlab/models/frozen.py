@@ -20,7 +20,7 @@ read its context; an LM trained on these captions alone never needs to (the fact
 so each word's distribution is fixed by its slot). A prefix barely steers it -- the best single
 prefix lifts p("red") at the colour word from 1/7 to 0.20 -- and its learned absolute positions make
 any prefix cost bits (caption token i moves to position P + 1 + i; P = 6 zero vectors: 1.03 -> 2.75
-bits/token). An LM pretrained with :func:`context_pretraining_loss` reads a prefix (ceiling 0.97,
+bits/token). An LM trained with ``context_words=8`` (:meth:`TransformerLM.context_loss`) reads a prefix (ceiling 0.97,
 zero prefix 1.06 bits/token) and makes a far better captioner (0.44 vs 0.85 bits/token).
 """
 
@@ -239,30 +239,6 @@ class FrozenCaptioner(GenerativeModel):
                 len(pre), generator=generator, prefix_embeds=pre, temperature=temp, top_k=top_k, top_p=top_p
             )
         }
-
-
-# --- a language model that reads its context --------------------------------------------------
-def context_pretraining_loss(lm: TransformerLM, batch: dict[str, Tensor], max_words: int = 8) -> dict[str, Tensor]:
-    """The caption NLL per token of ``lm`` (nats "loss", and "bits_per_token") with a textual context in
-    front: k ~ U{0..max_words} (one k per batch) of each caption's own words (no special tokens), in
-    random order, as token embeddings in ``prefix_embeds``; k = 0 is the plain LM loss.
-
-    A prefix can steer only an LM that reads its context. One trained on captions alone never needs
-    to (their factors are independent, so each word's distribution is fixed by its slot), and a prefix
-    shifts its learned positions (module docstring). Pretraining on this objective --
-    ``lm.loss = functools.partial(context_pretraining_loss, lm)`` before training -- gives it the
-    in-context reading the paper's web-text LM has, and robustness to prefix lengths."""
-    t = batch[lm.data_key].long()  # (B, T)
-    k = min(int(torch.randint(0, max_words + 1, ())), lm.max_prefix, t.shape[1])
-    pre = None
-    if k:
-        vocab = tuple(lm.spec.vocab or ())
-        special = torch.tensor([i for i, w in enumerate(vocab) if w in ("<pad>", "<bos>", "<eos>", "<unk>")])
-        keys = torch.rand(t.shape, device=t.device).masked_fill(torch.isin(t, special.to(t.device)), 2.0)
-        pre = lm.tok_emb(t.gather(1, keys.argsort(1)[:, :k]))  # (B, k, d): words first, specials only to fill
-    logits = lm(t, prefix_embeds=pre)
-    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t.reshape(-1))
-    return {"loss": nll, "bits_per_token": nll.detach() / math.log(2)}
 
 
 # --- prompting the frozen LM with images and text ---------------------------------------------

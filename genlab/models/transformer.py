@@ -80,6 +80,11 @@ class TransformerLM(GenerativeModel):
         source: the batch key of the tokens: ``"x"`` (token data sets, e.g. a .txt file) or
             ``"text"`` (the captions of ``shapes-captions``).
         conditional: condition on the class (``batch["y"]``) through a one-position prefix.
+        context_words: 0 (default) trains on the plain NLL; k > 0 puts, at every training step, a
+            random number 0..k of each sequence's own tokens (special tokens excluded, random order)
+            in front as ``prefix_embeds`` (:meth:`context_loss`), so the LM learns to read a prefix --
+            what a frozen LM needs before images can steer it through one (``frozen``). Validation and
+            ``log_prob`` stay the plain NLL.
     """
 
     likelihood = "exact"
@@ -103,8 +108,14 @@ class TransformerLM(GenerativeModel):
         max_prefix: int = 16,
         source: str = "x",
         conditional: bool = False,
+        context_words: int = 0,
     ) -> None:
         super().__init__(spec)
+        if isinstance(context_words, bool) or not 0 <= context_words <= max_prefix:
+            raise ValueError(f"context_words must be an integer 0..max_prefix ({max_prefix}); got {context_words!r}")
+        if context_words and conditional:
+            raise ValueError("context_words > 0 puts context in the prefix: it cannot be used with conditional=True")
+        self.context_words = int(context_words)
         if source == "x" and spec.kind != "tokens":
             raise ValueError(
                 "the transformer models token ids; "
@@ -200,10 +211,34 @@ class TransformerLM(GenerativeModel):
         return x.long()
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Mean NLL per *token* in nats ("loss"), and the same in bits ("bits_per_token")."""
+        """Mean NLL per *token* in nats ("loss"), and the same in bits ("bits_per_token"); in training
+        mode with ``context_words > 0``, the NLL with a context prefix (:meth:`context_loss`)."""
+        if self.context_words and self.training:
+            return self.context_loss(batch, self.context_words)
         x = self._check(batch[self.source])
         logits = self(x, None if self.source == "text" else self.condition(batch))
         nll = F.cross_entropy(logits.reshape(-1, self.vocab_size), x.reshape(-1))
+        return {"loss": nll, "bits_per_token": nll.detach() / math.log(2)}
+
+    def context_loss(self, batch: dict[str, Tensor], max_words: int) -> dict[str, Tensor]:
+        """The NLL per token (nats "loss", and "bits_per_token") with a textual context in front:
+        k ~ U{0..max_words} (one k per batch) of each sequence's own tokens (special tokens only to
+        fill), in random order, as token embeddings in ``prefix_embeds``; k = 0 is the plain loss.
+
+        A prefix can steer only an LM that reads its context; one trained on captions alone never
+        needs to (their factors are independent, so each word's law is fixed by its slot). This
+        objective gives it the in-context reading a web-text LM has, and robustness to prefix
+        lengths (Tsimpoukelli et al. 2021 rely on both)."""
+        t = self._check(batch[self.source])  # (B, T)
+        k = min(int(torch.randint(0, max_words + 1, ())), self.max_prefix, t.shape[1])
+        pre = None
+        if k:
+            vocab = tuple(self.spec.vocab or ())
+            special = torch.tensor([i for i, w in enumerate(vocab) if w in ("<pad>", "<bos>", "<eos>", "<unk>")])
+            keys = torch.rand(t.shape, device=t.device).masked_fill(torch.isin(t, special.to(t.device)), 2.0)
+            pre = self.tok_emb(t.gather(1, keys.argsort(1)[:, :k]))  # (B, k, d): words first, specials only to fill
+        logits = self(t, prefix_embeds=pre)
+        nll = F.cross_entropy(logits.reshape(-1, self.vocab_size), t.reshape(-1))
         return {"loss": nll, "bits_per_token": nll.detach() / math.log(2)}
 
     def log_prob(self, x: Tensor, cond: Tensor | None = None, prefix_embeds: Tensor | None = None) -> Tensor:
