@@ -45,8 +45,11 @@ def mu_law_encode(x: Tensor, levels: int = 256) -> Tensor:
 def mu_law_decode(codes: Tensor, levels: int = 256, dtype: torch.dtype = torch.float32) -> Tensor:
     """Codes 0..L-1 -> signal in [-1, 1] (the inverse of the companding at each level's centre)."""
     mu = levels - 1
-    y = codes.to(dtype) / mu * 2 - 1
-    return torch.sign(y) * ((1 + mu) ** y.abs() - 1) / mu
+    # In float64, then rounded: float32 pow differs by an ulp between vectorised and tail lanes, so
+    # the same code decoded in batches of different sizes would not give bit-identical clips.
+    wide = torch.float32 if codes.device.type == "mps" else torch.float64  # MPS has no float64
+    y = codes.to(wide) / mu * 2 - 1
+    return (torch.sign(y) * ((1 + mu) ** y.abs() - 1) / mu).to(dtype)
 
 
 def write_wav(path: str | os.PathLike, audio: Tensor | np.ndarray, sample_rate: int, gap: float = 0.25) -> Path:
