@@ -36,7 +36,10 @@ REPRESENTATION_METRICS = ("disentanglement",)
 #: modalities: per-modality bounds (bits per token / sample / dim), conditional estimates log p(x_t | x_s),
 #: FID/KID of the image modality's joint samples, linear probe of the shared latent per factor.
 MULTIMODAL_METRICS = ("coherence", "modalities")
-AVAILABLE = LIKELIHOOD_METRICS + SAMPLE_METRICS + REPRESENTATION_METRICS + MULTIMODAL_METRICS
+#: summary: accuracy of each fact of a model's summaries by where it was stated (text, image, both),
+#: fused against text-only and image-only (:mod:`genlab.metrics.summarization`; shapes-summary).
+SUMMARY_METRICS = ("summary",)
+AVAILABLE = LIKELIHOOD_METRICS + SAMPLE_METRICS + REPRESENTATION_METRICS + MULTIMODAL_METRICS + SUMMARY_METRICS
 #: Examples encoded for the disentanglement metrics (disentanglement_lib's usual 10,000).
 MAX_DISENTANGLEMENT_EXAMPLES = 10000
 
@@ -47,8 +50,9 @@ def applicable_metrics(model: GenerativeModel) -> list[str]:
     ``log_prob`` takes ``k``, ``recon`` if it can reconstruct, ``disentanglement`` for encoders on
     data with ground-truth factors, the sample-based metrics if it can sample images or vectors
     (``classes`` only for labelled data), ``coherence`` for multimodal models on data whose
-    factors every modality's reader recovers (``shapes-captions``, ``shapes-av``), and ``modalities``
-    for every multimodal model."""
+    factors every modality's reader recovers (``shapes-captions``, ``shapes-av``), ``modalities``
+    for every multimodal model that samples, and ``summary`` for models that summarize an image and a
+    caption on data that records where each fact is stated (``shapes-summary``)."""
     caps = model.capabilities
     out = []
     if model.likelihood != "none":
@@ -70,6 +74,8 @@ def applicable_metrics(model: GenerativeModel) -> list[str]:
             out.append("coherence")
     if caps.modalities and caps.sample:  # joint models: each modality's own bound needs p(x_m)
         out.append("modalities")
+    if caps.generates("summary") and {"x", "text"} <= set(caps.modalities) and "source_factors" in spec.extra:
+        out.append("summary")  # summaries of an image + caption, on data that says where each fact is
     return out
 
 
@@ -265,7 +271,10 @@ def evaluate(
     ``n_samples`` examples and ``n_samples`` joint samples): ``modality/<m>/nats`` and
     ``modality/<m>/bits_per_token|bits_per_sample|bits_per_dim``, ``joint/...``,
     ``conditional/<s>-><t>/nats|<unit>|gain_nats``, ``fid/<m>``, ``fid_reference/<m>``, ``kid/<m>``,
-    ``probe/<sources>/<factor>``, ``probe_baseline/<factor>``.
+    ``probe/<sources>/<factor>``, ``probe_baseline/<factor>``. ``summary`` (summarizers on
+    ``shapes-summary``; :func:`genlab.metrics.summarization.summarization_report` on ``n_samples``
+    examples): ``summary/conditions/<fused|text_only|image_only>/<colour|shape|position>/<source>``,
+    ``.../all_correct``, ``.../absent_from_text``, ``summary/fusion_gain`` and the like.
     """
     applicable = applicable_metrics(model)
     chosen = applicable if metrics is None else list(metrics)
@@ -343,6 +352,12 @@ def evaluate(
                 seed=seed,
                 image_metrics=sample_metrics,  # the one FID/KID (metrics may not import evaluate)
             )
+        )
+    if "summary" in chosen:
+        from .metrics.summarization import flatten_report, summarization_report
+
+        out.update(
+            flatten_report(summarization_report(model, dataset, n_examples=n_samples, seed=seed, batch_size=batch_size))
         )
     wanted = [m for m in chosen if m in SAMPLE_METRICS]
     if wanted:

@@ -66,6 +66,37 @@ SPECS: dict[str, DataSpec] = {
                 ),
             },
         ),
+        # image + caption + summary (the summarizer's data): summaries are tokens over the caption's vocabulary
+        DataSpec(
+            name="triples",
+            kind="multimodal",
+            shape=(3, 8, 8),
+            levels=2,
+            num_classes=3,
+            vocab=tuple("<>abc"),
+            extra={"text_len": 5},
+            modalities={
+                "x": DataSpec(name="x", kind="image", shape=(3, 8, 8), levels=2),
+                "text": DataSpec(
+                    name="text",
+                    kind="tokens",
+                    shape=(5,),
+                    dtype="int64",
+                    value_range=None,
+                    levels=5,
+                    vocab=tuple("<>abc"),
+                ),
+                "summary": DataSpec(
+                    name="summary",
+                    kind="tokens",
+                    shape=(3,),
+                    dtype="int64",
+                    value_range=None,
+                    levels=5,
+                    vocab=tuple("<>abc"),
+                ),
+            },
+        ),
     ]
 }
 
@@ -85,6 +116,7 @@ TINY: dict[str, dict] = {
     "mvae": {"z_dim": 2, "hidden": 8, "channels": 4},
     "nsf": {"n_couplings": 2, "hidden": 8, "depth": 1, "bins": 4},
     "pixelcnn": {"channels": 4, "n_layers": 1, "first_kernel": 3},
+    "pixelcnn_text": {"channels": 3, "n_layers": 1, "first_kernel": 3, "text_dim": 4, "text_hidden": 4, "cond_map": 2},
     "realnvp": {"n_couplings": 2, "hidden": 8, "depth": 1, "stage_couplings": 1},
     "transformer": {"d_model": 16, "n_layers": 1, "n_heads": 2, "max_prefix": 2},
     "vae": {"z_dim": 2, "hidden": [16], "channels": 4},
@@ -109,6 +141,8 @@ def _pairs_lm_run() -> str:
 
 
 TINY["captioner"] = {"d_model": 8, "n_layers": 2, "n_heads": 2, "channels": 4, "hidden": 8}
+# p_drop_image = 0.5: the contract's batch of 6 then drops some image, so the no-image vectors learn
+TINY["summarizer"] = {"d_model": 8, "n_layers": 2, "n_heads": 2, "channels": 4, "hidden": 8, "p_drop_image": 0.5}
 TINY["frozen"] = {"lm_run": _pairs_lm_run(), "prefix_len": 2, "channels": 4, "hidden": 8}
 
 BOTH = (False, True)  # unconditional and class-conditional
@@ -116,22 +150,26 @@ BOTH = (False, True)  # unconditional and class-conditional
 #: Every listed case must build and pass the contract; every case not listed must be refused at
 #: construction with a one-line ValueError that names the data set's bad property.
 ACCEPTS: dict[str, dict[str, tuple[bool, ...]]] = {
-    "captioner": {"pairs": (False,)},  # captions given images
+    "captioner": {"pairs": (False,), "triples": (False,)},  # captions given images (a summary modality unused)
     "dcgan": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
-    "frozen": {"pairs": (False,)},  # captions given images, through a frozen LM run (TINY's lm_run)
+    # captions given images, through a frozen LM run (TINY's lm_run)
+    "frozen": {"pairs": (False,), "triples": (False,)},
     "glow": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
-    "made": {"bin-img": BOTH, "img17": BOTH, "pairs": BOTH},  # categorical outputs: <= 64 levels, no continuous data
+    # categorical outputs: <= 64 levels, no continuous data
+    "made": {"bin-img": BOTH, "img17": BOTH, "pairs": BOTH, "triples": BOTH},
     "maf": {"bin-img": BOTH, "img17": BOTH, "vec": BOTH},  # images up to 256 values (D sequential passes)
-    # multimodal VAEs: only data with several modalities, and no class conditioning
-    "mmvae": {"pairs": (False,)},
-    "mmvaeplus": {"pairs": (False,)},
-    "mopoe": {"pairs": (False,)},
-    "mvae": {"pairs": (False,)},
+    # multimodal VAEs: only data with several modalities (two or three), and no class conditioning
+    "mmvae": {"pairs": (False,), "triples": (False,)},
+    "mmvaeplus": {"pairs": (False,), "triples": (False,)},
+    "mopoe": {"pairs": (False,), "triples": (False,)},
+    "mvae": {"pairs": (False,), "triples": (False,)},
     "nsf": {"vec": BOTH},
-    "pixelcnn": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "pairs": BOTH},
+    "pixelcnn": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "pairs": BOTH, "triples": BOTH},
+    "pixelcnn_text": {"pairs": (False,), "triples": (False,)},  # images given captions
     "realnvp": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
+    "summarizer": {"triples": (False,)},  # summaries given image + caption
     "transformer": {"tokens": BOTH},
-    "vae": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH, "pairs": BOTH},  # pairs: the image "x"
+    "vae": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH, "pairs": BOTH, "triples": BOTH},  # "x" only
     "wavenet": {"audio": BOTH},
     "wgan_gp": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
 }

@@ -36,6 +36,12 @@ _BUILTIN: dict[str, tuple[str, str, str]] = {
         "load_shapes_captions",
         "3x32x32 coloured shapes with an English caption per image ('text' tokens); captions parse back to factors",
     ),
+    "shapes-summary": (
+        "summary",
+        "load_shapes_summary",
+        "shapes-captions for summarization: an image, a caption with some factors withheld ('text'), and a "
+        "summary ('summary', e.g. 'red heart, top left') whose facts are in the text, the image or both",
+    ),
     "shapes-av": (
         "shapes_av",
         "load_shapes_av",

@@ -40,7 +40,8 @@ def image_caption_specs(name: str, spec: DataSpec, conditional: bool) -> tuple[D
     keys = spec.modality_keys
     if spec.kind != "multimodal" or "x" not in keys or "text" not in keys:
         raise ValueError(
-            f"{name} captions images: it needs image 'x' + caption 'text' data; {spec.name!r} has kind {spec.kind!r}"
+            f"{name} models image + caption pairs: it needs image 'x' + caption 'text' data; {spec.name!r} has kind "
+            f"{spec.kind!r}"
         )
     img, txt = spec.modality("x"), spec.modality("text")
     if img.kind != "image" or txt.kind != "tokens" or not txt.levels:
@@ -85,13 +86,13 @@ class RepresentationCaptioner(GenerativeModel):
         conditional: bool = False,
     ) -> None:
         super().__init__(spec)
-        img, txt = image_caption_specs("captioner", spec, conditional)
+        img, vocab, length = self.sequence_sizes(spec, conditional)
         if min(d_model, n_layers, n_heads, channels, hidden) < 1 or d_model % n_heads or not 0 <= dropout < 1:
             raise ValueError(
                 f"need d_model, n_layers, n_heads, channels, hidden >= 1, d_model divisible by n_heads, 0 <= dropout "
                 f"< 1; got {d_model}, {n_layers}, {n_heads}, {channels}, {hidden}, {dropout}"
             )
-        self.vocab, self.length, self.d_model, self.n_layers = int(txt.levels), int(txt.shape[0]), d_model, n_layers
+        self.vocab, self.length, self.d_model, self.n_layers = vocab, length, d_model, n_layers
         self.data_key, self.discrete = "text", True
         self.features = nn.Sequential(ConvEncoder(img.shape, hidden, channels, act), activation(act))
         self.cond = nn.Linear(hidden, n_layers * d_model)  # c_l = W_l f(x), all layers at once
@@ -102,6 +103,13 @@ class RepresentationCaptioner(GenerativeModel):
         self.ln_f = nn.LayerNorm(d_model)
         nn.init.normal_(self.tok_emb.weight, std=0.02)
         nn.init.normal_(self.pos_emb.weight, std=0.02)
+
+    def sequence_sizes(self, spec: DataSpec, conditional: bool) -> tuple[DataSpec, int, int]:
+        """The image spec, vocabulary size and sequence length (positions) the network is built for,
+        from the data's ``x`` and ``text``; a one-line ValueError for other data. Subclasses that model
+        another token sequence (the summarizer: caption then summary) override it."""
+        img, txt = image_caption_specs("captioner", spec, conditional)
+        return img, int(txt.levels), int(txt.shape[0])
 
     # --- the network --------------------------------------------------------------------------
     def condition_vectors(self, x: Tensor) -> Tensor:
