@@ -1,4 +1,4 @@
-"""The ``genlab`` command line: train, sample, eval, encode, translate, compare, datasets, models.
+"""The ``genlab`` command line: train, sample, eval, encode, translate, summarize, compare, datasets, models.
 
 Every error a user can cause (bad data path, unknown option, damaged checkpoint) ends the program
 with one line on stderr and a non-zero exit status, never a traceback.
@@ -232,7 +232,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise CLIError(f"--temperature must be a finite number > 0; got {args.temperature}")
     model, cfg, spec = load_run(args.run, weights=args.weights)
     if not model.capabilities.sample:
-        how = " (it translates: genlab translate RUN --image FILE)" if model.capabilities.modalities else ""
+        caps = model.capabilities
+        src = [f for k, (f, _) in _MODALITY_FLAGS.items() if k in caps.modalities and not caps.generates(k)]
+        how = f" (it translates: genlab translate RUN {src[0]} ...)" if caps.modalities and src else ""
+        if caps.generates("summary"):
+            how = " (it summarizes: genlab summarize RUN --image FILE --text CAPTION)"
         raise CLIError(f"model {cfg['model']!r} of run {str(args.run)!r} cannot sample{how}")
     steer_opts = {"step": "step_size", "iters": "iterations", "kl": "kl_scale", "gm": "gm_scale", "window": "window"}
     steer_kw = {v: getattr(args, f"steer_{k}") for k, v in steer_opts.items()}
@@ -454,6 +458,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
             "multimodal run, e.g. 'genlab train mvae --data shapes-captions'"
         )
 
+    if model.capabilities.generates("summary"):  # summaries are lines of text, not a file of a modality
+        raise CLIError(
+            f"run {str(args.run)!r} writes summaries: use 'genlab summarize {args.run} --image FILE --text CAPTION'"
+        )
+
     def lacks(k: str, flag: str) -> CLIError:
         have = ", ".join(f"{m} ({_MODALITY_FLAGS[m][1] if m in _MODALITY_FLAGS else m})" for m in keys)
         return CLIError(f"{flag}: run {str(args.run)!r} has no {_MODALITY_FLAGS[k][1]} modality {k!r}; it has {have}")
@@ -476,9 +485,20 @@ def cmd_translate(args: argparse.Namespace) -> int:
                 f"--out {args.out}: {_MODALITY_FLAGS[pinned][0]} gives {pinned!r} as the source; write .png or .npz"
             )
         to = [pinned]
+    caps = model.capabilities
     targets = to or [k for k in keys if k not in given]
     if not targets:
         raise CLIError("every modality of the run is a source; leave one out to translate to it")
+    if not to and any(caps.generates(t) for t in targets):
+        targets = [t for t in targets if caps.generates(t)]
+    cannot = [t for t in targets if not caps.generates(t)]
+    if cannot:  # conditional one-way models (captioners, text -> image) produce their targets only
+        can = [t for t in keys if caps.generates(t)]
+        src = " or ".join(_MODALITY_FLAGS[k][0] for k in keys if k not in can and k in _MODALITY_FLAGS)
+        raise CLIError(
+            f"run {str(args.run)!r} ({cfg['model']}) produces {', '.join(can)} only, not {', '.join(cannot)}; "
+            f"give {src or 'its source'} instead"
+        )
     if suffix is None:
         pictured = "x" in targets or ("x" in given and "text" in targets)
         suffix = ".png" if pictured else {"text": ".txt", "audio": ".wav"}.get(targets[0], ".npz")
@@ -541,6 +561,53 @@ def cmd_translate(args: argparse.Namespace) -> int:
     plural = {"x": "images", "text": "captions", "audio": "audio clips"}
     what = ", ".join(f"{args.n} {plural[t] if args.n > 1 else _MODALITY_FLAGS[t][1]}" for t in targets)
     print(f"wrote {what} translated {title} to {written[0]}" + _and_wavs(written))
+    return 0
+
+
+def cmd_summarize(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data.summary import decode_summary
+    from .data.text import encode_text
+    from .runs import load_run
+
+    if args.image is None and args.text is None:
+        raise CLIError('summarize needs --image FILE, --text "CAPTION" or both')
+    if args.sample and not args.temperature > 0:
+        raise CLIError(f"--temperature must be a number > 0; got {args.temperature}")
+    if not args.sample and args.temperature != 1.0:
+        raise CLIError("--temperature applies to drawn summaries: add --sample (the default summary is greedy)")
+    model, cfg, spec = load_run(args.run, weights=args.weights)
+    keys = model.capabilities.modalities
+    if not (model.capabilities.generates("summary") and "x" in keys and "text" in keys):
+        raise CLIError(
+            f"run {str(args.run)!r} is a {cfg['model']!r} run on {cfg['data']!r}, which writes no summaries; "
+            "summarize needs e.g. 'genlab train summarizer --data shapes-summary'"
+        )
+    source: dict[str, torch.Tensor] = {}
+    if args.text is not None:
+        try:
+            source["text"] = torch.from_numpy(encode_text(args.text, spec.modality("text")))[None].to(model.device)
+        except ValueError as e:
+            raise CLIError(f"--text {args.text!r}: {e}") from None
+    if args.image is not None:
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        source["x"] = _read_image_source(args.image, spec.modality("x"))[None].to(model.device, dtype)
+    gen = torch.Generator(device=model.device).manual_seed(args.seed)
+    with torch.no_grad():
+        ids = model.translate(
+            source, ["summary"], n=args.n, generator=gen, mean=not args.sample, temperature=args.temperature
+        )["summary"].cpu()
+    vocab = tuple(spec.modality("summary").vocab or ())
+    for row in ids:
+        print(decode_summary(row, vocab) or "<empty summary>")
+    how = "drawn" if args.sample else "greedy"
+    if args.image is None:
+        print(f'({how}; from the text "{args.text}" alone: no --image, the image modality is dropped)')
+    elif args.text is None:
+        print(f"({how}; from image {args.image} alone: no --text, the caption modality is dropped)")
+    else:
+        print(f'({how}; from image {args.image} + text "{args.text}")')
     return 0
 
 
@@ -818,6 +885,23 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--weights", choices=["best", "last"], default="best")
     tr.add_argument("--overwrite", action="store_true", help="replace existing <out>-<i>.wav files beside a .png")
     tr.set_defaults(func=cmd_translate)
+    su = sub.add_parser(
+        "summarize",
+        help="summarize an image and a caption with facts withheld in a summarizer run (e.g. 'red heart, top left')",
+    )
+    su.add_argument("run")
+    su.add_argument("--image", metavar="FILE", help="image file (PNG/JPEG; resized to the run's images); omit: none")
+    su.add_argument(
+        "--text",
+        metavar="CAPTION",
+        help='caption with facts withheld, e.g. "a small ___ shape in the top left"; omit: none',
+    )
+    su.add_argument("--n", type=int, default=1, help="summaries to write (default 1)")
+    su.add_argument("--sample", action="store_true", help="draw summaries instead of the greedy one")
+    su.add_argument("--temperature", type=float, default=1.0, help="sampling temperature T > 0 with --sample")
+    su.add_argument("--seed", type=int, default=0)
+    su.add_argument("--weights", choices=["best", "last"], default="best")
+    su.set_defaults(func=cmd_summarize)
     e = sub.add_parser("eval", help="evaluate a trained run; writes eval.json")
     e.add_argument("run")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -831,7 +915,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics",
         help=(
             "comma-separated subset of: likelihood, iwae, recon, fid, kid, pr, dc, classes, mmd, "
-            "c2st, memorization, disentanglement, coherence, modalities, in any letter case "
+            "c2st, memorization, disentanglement, coherence, modalities, summary, in any letter case "
             "(default: all that apply to the model and data)"
         ),
     )

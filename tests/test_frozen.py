@@ -201,7 +201,7 @@ def test_cli_translate_writes_captions(caption_lm, captions, tmp_path, capsys):
         main(["translate", str(tmp_path / "run"), "--text", "a small red heart", "--out", str(tmp_path / "t.png")]) == 2
     )
     err = capsys.readouterr().err
-    assert "translates images to captions only" in err and "\n" not in err.strip()
+    assert "produces text only, not x; give --image" in err and "\n" not in err.strip()
     ev = genlab.evaluate(model, captions[1], metrics=["likelihood"])
     tokens = captions[1].tensors["text"].shape[1]
     assert math.isclose(ev["log_prob_bpd"], -ev["log_prob_nats"] / (tokens * math.log(2)), rel_tol=1e-9)  # bits/token
