@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +55,18 @@ def caption_ids(t: Tensor, length: int) -> Tensor:
     if t.is_floating_point() or t.dim() != 2 or not 1 <= t.shape[1] <= length:
         raise ValueError(f"captions must be token ids long [B, T <= {length}]; got {t.dtype} {tuple(t.shape)}")
     return t.long()
+
+
+def check_one_way(name: str, source: Any, targets: Sequence[str] | None, n: int, key: str, target: str) -> None:
+    """A one-line ValueError unless ``source`` is {key: ...}, ``targets`` is None or [target] and n >= 1:
+    the only translation a one-way conditional model (image -> caption, caption -> image) makes."""
+    if not isinstance(source, dict) or set(source) != {key} or list(targets or [target]) != [target] or n < 1:
+        got = sorted(source) if isinstance(source, dict) else type(source).__name__
+        what = {"x": "images", "text": "captions"}
+        raise ValueError(
+            f"{name} translates {what.get(key, key)} to {what.get(target, target)} only ({{'{key}'}} -> ['{target}'], "
+            f"n >= 1); got {got} -> {targets}, n={n}"
+        )
 
 
 class RepresentationCaptioner(GenerativeModel):
@@ -175,13 +188,7 @@ class RepresentationCaptioner(GenerativeModel):
         """Captions {"text": ids [B * n, T]} of images {"x": [B, C, H, W]}, example-major (rows i*n ..
         i*n + n - 1 describe image i), drawn token by token from p(text | x), or greedy with ``mean``.
         Each step re-runs the prefix (T is a caption's ~12 tokens: no key/value cache needed)."""
-        targets = ["text"] if targets is None else list(targets)
-        if not isinstance(source, dict) or set(source) != {"x"} or targets != ["text"] or n < 1:
-            got = sorted(source) if isinstance(source, dict) else type(source).__name__
-            raise ValueError(
-                f"captioner translates images to captions only ({{'x'}} -> ['text'], n >= 1); got {got} -> "
-                f"{targets}, n={n}"
-            )
+        check_one_way("captioner", source, targets, n, "x", "text")
         c = self.condition_vectors(source["x"]).repeat_interleave(n, 0)  # (B * n, L, d)
         out = torch.zeros(len(c), self.length, dtype=torch.long, device=c.device)
         for t in range(self.length):

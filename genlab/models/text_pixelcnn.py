@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ..data.spec import DataSpec
 from ..distributions import to_levels
 from ..protocol import Capabilities, GenerativeModel
-from .captioner import caption_ids, image_caption_specs
+from .captioner import caption_ids, check_one_way, image_caption_specs
 from .pixelcnn import PixelCNN, check_sizes
 
 #: Side of the coarse grid the caption's spatial map is predicted on (before upsampling to H x W):
@@ -172,13 +172,7 @@ class TextPixelCNN(PixelCNN):
         example-major (rows i*n .. i*n + n - 1 are for caption i), drawn sub-pixel by sub-pixel in
         raster order from p(x | text) at ``temperature``, or the most likely level of each with
         ``mean`` (greedy: deterministic). The caption is encoded once; row-cached sampling (``draw``)."""
-        targets = ["x"] if targets is None else list(targets)
-        if not isinstance(source, dict) or set(source) != {"text"} or targets != ["x"] or n < 1:
-            got = sorted(source) if isinstance(source, dict) else type(source).__name__
-            raise ValueError(
-                f"pixelcnn_text translates captions to images only ({{'text'}} -> ['x'], n >= 1); got {got} -> "
-                f"{targets}, n={n}"
-            )
+        check_one_way("pixelcnn_text", source, targets, n, "text", "x")
         if not mean and not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0; got {temperature}")
         h = self.caption_vector(source["text"])  # encoded once per caption
