@@ -30,7 +30,8 @@ LIKELIHOOD_METRICS = ("likelihood", "iwae", "recon")
 #: dc: density/coverage; classes: classes covered (mode collapse); mmd: kernel two-sample test;
 #: c2st: classifier two-sample test; memorization: nearest-train vs nearest-held-out audit.
 SAMPLE_METRICS = ("fid", "kid", "pr", "dc", "classes", "mmd", "c2st", "memorization")
-#: disentanglement: MIG and DCI of the encoder's codes against the data's ground-truth factors.
+#: disentanglement: MIG, DCI and SAP of the encoder's codes against the data's ground-truth factors
+#: (+ BetaVAE / FactorVAE scores on shapes, whose factors can be set and rendered).
 REPRESENTATION_METRICS = ("disentanglement",)
 #: coherence: cross-modal, multi-source and joint coherence of a multimodal model (Shi et al. 2019).
 #: modalities: per-modality bounds (bits per token / sample / dim), conditional estimates log p(x_t | x_s),
@@ -42,6 +43,10 @@ SUMMARY_METRICS = ("summary",)
 AVAILABLE = LIKELIHOOD_METRICS + SAMPLE_METRICS + REPRESENTATION_METRICS + MULTIMODAL_METRICS + SUMMARY_METRICS
 #: Examples encoded for the disentanglement metrics (disentanglement_lib's usual 10,000).
 MAX_DISENTANGLEMENT_EXAMPLES = 10000
+#: Simulated-observation budget of the BetaVAE and FactorVAE scores in ``evaluate`` (disentanglement_lib
+#: uses batch 64, 10,000 / 5,000 points and 10,000 variance examples: ~2.3M images, hours on a CPU).
+#: This one encodes 2 x 32 x 300 + 32 x 300 + 2,000 = 30,800 images.
+SIMULATOR_BUDGET = {"batch_size": 32, "num_train": 200, "num_eval": 100, "num_variance_estimate": 2000}
 
 
 def applicable_metrics(model: GenerativeModel) -> list[str]:
@@ -114,27 +119,81 @@ def disentanglement_metrics(
     max_examples: int = MAX_DISENTANGLEMENT_EXAMPLES,
     batch_size: int = 256,
     seed: int = 0,
-) -> dict[str, float]:
-    """MIG and DCI (:mod:`genlab.metrics.disentanglement`) of ``model.encode`` on a seeded random
-    subset of at most ``max_examples`` examples of ``dataset`` (which must hold ``"factors"``):
-    ``mig``, ``dci_disentanglement``, ``dci_completeness``, ``dci_informativeness``."""
+    simulator_budget: dict[str, int] | None = None,
+    out_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Disentanglement scores (:mod:`genlab.metrics.disentanglement`) of ``model.encode``.
+
+    On a seeded random subset of at most ``max_examples`` examples of ``dataset`` (which must hold
+    ``"factors"``): ``mig``, ``dci_disentanglement``, ``dci_completeness``, ``dci_informativeness``
+    and ``sap`` (the paper's SAP: held-out accuracy gaps of 1-D classifiers), plus
+    ``disentanglement_examples``. On the built-in ``shapes`` data set, whose factors can be set and
+    rendered (:class:`~genlab.metrics.disentanglement.ShapesSimulator`, at the data's image size),
+    also ``betavae_score`` and ``factorvae_score`` (held-out accuracies; chance 1/5) with
+    ``simulator_budget`` (keys ``batch_size``, ``num_train``, ``num_eval``, ``num_variance_estimate``;
+    default :data:`SIMULATOR_BUDGET`, about 31,000 encoded images, well under a minute on a CPU for a
+    small encoder), except for conditional models, whose encoder needs a label the simulator does
+    not give. With ``out_dir``: ``mi-heatmap.png``, the factor x latent mutual information
+    normalized by each factor's entropy (``mi_heatmap_png``: its path)."""
     from .encode import encode_dataset
-    from .metrics.disentanglement import dci, mig
+    from .metrics.disentanglement import (
+        ShapesSimulator,
+        betavae_score,
+        dci,
+        factorvae_score,
+        mig,
+        mutual_information_matrix,
+        sap,
+    )
 
     if "factors" not in dataset.tensors:
         raise ValueError(f"data set {dataset.spec.name!r} has no ground-truth factors for disentanglement metrics")
+    budget = dict(SIMULATOR_BUDGET, **(simulator_budget or {}))
+    unknown = set(budget) - set(SIMULATOR_BUDGET)
+    if unknown:
+        raise ValueError(f"unknown simulator_budget keys {sorted(unknown)}; expected {sorted(SIMULATOR_BUDGET)}")
     n = min(len(dataset), max_examples)
     idx = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(dataset), n, replace=False)))
     sub = TensorDataset({k: v[idx] for k, v in dataset.tensors.items()}, dataset.spec, dataset.split)
     enc = encode_dataset(model, sub, batch_size=batch_size)
     scores = dci(enc["z"], enc["factors"], seed=seed)
-    return {
+    out: dict[str, Any] = {
         "mig": mig(enc["z"], enc["factors"]),
         "dci_disentanglement": scores["disentanglement"],
         "dci_completeness": scores["completeness"],
         "dci_informativeness": scores["informativeness"],
+        "sap": sap(enc["z"], enc["factors"], seed=seed) if enc["z"].shape[1] >= 2 else 0.0,
         "disentanglement_examples": n,
     }
+    if dataset.spec.name == "shapes" and not getattr(model, "conditional", False):
+        sim = ShapesSimulator(size=int(dataset.spec.shape[-1]))
+
+        def represent(x: np.ndarray) -> np.ndarray:
+            data = TensorDataset({"x": torch.from_numpy(x)}, dataset.spec, dataset.split)
+            return encode_dataset(model, data, batch_size=batch_size)["z"]
+
+        common = {k: budget[k] for k in ("batch_size", "num_train", "num_eval")}
+        out["betavae_score"] = betavae_score(represent, sim, seed=seed, **common)
+        out["factorvae_score"] = factorvae_score(
+            represent, sim, seed=seed, num_variance_estimate=budget["num_variance_estimate"], **common
+        )
+    if out_dir is not None:
+        from .viz import plot_heatmap
+
+        mi = mutual_information_matrix(enc["z"], enc["factors"], normalize=True)
+        names = dataset.spec.factor_names or [f"factor {k}" for k in range(mi.shape[0])]
+        png = plot_heatmap(
+            mi,
+            list(names),
+            [f"z{j}" for j in range(mi.shape[1])],
+            Path(out_dir) / "mi-heatmap.png",
+            title=f"I(factor; latent) / H(factor), {n} examples",
+            xlabel="latent dimension",
+            ylabel="factor",
+            colorbar_label="normalized mutual information",
+        )
+        out["mi_heatmap_png"] = str(png)
+    return out
 
 
 @torch.no_grad()
@@ -264,7 +323,8 @@ def evaluate(
     ``c2st_accuracy``, ``mem_*`` (and ``memorization.png`` in ``out_dir``). ``reference`` is the
     training split (default: the built-in data set's train split); ``features`` picks the feature
     network (``auto``, ``classifier``, ``random``, ``inception``). ``disentanglement`` (encoders on
-    data with ground-truth factors, e.g. ``shapes``): see :func:`disentanglement_metrics`.
+    data with ground-truth factors, e.g. ``shapes``): see :func:`disentanglement_metrics`
+    (``mi-heatmap.png`` in ``out_dir``).
     Multimodal models: ``coherence`` (:func:`genlab.metrics.coherence.flatten_coherence` keys, on
     ``n_samples`` examples) and ``modalities``
     (:func:`genlab.metrics.multimodal_quality.modality_quality`, with ``k`` importance samples on
@@ -323,7 +383,7 @@ def evaluate(
         out["recon_mse"] = se / max(n, 1)
         out["recon_mse_per_dim"] = out["recon_mse"] / dataset.spec.dim
     if "disentanglement" in chosen:
-        out.update(disentanglement_metrics(model, dataset, batch_size=batch_size, seed=seed))
+        out.update(disentanglement_metrics(model, dataset, batch_size=batch_size, seed=seed, out_dir=out_dir))
     if "coherence" in chosen:
         from .metrics.coherence import cross_modal_coherence, flatten_coherence
 

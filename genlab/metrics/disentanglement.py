@@ -18,16 +18,34 @@ code j for factor k, and score
 with H_K the entropy in base K (number of factors) and H_D in base D (number of code dimensions),
 so every score lies in [0, 1]. (disentanglement_lib weights completeness the same way.)
 
+SAP -- Kumar, Sattigeri & Balakrishnan, "Variational Inference of Disentangled Latent Concepts from
+Unlabeled Observations", ICLR 2018: for discrete factors, S[j, k] is the held-out accuracy of a
+classifier predicting factor k from code dimension j alone; the score is the mean over factors of
+the gap between the two largest S[j, k] over j. (disentanglement_lib uses a linear SVM per code
+dimension; here a 1-D histogram classifier -- the majority class of each of ``bins`` equal-width
+bins -- which can also carve out the interior classes of a multi-class factor.)
+
+BetaVAE score -- Higgins et al., "beta-VAE: Learning Basic Visual Concepts with a Constrained
+Variational Framework", ICLR 2017; FactorVAE score -- Kim & Mnih, "Disentangling by Factorising",
+ICML 2018. Both generate observations with one factor held fixed, so they take a ``represent``
+function (observations -> codes [n, D]) and a :class:`GroundTruthSimulator` (e.g.
+:class:`ShapesSimulator`) rather than a fixed data set.
+
 Codes are [N, D] floats (e.g. posterior means from ``model.encode``); factors are [N, K] integer
 class indices (the ``factors`` of the ``shapes`` data set, or any discrete labels).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from torch import Tensor
+
+from ..data.shapes import FACTOR_NAMES as SHAPES_FACTOR_NAMES
+from ..data.shapes import FACTOR_SIZES as SHAPES_FACTOR_SIZES
+from ..data.shapes import render
 
 
 def _as_codes_factors(codes: np.ndarray | Tensor, factors: np.ndarray | Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -70,19 +88,39 @@ def mutual_information(a: np.ndarray, b: np.ndarray) -> float:
     return float((p[nz] * np.log(p[nz] / (pa @ pb)[nz])).sum())
 
 
+def mutual_information_matrix(
+    codes: np.ndarray | Tensor, factors: np.ndarray | Tensor, *, bins: int = 20, normalize: bool = False
+) -> np.ndarray:
+    """I(v_k; z_j) as a [K factors, D codes] float64 matrix, in nats, of codes [N, D] (each
+    discretized into ``bins`` equal-width bins, as for MIG) and factors [N, K] (integer classes).
+    ``normalize``: divide row k by the factor's entropy H(v_k), so entries lie in [0, 1] (rows of
+    constant factors are then NaN). Uses all N examples; the plug-in estimate is biased upwards by
+    about (bins - 1)(classes - 1) / (2N) nats."""
+    c, f = _as_codes_factors(codes, factors)
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
+        raise ValueError(f"bins must be an integer >= 2; got {bins!r}")
+    z = discretize(c, int(bins))
+    mi = np.array([[mutual_information(z[:, j], f[:, k]) for j in range(z.shape[1])] for k in range(f.shape[1])])
+    if normalize:
+        h = np.array([mutual_information(f[:, k], f[:, k]) for k in range(f.shape[1])])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mi = np.where(h[:, None] > 0, mi / h[:, None], np.nan)
+    return mi
+
+
 def mig(codes: np.ndarray | Tensor, factors: np.ndarray | Tensor, *, bins: int = 20) -> float:
     """Mutual information gap (Chen et al. 2018) of codes [N, D] for factors [N, K] (integer
     classes), in [0, 1]; factors with a single value (zero entropy) are skipped. Needs D >= 2."""
     c, f = _as_codes_factors(codes, factors)
     if c.shape[1] < 2:
         raise ValueError(f"MIG compares the two most informative code dimensions; codes have {c.shape[1]}")
-    z = discretize(c, bins)
+    mi_all = mutual_information_matrix(c, f, bins=bins)
     gaps = []
     for k in range(f.shape[1]):
         h = mutual_information(f[:, k], f[:, k])  # I(v; v) = H(v)
         if h <= 0:
             continue
-        mi = np.sort([mutual_information(z[:, j], f[:, k]) for j in range(z.shape[1])])[::-1]
+        mi = np.sort(mi_all[k])[::-1]
         gaps.append((mi[0] - mi[1]) / h)
     if not gaps:
         raise ValueError("every factor is constant on these examples; MIG is undefined")
@@ -160,3 +198,286 @@ def dci(
         "informativeness": float(np.mean(acc)),
         "importance": r.tolist(),
     }
+
+
+def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) index arrays of a seeded random split of ``n`` examples."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, int(round(test_fraction * n)))
+    if n - n_test < 2:
+        raise ValueError(f"too few examples ({n}) for a train/test split")
+    return perm[n_test:], perm[:n_test]
+
+
+def _bin_classifier_accuracy(
+    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, bins: int
+) -> float:
+    """Held-out accuracy of a 1-D histogram classifier: ``bins`` equal-width bins over the training
+    range of the scalar feature x, each predicting its majority training class (empty bins: the
+    overall majority class)."""
+    edges = np.histogram_bin_edges(x_train, bins=bins)[1:-1]
+    b_train = np.digitize(x_train, edges)
+    b_test = np.digitize(x_test, edges)  # outside the training range: the first / last bin
+    classes, y = np.unique(y_train, return_inverse=True)
+    counts = np.zeros((bins, len(classes)))
+    np.add.at(counts, (b_train, y), 1.0)
+    pred = np.where(counts.sum(1) > 0, counts.argmax(1), np.bincount(y).argmax())
+    return float((classes[pred[b_test]] == y_test).mean())
+
+
+def sap_matrix(
+    codes: np.ndarray | Tensor,
+    factors: np.ndarray | Tensor,
+    *,
+    bins: int | None = None,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    chance_corrected: bool = False,
+) -> np.ndarray:
+    """SAP score matrix S [D codes, K factors] (Kumar et al. 2018) of codes [N, D] and factors
+    [N, K] (integer classes): S[j, k] is the held-out accuracy (fraction in [0, 1]) of a 1-D
+    histogram classifier of factor k on code j, fit on a seeded random ``1 - test_fraction`` of
+    the examples. ``bins`` defaults to max(20, 2 x the largest number of classes), so a code equal
+    to an evenly spaced factor is classified exactly. ``chance_corrected``: report
+    (acc - chance) / (1 - chance) instead, chance being the test frequency of the training
+    majority class (so an uninformative code scores ~0 whatever the number of classes); columns of
+    factors constant on the training split are NaN."""
+    c, f = _as_codes_factors(codes, factors)
+    train, test = _split(len(c), test_fraction, seed)
+    if bins is None:
+        bins = max(20, 2 * int(max(len(np.unique(f[:, k])) for k in range(f.shape[1]))))
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
+        raise ValueError(f"bins must be an integer >= 2; got {bins!r}")
+    s = np.full((c.shape[1], f.shape[1]), np.nan)
+    for k in range(f.shape[1]):
+        classes, counts = np.unique(f[train, k], return_counts=True)
+        if len(classes) < 2:
+            continue
+        chance = float((f[test, k] == classes[counts.argmax()]).mean())
+        for j in range(c.shape[1]):
+            acc = _bin_classifier_accuracy(c[train, j], f[train, k], c[test, j], f[test, k], int(bins))
+            s[j, k] = (acc - chance) / (1.0 - chance) if chance_corrected and chance < 1 else acc
+    return s
+
+
+def sap(
+    codes: np.ndarray | Tensor,
+    factors: np.ndarray | Tensor,
+    *,
+    bins: int | None = None,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    chance_corrected: bool = False,
+) -> float:
+    """Separated Attribute Predictability (Kumar, Sattigeri & Balakrishnan 2018) of codes [N, D]
+    for factors [N, K] (integer classes): the mean over factors of the gap between the two largest
+    entries of column k of :func:`sap_matrix` (held-out accuracies). Unitless; 0 when no code, or
+    two codes equally, predict each factor. Without ``chance_corrected`` (the paper's definition) a
+    perfect code scores 1 - (accuracy of the best other code), i.e. about 1 - 1/classes when the
+    other codes are independent of the factor; with it, ~1. Needs D >= 2 and a non-constant factor.
+    Budget: all N examples (split ``1 - test_fraction`` / ``test_fraction``), D x K 1-D fits."""
+    c, f = _as_codes_factors(codes, factors)
+    if c.shape[1] < 2:
+        raise ValueError(f"SAP compares the two most predictive code dimensions; codes have {c.shape[1]}")
+    s = sap_matrix(c, f, bins=bins, test_fraction=test_fraction, seed=seed, chance_corrected=chance_corrected)
+    gaps = [
+        float(col[0] - col[1]) for col in (np.sort(s[:, k])[::-1] for k in range(s.shape[1])) if np.isfinite(col).all()
+    ]
+    if not gaps:
+        raise ValueError("every factor is constant on these examples; SAP is undefined")
+    return float(np.mean(gaps))
+
+
+# --- metrics that generate observations with a factor held fixed ---------------------------------------
+
+
+@runtime_checkable
+class GroundTruthSimulator(Protocol):
+    """A generator of observations from known discrete factors.
+
+    ``factor_sizes``: number of classes of each of the K factors. ``sample(n, rng, fix)``: ``n``
+    factor rows drawn uniformly from the grid (int64 [n, K]) and their observations (an array with
+    leading dimension n, whatever ``represent`` takes); ``fix=(k, value)`` sets factor k to
+    ``value`` in every row (an int, or an int array [n] of per-row values)."""
+
+    factor_sizes: Sequence[int]
+
+    def sample(
+        self, n: int, rng: np.random.Generator, fix: tuple[int, int | np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def _sample_factors(
+    sizes: Sequence[int], n: int, rng: np.random.Generator, fix: tuple[int, int | np.ndarray] | None
+) -> np.ndarray:
+    """Uniform factor rows int64 [n, K] on the grid ``sizes``, with ``fix`` applied (see
+    :class:`GroundTruthSimulator`)."""
+    f = np.stack([rng.integers(0, s, n) for s in sizes], 1).astype(np.int64)
+    if fix is not None:
+        k, value = fix
+        if not 0 <= k < len(sizes):
+            raise ValueError(f"fixed factor {k} is out of range; expected 0..{len(sizes) - 1}")
+        v = np.asarray(value, dtype=np.int64)
+        if np.any(v < 0) or np.any(v >= sizes[k]):
+            raise ValueError(f"fixed value {value!r} of factor {k} is out of range; expected 0..{sizes[k] - 1}")
+        f[:, k] = v
+    return f
+
+
+class ShapesSimulator:
+    """:class:`GroundTruthSimulator` of the built-in ``shapes`` data set: factors (shape, scale,
+    orientation, pos_x, pos_y) drawn uniformly from the 3 x 6 x 40 x 32 x 32 grid, observations
+    float32 [n, 1, size, size] in {0, 1} rendered by :func:`genlab.data.shapes.render` (exactly
+    what ``load_shapes(size=size)`` holds for the same factors)."""
+
+    factor_names: tuple[str, ...] = SHAPES_FACTOR_NAMES
+    factor_sizes: tuple[int, ...] = SHAPES_FACTOR_SIZES
+
+    def __init__(self, size: int = 64) -> None:
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 4:
+            raise ValueError(f"image size {size!r} is invalid; expected an integer >= 4")
+        self.size = int(size)
+
+    def sample(
+        self, n: int, rng: np.random.Generator, fix: tuple[int, int | np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        f = _sample_factors(self.factor_sizes, n, rng, fix)
+        return f, render(f, self.size)[:, None].astype(np.float32)
+
+
+Represent = Callable[[Any], Any]
+
+
+def _codes(represent: Represent, x: Any) -> np.ndarray:
+    """``represent(x)`` as float64 [n, D] (tensors are moved to the CPU)."""
+    z = represent(x)
+    z = z.detach().cpu().numpy() if isinstance(z, Tensor) else np.asarray(z)
+    z = z.reshape(len(z), -1).astype(np.float64)
+    if not np.all(np.isfinite(z)):
+        raise ValueError("represent returned NaN or inf")
+    return z
+
+
+def _check_budget(**counts: int) -> None:
+    for name, v in counts.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer; got {v!r}")
+
+
+def _batched(represent: Represent, parts: list[Any]) -> list[np.ndarray]:
+    """Codes of each observation array in ``parts`` from one ``represent`` call per group of about
+    4096 observations (fewer, larger calls than one per batch)."""
+    out: list[np.ndarray] = []
+    group: list[Any] = []
+
+    def flush() -> None:
+        if group:
+            z = _codes(represent, np.concatenate(group))
+            out.extend(np.split(z, np.cumsum([len(g) for g in group])[:-1]))
+            group.clear()
+
+    for p in parts:
+        group.append(p)
+        if sum(len(g) for g in group) >= 4096:
+            flush()
+    flush()
+    return out
+
+
+def betavae_score(
+    represent: Represent,
+    simulator: GroundTruthSimulator,
+    *,
+    batch_size: int = 64,
+    num_train: int = 10000,
+    num_eval: int = 5000,
+    seed: int = 0,
+) -> float:
+    """BetaVAE score (Higgins et al. 2017), as in disentanglement_lib: each point picks a factor k
+    uniformly, draws ``batch_size`` pairs of observations that share factor k (one random value per
+    pair, all other factors independent) and has the feature mean_pairs |z1 - z2| [D]; a
+    logistic regression predicts k from it, trained on ``num_train`` points and scored on
+    ``num_eval`` held-out points. Returns that accuracy (fraction in [0, 1]; chance 1/K).
+    ``represent``: observations -> codes [n, D]. Budget: 2 x batch_size x (num_train + num_eval)
+    simulated observations (disentanglement_lib's defaults: 64, 10,000, 5,000)."""
+    from sklearn.linear_model import LogisticRegression
+
+    _check_budget(batch_size=batch_size, num_train=num_train, num_eval=num_eval)
+    sizes = tuple(int(s) for s in simulator.factor_sizes)
+    rng = np.random.default_rng(seed)
+
+    def points(n: int) -> tuple[np.ndarray, np.ndarray]:
+        ks = rng.integers(0, len(sizes), n)
+        parts = []
+        for k in ks:
+            values = rng.integers(0, sizes[k], batch_size)
+            parts.append(simulator.sample(batch_size, rng, fix=(int(k), values))[1])
+            parts.append(simulator.sample(batch_size, rng, fix=(int(k), values))[1])
+        z = _batched(represent, parts)
+        feats = np.stack([np.abs(z[2 * i] - z[2 * i + 1]).mean(0) for i in range(n)])
+        return feats, ks
+
+    x_train, y_train = points(num_train)
+    x_eval, y_eval = points(num_eval)
+    if len(np.unique(y_train)) < 2:
+        return float((y_eval == y_train[0]).mean())
+    clf = LogisticRegression(max_iter=1000, random_state=seed)
+    clf.fit(x_train, y_train)
+    return float((clf.predict(x_eval) == y_eval).mean())
+
+
+def factorvae_score(
+    represent: Represent,
+    simulator: GroundTruthSimulator,
+    *,
+    batch_size: int = 64,
+    num_train: int = 10000,
+    num_eval: int = 5000,
+    num_variance_estimate: int = 10000,
+    prune_std: float = 0.05,
+    seed: int = 0,
+) -> float:
+    """FactorVAE score (Kim & Mnih 2018), as in disentanglement_lib: each code dimension is divided
+    by its standard deviation over ``num_variance_estimate`` random observations, and dimensions
+    with a std below ``prune_std`` (in code units) are dropped; each point picks a factor k
+    uniformly, fixes it to one random value for a batch of ``batch_size`` observations, and votes
+    for (argmin over kept dimensions of the normalized within-batch variance, k). The classifier
+    maps each dimension to its most-voted factor (``num_train`` points); the score is its accuracy
+    on ``num_eval`` held-out points (fraction in [0, 1]; 0 if every dimension is pruned).
+    ``represent``: observations -> codes [n, D]. Budget: num_variance_estimate + batch_size x
+    (num_train + num_eval) simulated observations (defaults: disentanglement_lib's)."""
+    _check_budget(
+        batch_size=batch_size, num_train=num_train, num_eval=num_eval, num_variance_estimate=num_variance_estimate
+    )
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2 to estimate a variance; got {batch_size}")
+    sizes = tuple(int(s) for s in simulator.factor_sizes)
+    rng = np.random.default_rng(seed)
+    z_all = np.concatenate(
+        _batched(represent, [simulator.sample(n, rng)[1] for n in _chunks(num_variance_estimate, 4096)])
+    )
+    scale = z_all.std(0, ddof=1) if len(z_all) > 1 else np.zeros(z_all.shape[1])
+    active = scale >= prune_std
+    if not active.any():
+        return 0.0
+
+    def votes(n: int) -> np.ndarray:
+        ks = rng.integers(0, len(sizes), n)
+        parts = [simulator.sample(batch_size, rng, fix=(int(k), int(rng.integers(0, sizes[k]))))[1] for k in ks]
+        v = np.zeros((z_all.shape[1], len(sizes)))
+        for k, z in zip(ks, _batched(represent, parts), strict=True):
+            local = (z[:, active] / scale[active]).var(0, ddof=1)
+            v[np.flatnonzero(active)[local.argmin()], k] += 1
+        return v
+
+    v_train = votes(num_train)
+    v_eval = votes(num_eval)
+    classifier = v_train.argmax(1)
+    return float(v_eval[np.arange(len(classifier)), classifier].sum() / v_eval.sum())
+
+
+def _chunks(n: int, size: int) -> list[int]:
+    """``n`` split into parts of at most ``size``."""
+    return [min(size, n - i) for i in range(0, n, size)]
