@@ -190,6 +190,10 @@ class GenerativeModel(nn.Module):
         return one_hot(cond.to(ref.device), self.c_dim, ref.dtype)
 
     # --- helpers shared by the trainer and the CLI ----------------------------------------------
+    def on_train_data(self, n: int) -> None:
+        """Told by the Trainer how many training examples there are (before the first step). Default:
+        nothing; an objective that needs the data set's size (beta-TCVAE's ``mss`` estimator) reads it."""
+
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters stepped by each loss key. Default: every parameter under ``"loss"``."""
         return {"loss": [p for p in self.parameters() if p.requires_grad]}

@@ -24,8 +24,10 @@ from .protocol import GenerativeModel
 
 #: Built-in model name -> "module:Class" (imported lazily by :func:`get_model_class`).
 BUILTIN: dict[str, str] = {
+    "betatcvae": "genlab.models.tcvae:BetaTCVAE",
     "captioner": "genlab.models.captioner:RepresentationCaptioner",
     "dcgan": "genlab.models.gan:DCGAN",
+    "factorvae": "genlab.models.tcvae:FactorVAE",
     "frozen": "genlab.models.frozen:FrozenCaptioner",
     "glow": "genlab.models.flows.glow:Glow",
     "made": "genlab.models.made:MADE",

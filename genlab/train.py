@@ -327,6 +327,7 @@ class Trainer:
         self.train_data = TensorDataset(
             {k: v.to(self.device) for k, v in train_data.tensors.items()}, train_data.spec, train_data.split
         )
+        self.model.on_train_data(len(self.train_data))
         self.val_data = val_data
         self.out = Path(out_dir) if out_dir is not None else None
         self.is_main = self.rank == 0

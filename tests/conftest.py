@@ -104,10 +104,12 @@ SPECS: dict[str, DataSpec] = {
 #: (every layer type, the multi-scale split, the conditioning path). Contract, CLI and training
 #: tests build models with these; the defaults are for real data and make tests minutes long.
 TINY: dict[str, dict] = {
+    "betatcvae": {"z_dim": 2, "hidden": [16], "channels": 4},
     "dcgan": {"z_dim": 4, "channels": 4, "hidden": [16]},
     # n_levels stays at its default 2: on images it exercises the split prior (4x4 -> 2x2 -> 1x1),
     # and glow on vectors refuses any other value.
     "glow": {"steps": 2, "hidden": 8},
+    "factorvae": {"z_dim": 2, "hidden": [16], "channels": 4, "disc_hidden": [8]},
     "made": {"hidden": [16]},
     "maf": {"n_layers": 2, "hidden": [8]},
     "mmvae": {"z_dim": 2, "hidden": 8, "channels": 4, "k": 2, "dreg": True},
@@ -150,8 +152,11 @@ BOTH = (False, True)  # unconditional and class-conditional
 #: Every listed case must build and pass the contract; every case not listed must be refused at
 #: construction with a one-line ValueError that names the data set's bad property.
 ACCEPTS: dict[str, dict[str, tuple[bool, ...]]] = {
+    # the VAE's data ("x" only); the TC models share its networks
+    "betatcvae": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH, "pairs": BOTH, "triples": BOTH},
     "captioner": {"pairs": (False,), "triples": (False,)},  # captions given images (a summary modality unused)
     "dcgan": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
+    "factorvae": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH, "pairs": BOTH, "triples": BOTH},
     # captions given images, through a frozen LM run (TINY's lm_run)
     "frozen": {"pairs": (False,), "triples": (False,)},
     "glow": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},

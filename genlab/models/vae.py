@@ -3,7 +3,9 @@
 Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014 (ELBO, reparameterization);
 Higgins et al., "beta-VAE", ICLR 2017 (beta > 1); Burda et al., "Importance Weighted Autoencoders",
 ICLR 2016 (the IWAE-k bound used by ``log_prob``); Sohn et al., "Learning Structured Output
-Representation using Deep Conditional Generative Models", NeurIPS 2015 (conditional VAE).
+Representation using Deep Conditional Generative Models", NeurIPS 2015 (conditional VAE);
+Burgess et al., "Understanding disentangling in beta-VAE", 2018 (capacity annealing, eq. 8:
+loss = -E_q[log p(x|z)] + gamma |KL(q(z|x) || p(z)) - C|, C rising linearly to C_max).
 
     log p(x) >= E_q[log p(x|z)] - KL(q(z|x) || N(0, I))                      (ELBO, k = 1)
     log p(x) >= E[log (1/k) sum_i p(x, z_i) / q(z_i|x)],  z_i ~ q(z|x)        (IWAE-k, increases with k)
@@ -47,6 +49,11 @@ class VAE(GenerativeModel):
         warmup_steps: the KL weight rises linearly from 0 to ``beta`` over this many training steps.
         conditional: condition encoder and decoder on the class (``batch["y"]``).
         iwae_k: importance samples used by ``log_prob`` (1 = the ELBO).
+        capacity_max: Burgess et al.'s capacity C_max in nats (0 = off, the plain (beta-)VAE). When on,
+            the loss is -recon + beta |KL - C(step)| with the batch-mean KL, and ``beta`` plays the
+            paper's gamma (1000 in its dSprites runs, with C_max = 25 nats).
+        capacity_steps: C rises linearly from 0 to ``capacity_max`` over this many training steps
+            (0: C = ``capacity_max`` from the start).
     """
 
     likelihood = "bound"
@@ -74,6 +81,8 @@ class VAE(GenerativeModel):
         conditional: bool = False,
         iwae_k: int = 1,
         act: str = "relu",
+        capacity_max: float = 0.0,
+        capacity_steps: int = 0,
     ) -> None:
         super().__init__(spec)
         is_image = len(spec.shape) == 3
@@ -89,7 +98,10 @@ class VAE(GenerativeModel):
         if arch not in ("mlp", "conv") or (arch == "conv" and not is_image):
             raise ValueError(f"arch must be 'mlp', 'conv' (images only) or 'auto'; got {arch!r} for {spec.kind} data")
         self._init_conditioning(conditional)
+        if capacity_max < 0 or capacity_steps < 0:
+            raise ValueError(f"need capacity_max >= 0 and capacity_steps >= 0; got {capacity_max}, {capacity_steps}")
         self.z_dim, self.beta, self.warmup_steps, self.iwae_k = z_dim, float(beta), warmup_steps, iwae_k
+        self.capacity_max, self.capacity_steps = float(capacity_max), capacity_steps
         self.lik = choose_likelihood(spec, likelihood)
         self.discrete = self.lik.discrete
         hidden = list(hidden)
@@ -130,27 +142,57 @@ class VAE(GenerativeModel):
         return self.lik.split(self.dec(z), self.spec.shape)
 
     # --- the protocol -----------------------------------------------------------------------
+    def warmup_factor(self) -> float:
+        """The KL warm-up's factor on the KL weight at the current training step (1 without warm-up)."""
+        if self.warmup_steps == 0:
+            return 1.0
+        return min(1.0, float(self.train_step) / self.warmup_steps)
+
     def current_beta(self) -> float:
         if self.warmup_steps == 0:
             return self.beta
-        return self.beta * min(1.0, float(self.train_step) / self.warmup_steps)
+        return self.beta * self.warmup_factor()
 
-    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def current_capacity(self) -> float:
+        """Burgess et al.'s target KL C(step) in nats: linear from 0 to ``capacity_max``."""
+        if self.capacity_steps == 0:
+            return self.capacity_max
+        return self.capacity_max * min(1.0, float(self.train_step) / self.capacity_steps)
+
+    def elbo_terms(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """One reparameterized pass: (mu, logvar, z) each [B, z_dim], log p(x|z) [B] and the analytic
+        KL(q(z|x) || N(0, I)) [B]. Changes no state (the step counter is advanced by ``loss``)."""
         x, cond = batch["x"], self.condition(batch)
         mu, logvar = self.posterior(x, cond)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # reparameterization
         rec = self.lik.log_prob(self.decoder_params(z, cond), self.lik.target(x))  # [B]
         kl = gaussian_kl_standard(mu, logvar)  # [B], analytic: lower variance than a sampled KL
+        return mu, logvar, z, rec, kl
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return self._loss_with_latents(batch)[0]
+
+    def _loss_with_latents(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
+        """``loss(batch)`` and the posterior sample z it used (for subclasses that add terms on z)."""
+        _, _, z, rec, kl = self.elbo_terms(batch)
         beta = self.current_beta()
+        capacity = self.current_capacity() if self.capacity_max > 0 else None
         if self.training:
             self.train_step += 1
-        return {
-            "loss": (beta * kl - rec).mean(),
+        if capacity is None:
+            objective = (beta * kl - rec).mean()
+        else:  # Burgess et al. 2018, eq. 8, on the batch-mean KL
+            objective = -rec.mean() + beta * (kl.mean() - capacity).abs()
+        out = {
+            "loss": objective,
             "elbo": (rec - kl).mean().detach(),
             "recon_nll": -rec.mean().detach(),
             "kl": kl.mean().detach(),
             "beta": torch.tensor(beta),
         }
+        if capacity is not None:
+            out["capacity"] = torch.tensor(capacity)
+        return out, z
 
     def log_prob(self, x: Tensor, cond: Tensor | None = None, k: int | None = None) -> Tensor:
         """[B] IWAE-k lower bound on log p(x[|c]) in nats (k = ``iwae_k`` by default; k=1 is the ELBO).
