@@ -1,4 +1,4 @@
-"""The ``genlab`` command line: train, sample, eval, encode, translate, summarize, compare, datasets, models.
+"""The ``genlab`` command line: train, sample, eval, encode, swap, translate, summarize, compare, datasets, models.
 
 Every error a user can cause (bad data path, unknown option, damaged checkpoint) ends the program
 with one line on stderr and a non-zero exit status, never a traceback.
@@ -746,6 +746,72 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_dims(text: str, z_dim: int) -> list[int]:
+    """``--dims 3,5`` -> [3, 5], each in 0..z_dim-1; one-line CLIError otherwise."""
+    try:
+        dims = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise CLIError(f"--dims {text}: expected comma-separated latent dims, e.g. 3,5") from None
+    if not dims:
+        raise CLIError(f"--dims {text!r}: name at least one latent dim, e.g. 3,5")
+    bad = [d for d in dims if not 0 <= d < z_dim]
+    if bad:
+        raise CLIError(f"--dims {text}: the run has z_dim {z_dim} (dims 0..{z_dim - 1})")
+    return list(dict.fromkeys(dims))
+
+
+def cmd_swap(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import load_dataset
+    from .runs import load_run, saved_data_opts
+    from .swap import attribute_dims, check_codec, swap_latents
+    from .viz import captioned_grid, save_png, titled
+
+    if (args.dims is None) == (args.attribute is None):
+        raise CLIError("swap needs either --dims 3,5 (latent dims to take from B) or --attribute NAME (a data factor)")
+    if args.top < 1 or args.n_examples < 2:
+        raise CLIError(f"--top must be >= 1 and --n-examples >= 2; got {args.top} and {args.n_examples}")
+    _check_out_suffix(args.out, ".png")
+    model, cfg, spec = load_run(args.run, weights=args.weights)
+    try:
+        check_codec(model)
+    except ValueError:
+        raise CLIError(
+            f"run {str(args.run)!r} is a {cfg['model']!r} run, which cannot encode and decode; swap needs e.g. a vae"
+        ) from None
+    if model.conditional:
+        raise CLIError(f"run {str(args.run)!r} is conditional; swap works on unconditional runs")
+    if spec.kind != "image":
+        raise CLIError(f"run {str(args.run)!r} models {spec.kind} data; swap reads and writes images")
+    a = _read_image_source(args.a, spec)[None]
+    b = _read_image_source(args.b, spec)[None]
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    with torch.no_grad():
+        z_dim = int(model.encode(a.to(model.device, dtype)).shape[1])
+    if args.dims is not None:
+        dims, how = _parse_dims(args.dims, z_dim), ""
+    else:
+        name = args.attribute.split("=", 1)[0].strip()  # NAME=VALUE: the value is B's, so only NAME counts
+        data = load_dataset(cfg["data"], "train", **saved_data_opts(cfg))
+        names = tuple(data.spec.factor_names or ())
+        if not names or "factors" not in data.tensors:
+            raise CLIError(f"--attribute {name}: data set {cfg['data']!r} of the run has no named factors; use --dims")
+        if name not in names:
+            raise CLIError(f"--attribute {name!r}: unknown; data set {cfg['data']!r} has {', '.join(names)}")
+        dims = attribute_dims(model, data, name, top=args.top, n=args.n_examples)
+        how = f" (carrying {name!r} on {min(args.n_examples, len(data))} training examples)"
+    swapped = swap_latents(model, a, b, dims).cpu()
+    label = ", ".join(map(str, dims))
+    images = torch.cat([a, b, swapped.float().view_as(a)])
+    captions = ["A", "B", f"A with B's dim{'s' if len(dims) > 1 else ''} {label}"]
+    out = Path(args.out)
+    title = f"swap: latent dim{'s' if len(dims) > 1 else ''} {label} of B into A{how}"
+    save_png(titled(captioned_grid(images, captions, ncol=3), title), out)
+    print(f"wrote {out}: A, B and A with B's latent dims {label}{how}")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare_runs, text_table
 
@@ -955,6 +1021,29 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--weights", choices=["best", "last"], default="best")
     en.add_argument("--limit", type=int, help="encode only the first N examples of the split")
     en.set_defaults(func=cmd_encode)
+    sw = sub.add_parser(
+        "swap", help="style transfer by latent swap: decode image A's latent code with some dims taken from image B"
+    )
+    sw.add_argument("run")
+    sw.add_argument("--a", required=True, metavar="FILE", help="image A, the content (PNG/JPEG; resized to the run's)")
+    sw.add_argument("--b", required=True, metavar="FILE", help="image B, whose chosen latent dims are taken")
+    sw.add_argument("--dims", metavar="D1,D2", help="latent dims to take from B, comma-separated, e.g. 3,5")
+    sw.add_argument(
+        "--attribute",
+        metavar="NAME",
+        help=(
+            "a factor of the run's data (e.g. shape, scale, orientation, pos_x, pos_y on shapes): take the latent "
+            "dims that carry it most (by normalized mutual information on the run's training data); "
+            "NAME=VALUE is accepted and read as NAME (the value comes from B)"
+        ),
+    )
+    sw.add_argument("--top", type=int, default=3, help="with --attribute: at most this many dims (default 3)")
+    sw.add_argument(
+        "--n-examples", type=int, default=2000, help="with --attribute: training examples to measure on (2000)"
+    )
+    sw.add_argument("--out", default="swap.png", help="PNG to write: A, B and the swap in a row (default swap.png)")
+    sw.add_argument("--weights", choices=["best", "last"], default="best")
+    sw.set_defaults(func=cmd_swap)
     c = sub.add_parser(
         "compare", help="compare runs: eval.json metrics as a table (.md, .csv) and validation curves (.png)"
     )

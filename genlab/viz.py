@@ -372,6 +372,54 @@ def save_samples(
 
 
 @torch.no_grad()
+def latent_kl(model: Any, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, bool]:
+    """How much each latent is used on the examples ``x`` [B, *shape]: ([z_dim] scores, is_kl).
+
+    With a Gaussian posterior (a model with ``posterior(x, cond) -> (mu, logvar)``, the VAE family)
+    the score is the KL of each coordinate's posterior to the N(0, 1) prior averaged over the batch,
+    0.5 * (mu^2 + exp(logvar) - 1 - logvar) in nats (``is_kl`` True). A model that exposes only
+    ``encode`` means gets the variance of the means across the batch instead (``is_kl`` False): a
+    latent the encoder ignores has near-constant means, as it has near-zero KL."""
+    post = getattr(model, "posterior", None)
+    if callable(post):
+        try:
+            mu, logvar = post(x, cond)
+        except (TypeError, ValueError):  # a posterior of another form: fall back to the means
+            mu = logvar = None
+        if isinstance(mu, Tensor) and isinstance(logvar, Tensor) and mu.shape == logvar.shape and mu.ndim == 2:
+            return (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)).float().mean(0), True
+    z = model.encode(x, cond).float()
+    return z.var(0, unbiased=False) if len(z) > 1 else torch.zeros(z.shape[1], device=z.device), False
+
+
+def latent_order(model: Any, x: Tensor, cond: Tensor | None = None) -> list[int]:
+    """Latent dims most informative first: sorted by :func:`latent_kl` on ``x`` [B, *shape],
+    descending (ties keep the lower dim first)."""
+    score, _ = latent_kl(model, x, cond)
+    return [int(d) for d in torch.argsort(-score.cpu(), stable=True)]
+
+
+def latent_factors(
+    codes: Tensor | np.ndarray, factors: Tensor | np.ndarray, names: Sequence[str], bins: int = 10
+) -> list[tuple[str, float] | None]:
+    """For each latent of ``codes`` [N, D]: the ground-truth factor (of ``factors`` [N, K], named
+    ``names``) it shares the most normalized mutual information with, and that MI in [0, 1]; None
+    where every factor is constant. Few bins (10), since a figure's batch is small."""
+    from .metrics.disentanglement import mutual_information_matrix
+
+    mi = mutual_information_matrix(codes, factors, bins=bins, normalize=True)  # [K, D]
+    out: list[tuple[str, float] | None] = []
+    for j in range(mi.shape[1]):
+        col = mi[:, j]
+        if np.isnan(col).all():
+            out.append(None)
+        else:
+            k = int(np.nanargmax(col))
+            out.append((str(names[k]), float(col[k])))
+    return out
+
+
+@torch.no_grad()
 def latent_traversal(
     model: Any,
     x: Tensor,
@@ -380,25 +428,59 @@ def latent_traversal(
     span: float = 3.0,
     steps: int = 9,
     cond: Tensor | None = None,
+    *,
+    rank_x: Tensor | None = None,
+    rank_cond: Tensor | None = None,
+    factors: Tensor | None = None,
+    factor_names: Sequence[str] | None = None,
+    max_rows: int = 10,
 ) -> Path:
     """PNG of a latent traversal: one row per latent dimension, moving that coordinate of
     ``encode(x)`` (x is one example [1, *shape]) from -span to +span while the others stay fixed;
-    each cell is the decoder mean; the title says which dimensions the rows are. Needs a model
-    with ``encode`` and ``decode`` (e.g. the VAE)."""
+    each cell is the decoder mean. Needs a model with ``encode`` and ``decode`` (e.g. the VAE).
+
+    Without ``rank_x`` (and with ``dims`` None) the rows are dims 0..max_rows-1 under one title.
+    With a batch ``rank_x`` [B, *shape] (condition ``rank_cond``), the rows are the ``max_rows``
+    most informative latents by :func:`latent_kl` on it, most informative first (``dims`` given:
+    those dims in that order), each row titled with its dim and KL (or the variance of its means
+    for a model without a Gaussian posterior); with ``factors`` [B, K] and their ``factor_names``,
+    also the factor that latent tracks best and its normalized MI (:func:`latent_factors`)."""
     z0 = model.encode(x[:1], None if cond is None else cond[:1])[0]  # (z,)
-    dims = list(range(min(z0.shape[0], 10))) if dims is None else list(dims)
+    score: Tensor | None = None
+    is_kl = False
+    if rank_x is not None and len(rank_x):
+        score, is_kl = latent_kl(model, rank_x, rank_cond)
+        order = [int(d) for d in torch.argsort(-score.cpu(), stable=True)]
+        dims = order[:max_rows] if dims is None else sorted(dims, key=order.index)
+    dims = list(range(min(z0.shape[0], max_rows))) if dims is None else list(dims)
     vals = torch.linspace(-span, span, steps, dtype=z0.dtype, device=z0.device)
     z = z0.repeat(len(dims) * steps, 1)
     for r, d in enumerate(dims):
         z[r * steps : (r + 1) * steps, d] = vals
     c = None if cond is None else cond[:1].expand(z.shape[0], *cond.shape[1:])
     imgs = model.decode(z, c, mean=True)
-    if dims == list(range(len(dims))):
-        rows = f"latent dims 0-{len(dims) - 1}" if len(dims) > 1 else "latent dim 0"
-    else:
-        rows = "latent dims " + ", ".join(map(str, dims))
-    title = f"rows top to bottom: {rows}, each from {-span:g} to {span:g} (others fixed)"
-    return save_png(titled(image_grid(imgs, nrow=steps), title), path)
+    sweep = f"each from {-span:g} to {span:g} (others fixed)"
+    if score is None:
+        if dims == list(range(len(dims))):
+            rows = f"latent dims 0-{len(dims) - 1}" if len(dims) > 1 else "latent dim 0"
+        else:
+            rows = "latent dims " + ", ".join(map(str, dims))
+        return save_png(titled(image_grid(imgs, nrow=steps), f"rows top to bottom: {rows}, {sweep}"), path)
+    tracks: list[tuple[str, float] | None] = [None] * int(score.shape[0])
+    if factors is not None and factor_names and rank_x is not None and len(factors) == len(rank_x) > 1:
+        tracks = latent_factors(model.encode(rank_x, rank_cond).float().cpu(), factors.cpu(), factor_names)
+    blocks = []
+    for r, d in enumerate(dims):
+        what = f"KL {float(score[d]):.2f} nats" if is_kl else f"var of mean {float(score[d]):.3g}"
+        best = tracks[d]
+        label = f"z{d}: {what}" + ("" if best is None else f"; tracks {best[0]} (normalized MI {best[1]:.2f})")
+        # caption over the row, both left-aligned, so the columns of all rows line up
+        blocks.append(
+            stack_rows([text_image(label, 8.0), image_grid(imgs[r * steps : (r + 1) * steps], nrow=steps)], 0)
+        )
+    how = "KL to the prior" if is_kl else "variance of the posterior means"
+    title = f"latents by {how}, largest first; {sweep}"
+    return save_png(titled(stack_rows(blocks, 4), title), path)
 
 
 @torch.no_grad()
@@ -618,7 +700,8 @@ def run_figures(model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n:
     """The end-of-training pictures of a run folder: those of ``model.capabilities.figures`` that
     apply to the data. ``samples.png`` (and ``samples-mean.png``, decoder means, on images),
     ``reconstructions.png`` (up to 32 examples of ``data``; odd rows data, even rows
-    reconstructions), ``traversal.png`` (the first example) and ``interpolation.png`` (up to 4
+    reconstructions), ``traversal.png`` (the first example; rows ordered by each latent's KL on up
+    to 512 examples, titled with the factor each tracks when the data has factors) and ``interpolation.png`` (up to 4
     pairs; needs 2 examples) on images, and ``density.png`` (data histogram next to the learned
     density) on 2-D vectors for models with exact ``log_prob``. Multimodal models get
     :func:`multimodal_figures` instead. Any number of examples in ``data`` works; returns the paths
@@ -656,7 +739,20 @@ def run_figures(model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n:
     if "reconstructions" in figures:
         written.append(save_reconstructions(x, model.reconstruct(x, c), out / "reconstructions.png"))
     if "traversal" in figures:
-        written.append(latent_traversal(model, x[:1], out / "traversal.png", cond=None if c is None else c[:1]))
+        # rank the rows on a larger batch than the figures' 32: the factor MI needs examples
+        rank = {k: v[:512].to(model.device) for k, v in data.tensors.items()}
+        written.append(
+            latent_traversal(
+                model,
+                x[:1],
+                out / "traversal.png",
+                cond=None if c is None else c[:1],
+                rank_x=rank["x"],
+                rank_cond=model.condition(rank),
+                factors=rank.get("factors"),
+                factor_names=spec.factor_names,
+            )
+        )
     k = min(4, len(x) // 2)  # pairs (x[i], x[k + i]); none with a single example
     if "interpolation" in figures and k:
         written.append(
