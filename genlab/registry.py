@@ -40,6 +40,7 @@ BUILTIN: dict[str, str] = {
     "pixelcnn": "genlab.models.pixelcnn:PixelCNN",
     "pixelcnn_text": "genlab.models.text_pixelcnn:TextPixelCNN",
     "realnvp": "genlab.models.flows.realnvp:RealNVP",
+    "sentencevae": "genlab.models.sentence_vae:SentenceVAE",
     "summarizer": "genlab.models.summarizer:Summarizer",
     "transformer": "genlab.models.transformer:TransformerLM",
     "vae": "genlab.models.vae:VAE",

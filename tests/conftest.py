@@ -120,6 +120,7 @@ TINY: dict[str, dict] = {
     "pixelcnn": {"channels": 4, "n_layers": 1, "first_kernel": 3},
     "pixelcnn_text": {"channels": 3, "n_layers": 1, "first_kernel": 3, "text_dim": 4, "text_hidden": 4, "cond_map": 2},
     "realnvp": {"n_couplings": 2, "hidden": 8, "depth": 1, "stage_couplings": 1},
+    "sentencevae": {"z_dim": 2, "embed": 8, "hidden": 8, "iwae_k": 2},
     "transformer": {"d_model": 16, "n_layers": 1, "n_heads": 2, "max_prefix": 2},
     "vae": {"z_dim": 2, "hidden": [16], "channels": 4},
     "wavenet": {"channels": 4, "skip_channels": 8, "layers_per_stack": 2, "mu_levels": 16},
@@ -172,6 +173,7 @@ ACCEPTS: dict[str, dict[str, tuple[bool, ...]]] = {
     "pixelcnn": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "pairs": BOTH, "triples": BOTH},
     "pixelcnn_text": {"pairs": (False,), "triples": (False,)},  # images given captions
     "realnvp": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
+    "sentencevae": {"tokens": (False,)},  # captions need source='text'; unconditional only
     "summarizer": {"triples": (False,)},  # summaries given image + caption
     "transformer": {"tokens": BOTH},
     "vae": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH, "pairs": BOTH, "triples": BOTH},  # "x" only
