@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", default=str(HERE / "runs" / "disentanglement"))
+    ap.add_argument("--tag", default="", help="suffix of the result files (results/disentanglement<tag>.md/.json)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tr = genlab.load_dataset("shapes", "train", n=args.n_train, size=args.size)
@@ -90,8 +91,8 @@ def main() -> None:
 
         lines.append(f"| {label} | " + " | ".join(med(k) for k in (*SCORES, "elbo_bpd", "train_s")) + " |")
     md = "\n".join(lines) + "\n"
-    (HERE / "results" / "disentanglement.md").write_text(md)
-    (HERE / "results" / "disentanglement.json").write_text(
+    (HERE / "results" / f"disentanglement{args.tag}.md").write_text(md)
+    (HERE / "results" / f"disentanglement{args.tag}.json").write_text(
         json.dumps({"args": vars(args), "rows": rows}, indent=1, default=str) + "\n"
     )
     print(md)
