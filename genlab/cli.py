@@ -765,51 +765,117 @@ def cmd_swap(args: argparse.Namespace) -> int:
 
     from . import load_dataset
     from .runs import load_run, saved_data_opts
-    from .swap import attribute_dims, check_codec, swap_latents
-    from .viz import captioned_grid, save_png, titled
+    from .swap import _as_input, attribute_dims, check_codec, factor_means, factor_value, swap_latents
 
-    if (args.dims is None) == (args.attribute is None):
-        raise CLIError("swap needs either --dims 3,5 (latent dims to take from B) or --attribute NAME (a data factor)")
+    name, _, value = (args.attribute or "").partition("=")
+    name, value = name.strip(), value.strip()
+    if (args.dims is None and not name) or (args.dims is not None and name and not value):
+        raise CLIError(
+            "swap needs either --dims 3,5 (latent dims to take) or --attribute NAME (dims picked by a data factor); "
+            "--dims goes with --attribute only as NAME=VALUE"
+        )
+    if args.b is None and not value:
+        raise CLIError("swap needs --b (the example to take latents from) or --attribute NAME=VALUE (e.g. colour=red)")
+    if args.b is not None and value:
+        raise CLIError(f"give either --b or a value in --attribute {args.attribute!r}, not both")
+    if args.shift and not value:
+        raise CLIError("--shift moves A towards a value: it needs --attribute NAME=VALUE (and no --b)")
     if args.top < 1 or args.n_examples < 2:
         raise CLIError(f"--top must be >= 1 and --n-examples >= 2; got {args.top} and {args.n_examples}")
-    _check_out_suffix(args.out, ".png")
     model, cfg, spec = load_run(args.run, weights=args.weights)
     try:
         check_codec(model)
     except ValueError:
         raise CLIError(
-            f"run {str(args.run)!r} is a {cfg['model']!r} run, which cannot encode and decode; swap needs e.g. a vae"
+            f"run {str(args.run)!r} is a {cfg['model']!r} run, which cannot encode and decode; "
+            "swap needs e.g. a vae (images) or a sentencevae (sentences)"
         ) from None
     if model.conditional:
         raise CLIError(f"run {str(args.run)!r} is conditional; swap works on unconditional runs")
-    if spec.kind != "image":
-        raise CLIError(f"run {str(args.run)!r} models {spec.kind} data; swap reads and writes images")
-    a = _read_image_source(args.a, spec)[None]
-    b = _read_image_source(args.b, spec)[None]
+    key = getattr(model, "data_key", "x")
+    mspec = spec.modality(key)
+    if mspec.kind not in ("image", "tokens"):
+        raise CLIError(f"run {str(args.run)!r} models {mspec.kind} data; swap reads and writes images or sentences")
+    text = mspec.kind == "tokens"
+    _check_out_suffix(args.out, ".txt" if text else ".png", " (the run models sentences)" if text else "")
+    a = _swap_input(args.a, mspec)
+    b = _swap_input(args.b, mspec) if args.b is not None else None
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     with torch.no_grad():
-        z_dim = int(model.encode(a.to(model.device, dtype)).shape[1])
-    if args.dims is not None:
-        dims, how = _parse_dims(args.dims, z_dim), ""
-    else:
-        name = args.attribute.split("=", 1)[0].strip()  # NAME=VALUE: the value is B's, so only NAME counts
+        za = model.encode(_as_input(model, a))
+    z_dim = int(za.shape[1])
+    how, data = "", None
+    if name:
         data = load_dataset(cfg["data"], "train", **saved_data_opts(cfg))
         names = tuple(data.spec.factor_names or ())
         if not names or "factors" not in data.tensors:
             raise CLIError(f"--attribute {name}: data set {cfg['data']!r} of the run has no named factors; use --dims")
         if name not in names:
             raise CLIError(f"--attribute {name!r}: unknown; data set {cfg['data']!r} has {', '.join(names)}")
+    if args.dims is not None:
+        dims = _parse_dims(args.dims, z_dim)
+    elif not args.shift:
         dims = attribute_dims(model, data, name, top=args.top, n=args.n_examples)
         how = f" (carrying {name!r} on {min(args.n_examples, len(data))} training examples)"
-    swapped = swap_latents(model, a, b, dims).cpu()
-    label = ", ".join(map(str, dims))
-    images = torch.cat([a, b, swapped.float().view_as(a)])
-    captions = ["A", "B", f"A with B's dim{'s' if len(dims) > 1 else ''} {label}"]
-    out = Path(args.out)
-    title = f"swap: latent dim{'s' if len(dims) > 1 else ''} {label} of B into A{how}"
-    save_png(titled(captioned_grid(images, captions, ncol=3), title), out)
-    print(f"wrote {out}: A, B and A with B's latent dims {label}{how}")
+    if value:
+        try:
+            target = factor_value(data.spec, name, value)
+        except ValueError as e:
+            raise CLIError(f"--attribute {args.attribute}: {e}") from None
+        means = factor_means(model, data, name, args.n_examples).to(za)  # [V, z_dim]
+        if torch.isnan(means[target]).any():
+            raise CLIError(f"--attribute {args.attribute}: no training example among the first {args.n_examples}")
+        if args.shift:  # A's own value: the nearest class mean (NaN rows never win)
+            source = int(torch.nan_to_num(torch.cdist(za, means), nan=float("inf")).argmin())
+            z = za + means[target] - means[source]
+            words = data.spec.extra.get("factor_values", {}).get(name) or range(len(means))
+            dims, label = list(range(z_dim)), f"A shifted from {name}={words[source]} to {name}={value}"
+        else:
+            z = za.clone()
+            z[:, dims] = means[target][dims]
+            label = f"A with the {name}={value} mean's dim{'s' if len(dims) > 1 else ''} {', '.join(map(str, dims))}"
+        with torch.no_grad():
+            result = model.decode(z.to(dtype), mean=True)
+    else:
+        result = swap_latents(model, a, b, dims)
+        label = f"A with B's dim{'s' if len(dims) > 1 else ''} {', '.join(map(str, dims))}"
+    if text:
+        from .data.text import tokens_to_text
+
+        rows = [("A", a), ("B", b)] if b is not None else [("A", a)]
+        lines = [f"{n}: {tokens_to_text(t.cpu(), mspec)[0]}" for n, t in rows]
+        lines.append(f"{label}{how}: {tokens_to_text(result.cpu(), mspec)[0]}")
+        print("\n".join(lines))
+        if args.out:
+            Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+            print(f"wrote {args.out}")
+        return 0
+    from .viz import captioned_grid, save_png, titled
+
+    images = [a] + ([b] if b is not None else []) + [result.cpu().float().view_as(a)]
+    captions = ["A"] + (["B"] if b is not None else []) + [label]
+    out = Path(args.out or "swap.png")
+    save_png(titled(captioned_grid(torch.cat(images), captions, ncol=len(images)), f"swap: {label}{how}"), out)
+    print(f"wrote {out}: {', '.join(captions)}{how}")
     return 0
+
+
+def _swap_input(source: str, spec: Any) -> Any:
+    """``--a``/``--b`` of swap as a batch of one: an image file -> [1, C, H, W] float, or for a
+    sentence run the sentence itself (or a text file holding it) -> token ids [1, T]."""
+    import torch
+
+    if spec.kind == "image":
+        return _read_image_source(source, spec)[None]
+    from .data.base import InvalidDataError
+    from .data.text import encode_text
+
+    path = Path(source)
+    sentence = path.read_text(encoding="utf-8").strip() if path.suffix == ".txt" and path.is_file() else source
+    try:
+        return torch.from_numpy(encode_text(sentence, spec))[None]
+    except InvalidDataError as e:
+        raise CLIError(f"{source!r}: {e}") from None
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -1022,26 +1088,37 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--limit", type=int, help="encode only the first N examples of the split")
     en.set_defaults(func=cmd_encode)
     sw = sub.add_parser(
-        "swap", help="style transfer by latent swap: decode image A's latent code with some dims taken from image B"
+        "swap", help="style transfer by latent swap: decode A's code with some dims from B or from a factor value"
     )
     sw.add_argument("run")
-    sw.add_argument("--a", required=True, metavar="FILE", help="image A, the content (PNG/JPEG; resized to the run's)")
-    sw.add_argument("--b", required=True, metavar="FILE", help="image B, whose chosen latent dims are taken")
+    sw.add_argument(
+        "--a", required=True, metavar="A", help="A, the content: an image file, or for a sentence run the sentence"
+    )
+    sw.add_argument("--b", metavar="B", help="B, whose chosen latent dims are taken (image file or sentence)")
     sw.add_argument("--dims", metavar="D1,D2", help="latent dims to take from B, comma-separated, e.g. 3,5")
     sw.add_argument(
         "--attribute",
-        metavar="NAME",
+        metavar="NAME[=VALUE]",
         help=(
-            "a factor of the run's data (e.g. shape, scale, orientation, pos_x, pos_y on shapes): take the latent "
-            "dims that carry it most (by normalized mutual information on the run's training data); "
-            "NAME=VALUE is accepted and read as NAME (the value comes from B)"
+            "a factor of the run's data (shapes: shape, scale, orientation, pos_x, pos_y; shapes-captions also "
+            "colour): take the latent dims that carry it most (normalized mutual information on the run's "
+            "training data); with =VALUE (e.g. colour=red) and no --b, take them from the mean code of the "
+            "training examples with that value"
         ),
+    )
+    sw.add_argument(
+        "--shift",
+        action="store_true",
+        help="with --attribute NAME=VALUE: add the difference of the value's mean code and A's own value's "
+        "(nearest mean) to every dim, instead of swapping dims",
     )
     sw.add_argument("--top", type=int, default=3, help="with --attribute: at most this many dims (default 3)")
     sw.add_argument(
         "--n-examples", type=int, default=2000, help="with --attribute: training examples to measure on (2000)"
     )
-    sw.add_argument("--out", default="swap.png", help="PNG to write: A, B and the swap in a row (default swap.png)")
+    sw.add_argument(
+        "--out", help="images: the PNG of A, B and the result in a row (default swap.png); sentences: a .txt to write"
+    )
     sw.add_argument("--weights", choices=["best", "last"], default="best")
     sw.set_defaults(func=cmd_swap)
     c = sub.add_parser(

@@ -32,7 +32,9 @@ LIKELIHOOD_METRICS = ("likelihood", "iwae", "recon")
 SAMPLE_METRICS = ("fid", "kid", "pr", "dc", "classes", "mmd", "c2st", "memorization")
 #: disentanglement: MIG, DCI and SAP of the encoder's codes against the data's ground-truth factors
 #: (+ BetaVAE / FactorVAE scores on shapes, whose factors can be set and rendered).
-REPRESENTATION_METRICS = ("disentanglement",)
+#: transfer: latent attribute edits of captions by a sentence model (shapes-captions), parsed back
+#: (:func:`genlab.swap.caption_transfer`): success, changed, kept per factor, swap and shift.
+REPRESENTATION_METRICS = ("disentanglement", "transfer")
 #: coherence: cross-modal, multi-source and joint coherence of a multimodal model (Shi et al. 2019).
 #: modalities: per-modality bounds (bits per token / sample / dim), conditional estimates log p(x_t | x_s),
 #: FID/KID of the image modality's joint samples, linear probe of the shared latent per factor.
@@ -69,6 +71,9 @@ def applicable_metrics(model: GenerativeModel) -> list[str]:
     spec = model.spec
     if spec.factor_sizes and caps.encode:
         out.append("disentanglement")
+    sentences = getattr(model, "data_key", "x") == "text"
+    if caps.encode and caps.decode and sentences and "caption_factor_names" in spec.extra:
+        out.append("transfer")  # a sentence model on captions: edit an attribute, parse the caption back
     if caps.sample and spec.kind in ("image", "vector") and not spec.dtype.startswith("int"):
         labelled = bool(spec.num_classes or spec.factor_sizes)
         out += [m for m in SAMPLE_METRICS if m != "classes" or labelled]
@@ -193,6 +198,34 @@ def disentanglement_metrics(
             colorbar_label="normalized mutual information",
         )
         out["mi_heatmap_png"] = str(png)
+    return out
+
+
+TRANSFER_FACTORS = ("shape", "scale", "colour")
+
+
+def transfer_metrics(
+    model: GenerativeModel, train: TensorDataset | None, test: TensorDataset, *, n: int = 500, seed: int = 0
+) -> dict[str, Any]:
+    """Attribute transfer of a sentence model on captions (:func:`genlab.swap.caption_transfer` on
+    ``n`` test captions, class means and dims from 2,000 ``train`` captions): for each factor in
+    :data:`TRANSFER_FACTORS` and each mode (``swap``: the 3 most informative latents, ``shift``: the
+    class-mean difference), ``transfer/<factor>/<mode>/<success|changed|kept>`` (fractions) and
+    ``.../dims`` (swap), plus ``transfer/reconstructed`` and ``transfer/<factor>/chance``."""
+    from .swap import caption_transfer
+
+    if train is None:
+        raise ValueError("metric 'transfer' needs the captions' training split for its class means")
+    out: dict[str, Any] = {}
+    for factor in TRANSFER_FACTORS:
+        for mode in ("swap", "shift"):
+            r = caption_transfer(model, train, test, factor, mode=mode, n=n, seed=seed)
+            for key in ("success", "changed", "kept"):
+                out[f"transfer/{factor}/{mode}/{key}"] = r[key]
+            if mode == "swap":
+                out[f"transfer/{factor}/swap/dims"] = r["dims"]
+        out[f"transfer/{factor}/chance"] = r["chance"]
+        out["transfer/reconstructed"] = r["reconstructed"]
     return out
 
 
@@ -384,6 +417,8 @@ def evaluate(
         out["recon_mse_per_dim"] = out["recon_mse"] / dataset.spec.dim
     if "disentanglement" in chosen:
         out.update(disentanglement_metrics(model, dataset, batch_size=batch_size, seed=seed, out_dir=out_dir))
+    if "transfer" in chosen:
+        out.update(transfer_metrics(model, train_split(), dataset, n=n_samples, seed=seed))
     if "coherence" in chosen:
         from .metrics.coherence import cross_modal_coherence, flatten_coherence
 

@@ -1,7 +1,11 @@
 """Style transfer by latent swap: decode example A's latent code with some coordinates taken from
 example B's, and find which coordinates carry a named ground-truth factor (e.g. ``scale`` on
 ``shapes``) by their normalized mutual information with it. Works for any model whose
-``capabilities`` say it can ``encode`` and ``decode`` (the VAE family)."""
+``capabilities`` say it can ``encode`` and ``decode`` (the VAE family, and ``sentencevae`` for
+sentences). A target value instead of an example B (``colour=red``) takes the chosen coordinates
+from the mean code of the training examples with that value; :func:`caption_transfer` measures
+how often that changes a caption's attribute and keeps the rest (Bowman et al. 2016 and Hu et al.
+2017 edit sentences in latent space the same way)."""
 
 from __future__ import annotations
 
@@ -39,6 +43,11 @@ def _dtype(model: Any) -> torch.dtype:
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
+def _as_input(model: Any, x: Tensor) -> Tensor:
+    """``x`` on the model's device; floating data in the model's dtype, token ids left as they are."""
+    return x.to(model.device, _dtype(model)) if x.is_floating_point() else x.to(model.device)
+
+
 @torch.no_grad()
 def swap_latents(
     model: Any,
@@ -55,9 +64,9 @@ def swap_latents(
     posterior means. No dims gives ``decode(encode(a))``, all dims ``decode(encode(b))`` (with A's
     condition ``cond_a`` for a conditional model)."""
     check_codec(model)
-    dtype = _dtype(model)
-    za = model.encode(a.to(model.device, dtype), cond_a)  # [B, z_dim]
-    zb = model.encode(b.to(model.device, dtype), cond_b if cond_b is not None else cond_a)
+    a, b = _as_input(model, a), _as_input(model, b)
+    za = model.encode(a, cond_a)  # [B, z_dim]
+    zb = model.encode(b, cond_b if cond_b is not None else cond_a)
     idx = check_dims(dims, za.shape[1])
     z = za.clone()
     if idx:
@@ -72,11 +81,10 @@ def encode_examples(model: Any, dataset: Any, n: int = 2000, batch_size: int = 2
     if "factors" not in dataset.tensors:
         raise ValueError(f"data set {dataset.spec.name!r} has no ground-truth factors to pick latents by")
     total = min(int(n), len(dataset))
-    dtype = _dtype(model)
     codes = []
     for start in range(0, total, batch_size):
         batch = {k: v[start : min(start + batch_size, total)].to(model.device) for k, v in dataset.tensors.items()}
-        codes.append(model.encode(batch["x"].to(dtype), model.condition(batch)).float().cpu())
+        codes.append(model.encode(_as_input(model, batch["x"]), model.condition(batch)).float().cpu())
     z = torch.cat(codes) if codes else torch.zeros(0, 0)
     return z, dataset.tensors["factors"][:total].cpu()
 
@@ -114,3 +122,124 @@ def attribute_dims(
     order = np.argsort(-mi, kind="stable")  # stable: ties keep the lower dim first
     chosen = [int(d) for d in order[: max(1, top)] if mi[d] >= threshold]
     return chosen or [int(order[0])]
+
+
+def factor_value(spec: Any, factor: str, value: str) -> int:
+    """The index of ``value`` of ground-truth ``factor`` of the data set ``spec``: a value name
+    (``spec.extra["factor_values"]``, e.g. ``"red"`` for ``colour``) or an index ``0..size-1``.
+    One-line ``ValueError`` naming the bad factor or value and the allowed ones."""
+    names = tuple(getattr(spec, "factor_names", None) or ())
+    if factor not in names:
+        raise ValueError(f"unknown factor {factor!r}; data set {spec.name!r} has {', '.join(names) or 'no factors'}")
+    size = int(spec.factor_sizes[names.index(factor)])
+    words = [str(w) for w in spec.extra.get("factor_values", {}).get(factor, [])]
+    text = str(value).strip().lower()
+    if text in words:
+        return words.index(text)
+    if text.isdigit() and int(text) < size:
+        return int(text)
+    allowed = ", ".join(words) if words else f"0..{size - 1}"
+    raise ValueError(f"unknown value {value!r} of factor {factor!r}; expected one of {allowed}")
+
+
+def factor_means(model: Any, dataset: Any, factor: str, n: int = 2000) -> Tensor:
+    """Mean posterior code of each value of ``factor`` over the first ``n`` examples of ``dataset``:
+    [V, z_dim] float, V the factor's size; a value absent from those examples gives a NaN row."""
+    names = tuple(dataset.spec.factor_names or ())
+    if factor not in names:
+        raise ValueError(f"unknown factor {factor!r}; data set {dataset.spec.name!r} has {', '.join(names)}")
+    z, f = encode_examples(model, dataset, n)
+    k, size = names.index(factor), int(dataset.spec.factor_sizes[names.index(factor)])
+    means = torch.full((size, z.shape[1]), float("nan"))
+    for v in range(size):
+        rows = f[:, k] == v
+        if rows.any():
+            means[v] = z[rows].mean(0)
+    return means
+
+
+@torch.no_grad()
+def caption_transfer(
+    model: Any,
+    train: Any,
+    test: Any,
+    factor: str,
+    dims: Sequence[int] | None = None,
+    *,
+    top: int = 3,
+    mode: str = "swap",
+    n: int = 500,
+    n_train: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Change one attribute of captions in latent space and read the result back.
+
+    For each of the first ``n`` captions of ``test`` (a ``shapes-captions`` split; ``model`` a
+    sentence model on its ``"text"``, e.g. ``sentencevae --set source=text``), a target value of
+    ``factor`` (``shape``, ``scale`` or ``colour``) other than the caption's own is drawn; the code
+    is edited towards it and greedily decoded. ``mode="swap"`` sets the coordinates ``dims``
+    (default: :func:`attribute_dims` with ``top``) to those of the target value's mean code over
+    ``n_train`` training captions; ``mode="shift"`` adds the difference of the target's and the
+    source's mean codes to every coordinate. Each output is parsed back with
+    :func:`genlab.data.shapes.parse_caption`. Returns fractions of the n outputs: ``parsed`` (a
+    well-formed caption), ``changed`` (``factor`` equals the target), ``kept`` (every other
+    captioned factor equals the source's), ``success`` (changed and kept), and ``reconstructed``
+    (decoding the unedited code gives the caption back, the ceiling for ``kept``), with ``chance``
+    = 1 / (V - 1) for ``changed`` by guessing among the other values."""
+    from .data.base import InvalidDataError
+    from .data.shapes import CAPTION_FACTOR_NAMES, caption_factors, decode_caption, parse_caption
+
+    check_codec(model)
+    if mode not in ("swap", "shift"):
+        raise ValueError(f"mode must be 'swap' or 'shift'; got {mode!r}")
+    if "text" not in test.tensors or "factors" not in test.tensors:
+        raise ValueError(f"data set {test.spec.name!r} has no captions with factors (expected shapes-captions)")
+    if factor not in CAPTION_FACTOR_NAMES or factor not in (train.spec.factor_names or ()):
+        raise ValueError(f"factor {factor!r} is not captioned; expected one of shape, scale, colour")
+    means = factor_means(model, train, factor, n_train)  # [V, z_dim]
+    if dims is None and mode == "swap":
+        dims = attribute_dims(model, train, factor, top=top, n=n_train)
+    idx = check_dims(dims or [], means.shape[1])
+    total = min(int(n), len(test))
+    truth = caption_factors(test.tensors["factors"][:total].numpy())  # [n, 5]
+    k = CAPTION_FACTOR_NAMES.index(factor)
+    size = means.shape[0]
+    rng = np.random.default_rng(seed)
+    target = (truth[:, k] + rng.integers(1, size, total)) % size  # uniform over the other values
+    batch = {key: v[:total] for key, v in test.tensors.items()}
+    z, _ = encode_examples(model, test, total)
+    if mode == "swap":
+        edited = z.clone()
+        edited[:, idx] = means[target][:, idx]
+    else:
+        edited = z + means[target] - means[truth[:, k]]
+    if torch.isnan(edited).any():
+        raise ValueError(f"some values of {factor!r} are missing from the first {n_train} training examples")
+    dtype = _dtype(model)
+    out = model.decode(edited.to(model.device, dtype), mean=True).cpu()
+    back = model.decode(z.to(model.device, dtype), mean=True).cpu()
+    parsed, changed, kept, recon = [], [], [], []
+    others = [j for j in range(len(CAPTION_FACTOR_NAMES)) if j != k]
+    for i in range(total):
+        try:
+            got = parse_caption(decode_caption(out[i]))
+            row = [got[name] for name in CAPTION_FACTOR_NAMES]
+        except InvalidDataError:
+            row = None
+        parsed.append(row is not None)
+        changed.append(row is not None and row[k] == target[i])
+        kept.append(row is not None and all(row[j] == truth[i, j] for j in others))
+        recon.append(decode_caption(back[i]) == decode_caption(batch["text"][i]))
+    ok = np.array(changed) & np.array(kept)
+    return {
+        "factor": factor,
+        "mode": mode,
+        "dims": idx if mode == "swap" else list(range(means.shape[1])),
+        "n": total,
+        "parsed": float(np.mean(parsed)),
+        "changed": float(np.mean(changed)),
+        "kept": float(np.mean(kept)),
+        "success": float(ok.mean()),
+        "reconstructed": float(np.mean(recon)),
+        "chance": 1.0 / (size - 1),
+    }

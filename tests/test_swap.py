@@ -10,10 +10,20 @@ from PIL import Image
 from torch import Tensor, nn
 
 from genlab.cli import main
-from genlab.data.shapes import load_shapes
+from genlab.data.shapes import (
+    COLOUR_NAMES,
+    REGION_PHRASES,
+    SCALE_WORDS,
+    SHAPE_NAMES,
+    decode_caption,
+    encode_caption,
+    load_shapes,
+    load_shapes_captions,
+    parse_caption,
+)
 from genlab.protocol import Capabilities, GenerativeModel
 from genlab.registry import build_model
-from genlab.swap import attribute_dims, swap_latents
+from genlab.swap import attribute_dims, caption_transfer, factor_value, swap_latents
 from genlab.viz import latent_kl, latent_order, latent_traversal
 
 
@@ -171,11 +181,18 @@ def test_cli_swap_writes_a_titled_row(shapes_run, two_images, tmp_path, capsys):
     assert main(["swap", str(shapes_run), "--a", a, "--b", b, "--dims", "3,1", "--out", str(out)]) == 0
     w, h = Image.open(out).size
     assert w > 3 * 128 and 128 < h < 2 * 128 + 80  # three enlarged 16x16 cells in one row, title and captions
-    assert "latent dims 3, 1" in capsys.readouterr().out
+    assert "B's dims 3, 1" in capsys.readouterr().out
     out2 = tmp_path / "attr.png"
-    args = ["swap", str(shapes_run), "--a", a, "--b", b, "--attribute", "scale=3", "--out", str(out2)]
+    args = ["swap", str(shapes_run), "--a", a, "--b", b, "--attribute", "scale", "--out", str(out2)]
     assert main([*args, "--n-examples", "300"]) == 0
     assert out2.exists() and "carrying 'scale'" in capsys.readouterr().out
+    out3 = tmp_path / "value.png"
+    args = ["swap", str(shapes_run), "--a", a, "--attribute", "shape=heart", "--out", str(out3), "--n-examples", "300"]
+    assert main(args) == 0
+    assert out3.exists()
+    assert "shape=heart mean's dim" in capsys.readouterr().out
+    assert main([*args, "--shift"]) == 0
+    assert "A shifted from shape=" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -186,6 +203,8 @@ def test_cli_swap_writes_a_titled_row(shapes_run, two_images, tmp_path, capsys):
         (["--attribute", "colour"], "--attribute 'colour': unknown; data set 'shapes' has shape, scale"),
         ([], "swap needs either --dims"),
         (["--dims", "1", "--attribute", "scale"], "swap needs either --dims"),
+        (["--attribute", "scale=2"], "give either --b or a value in --attribute 'scale=2', not both"),
+        (["--attribute", "shape", "--shift"], "--shift moves A towards a value"),
     ],
 )
 def test_cli_swap_bad_input_is_one_line(shapes_run, two_images, extra, message, capsys):
@@ -207,3 +226,102 @@ def test_cli_swap_unreadable_image_and_non_codec_run(shapes_run, two_images, tmp
     assert main(["swap", str(made_run), "--a", str(two_images[0]), "--b", str(two_images[1]), "--dims", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot encode and decode" in err, err
+
+
+# --- sentences ------------------------------------------------------------------------------------
+CAPTION_BLOCKS = (3, 6, 7, 3, 3)  # one-hot blocks: shape, scale, colour, region_x, region_y
+
+
+class CaptionCodec(GenerativeModel):
+    """Test double for a sentence model on captions: the code of a caption is the concatenated
+    one-hot vectors of its five captioned factors, and decoding takes each block's argmax, so an
+    edit of the colour block changes the colour word and nothing else, by construction."""
+
+    capabilities = Capabilities(encode=True, decode=True)
+    data_key = "text"
+
+    def __init__(self, spec) -> None:
+        super().__init__(spec)
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def condition(self, batch):
+        return batch["text"]
+
+    def encode(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        tokens = cond if x.is_floating_point() else x
+        rows = []
+        for t in tokens:
+            f = parse_caption(decode_caption(t))
+            rows.append(torch.cat([nn.functional.one_hot(torch.tensor(f[k]), n) for k, n in zip(f, CAPTION_BLOCKS)]))
+        return torch.stack(rows).float()
+
+    def decode(self, z: Tensor, cond: Tensor | None = None, *, mean: bool = True, generator=None) -> Tensor:
+        out = []
+        for row in z:
+            v = [int(block.argmax()) for block in row.split(CAPTION_BLOCKS)]
+            words = f"a {SCALE_WORDS[v[1]]} {COLOUR_NAMES[v[2]]} {SHAPE_NAMES[v[0]]} {REGION_PHRASES[(v[4], v[3])]}"
+            out.append(torch.from_numpy(encode_caption(words)))
+        return torch.stack(out)
+
+
+@pytest.fixture(scope="module")
+def captions():
+    return load_shapes_captions("train", n=700, size=8), load_shapes_captions("test", n=120, size=8)
+
+
+def test_caption_transfer_is_perfect_on_a_factorized_code_and_null_without_an_edit(captions):
+    train, test = captions
+    model = CaptionCodec(train.spec)
+    colour = list(range(9, 16))  # the colour block
+    assert sorted(attribute_dims(model, train, "colour", top=7, threshold=0.05, n=700)) == colour
+    for mode, dims in (("swap", colour), ("shift", None)):
+        r = caption_transfer(model, train, test, "colour", dims, mode=mode, n=120, n_train=700)
+        assert r["parsed"] == r["changed"] == r["kept"] == r["success"] == r["reconstructed"] == 1.0, r
+        assert r["chance"] == pytest.approx(1 / 6)
+    r = caption_transfer(model, train, test, "scale", [], n=120, n_train=700)  # no dims: A unchanged
+    assert r["changed"] == r["success"] == 0.0 and r["kept"] == 1.0
+    r = caption_transfer(model, train, test, "shape", list(range(3, 9)), n=120, n_train=700)  # the scale block
+    assert r["changed"] == 0.0 and r["kept"] < 1.0  # the wrong block moves scale, never shape
+    with pytest.raises(ValueError, match="not captioned"):
+        caption_transfer(model, train, test, "orientation", n=10)
+
+
+def test_factor_value_names_and_indices(captions):
+    spec = captions[0].spec
+    assert factor_value(spec, "colour", "Blue") == COLOUR_NAMES.index("blue")
+    assert factor_value(spec, "orientation", "39") == 39
+    for factor, value, message in [
+        ("colour", "purple", "unknown value 'purple' of factor 'colour'; expected one of red, green"),
+        ("orientation", "40", "expected one of 0..39"),
+        ("size", "1", "unknown factor 'size'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            factor_value(spec, factor, value)
+
+
+@pytest.fixture(scope="module")
+def sentence_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "svae"
+    args = ["train", "sentencevae", "--data", "shapes-captions", "--data-opt", "size=8", "--out", str(out)]
+    args += ["--quiet", "--set", "source=text", "--set", "steps=20", "--set", "eval_every=20", "--set", "z_dim=4"]
+    assert main(args) == 0
+    return out
+
+
+def test_cli_swap_sentences(sentence_run, tmp_path, capsys):
+    a, b = "a small red heart in the top left", "a huge green square in the center"
+    out = tmp_path / "swap.txt"
+    assert main(["swap", str(sentence_run), "--a", a, "--b", b, "--dims", "0,1,2,3", "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[:2] == [f"A: {a}", f"B: {b}"] and lines[2].startswith("A with B's dims 0, 1, 2, 3: ")
+    assert capsys.readouterr().out.startswith(f"A: {a}\nB: {b}\n")
+    args = ["swap", str(sentence_run), "--a", a, "--attribute", "colour=blue", "--n-examples", "200"]
+    assert main([*args, "--shift"]) == 0
+    assert "A shifted from colour=" in capsys.readouterr().out
+    for extra, message in [
+        (["--b", "a small purple heart", "--dims", "1"], "word 'purple' is not in the vocabulary"),
+        (["--attribute", "colour=blue", "--out", "x.png"], "--out must name a .txt file (the run models sentences)"),
+    ]:
+        assert main(["swap", str(sentence_run), "--a", a, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err

@@ -228,6 +228,7 @@ def load_shapes(split: str = "train", n: int | None = None, seed: int = 0, size:
         class_names=SHAPE_NAMES,
         factor_names=FACTOR_NAMES,
         factor_sizes=FACTOR_SIZES,
+        extra={"factor_values": {"shape": list(SHAPE_NAMES), "scale": list(SCALE_WORDS)}},
     )
     tensors = {
         "x": torch.from_numpy(images[:, None].astype(np.float32)),
@@ -406,6 +407,7 @@ def load_shapes_captions(split: str = "train", n: int | None = None, seed: int =
             "caption_factor_names": list(CAPTION_FACTOR_NAMES),
             "caption_factor_sizes": list(CAPTION_FACTOR_SIZES),
             "colour_names": list(COLOUR_NAMES),
+            "factor_values": {"shape": list(SHAPE_NAMES), "scale": list(SCALE_WORDS), "colour": list(COLOUR_NAMES)},
         },
         modalities={
             "x": DataSpec(name="x", kind="image", shape=(3, int(size), int(size)), levels=2),
