@@ -31,6 +31,32 @@ from genlab.train import TrainConfig
 HERE = Path(__file__).resolve().parent
 
 
+def table(rows: dict[str, list[dict]], args: argparse.Namespace) -> str:
+    """The Markdown table of the median (min, max) of each column over seeds."""
+    cols = [(f"transfer/{f}/{m}/success", f"{f} {m}") for m in ("swap", "shift") for f in TRANSFER_FACTORS]
+    lines = [
+        "# Attribute transfer on captions (sentencevae)",
+        "",
+        f"Command: `python benchmarks/sentence_transfer.py --betas {' '.join(f'{b:g}' for b in args.betas)} "
+        f"--seeds {' '.join(map(str, args.seeds))}` (torch {torch.__version__}, {args.threads} thread(s)); "
+        f"{args.steps} steps of 64, warm-up 500; success rates on {args.n_test} test captions "
+        "(chance of hitting the target value: shape 1/2, scale 1/5, colour 1/6); median [min, max] over seeds.",
+        "",
+        "| beta | ELBO nats | KL nats | reconstructed | " + " | ".join(c for _, c in cols) + " | train s |",
+        "|---" * (len(cols) + 5) + "|",
+    ]
+    for beta, rs in rows.items():
+
+        def cell(key: str, rs: list[dict] = rs, digits: int = 2) -> str:
+            vals = [float(r[key]) for r in rs]
+            med, lo, hi = (f"{v:.{digits}f}" for v in (statistics.median(vals), min(vals), max(vals)))
+            return med if len(vals) == 1 else f"{med} [{lo}, {hi}]"
+
+        keys = ["elbo_nats", "kl_nats", "transfer/reconstructed", *(k for k, _ in cols)]
+        lines.append(f"| {beta} | " + " | ".join(cell(k) for k in keys) + f" | {cell('train_s', digits=0)} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--betas", type=float, nargs="+", default=[1.0, 0.3, 0.1])
@@ -39,7 +65,14 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=500)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", default=str(HERE / "runs" / "sentence_transfer"))
+    ap.add_argument("--render", action="store_true", help="only rewrite the .md from results/sentence_transfer.json")
     args = ap.parse_args()
+    if args.render:
+        saved = json.loads((HERE / "results" / "sentence_transfer.json").read_text())
+        md = table(saved["rows"], argparse.Namespace(**saved["args"]))
+        (HERE / "results" / "sentence_transfer.md").write_text(md)
+        print(md)
+        return
     torch.set_num_threads(args.threads)
     tr = genlab.load_dataset("shapes-captions", "train")
     te = genlab.load_dataset("shapes-captions", "test")
@@ -67,28 +100,7 @@ def main() -> None:
             rows.setdefault(f"{beta:g}", []).append(res)
             brief = {k.removeprefix("transfer/"): round(float(v), 3) for k, v in res.items() if k.endswith("success")}
             print(f"beta {beta:g} seed {seed}: elbo {res['elbo_nats']:.2f} kl {res['kl_nats']:.2f}", brief, flush=True)
-    cols = [(f"transfer/{f}/{m}/success", f"{f} {m}") for m in ("swap", "shift") for f in TRANSFER_FACTORS]
-    lines = [
-        "# Attribute transfer on captions (sentencevae)",
-        "",
-        f"Command: `python benchmarks/sentence_transfer.py --betas {' '.join(f'{b:g}' for b in args.betas)} "
-        f"--seeds {' '.join(map(str, args.seeds))}` (torch {torch.__version__}, {args.threads} thread(s)); "
-        f"{args.steps} steps of 64, warm-up 500; success rates on {args.n_test} test captions "
-        "(chance of hitting the target value: shape 1/2, scale 1/5, colour 1/6); median (min-max) over seeds.",
-        "",
-        "| beta | ELBO nats | KL nats | reconstructed | " + " | ".join(c for _, c in cols) + " | train s |",
-        "|---" * (len(cols) + 5) + "|",
-    ]
-    for beta, rs in rows.items():
-
-        def cell(key: str, rs: list[dict] = rs, digits: int = 2) -> str:
-            vals = [float(r[key]) for r in rs]
-            med, lo, hi = (f"{v:.{digits}f}" for v in (statistics.median(vals), min(vals), max(vals)))
-            return med if len(vals) == 1 else f"{med} ({lo}-{hi})"
-
-        keys = ["elbo_nats", "kl_nats", "transfer/reconstructed", *(k for k, _ in cols)]
-        lines.append(f"| {beta} | " + " | ".join(cell(k) for k in keys) + f" | {cell('train_s', digits=0)} |")
-    md = "\n".join(lines) + "\n"
+    md = table(rows, args)
     (HERE / "results" / "sentence_transfer.md").write_text(md)
     (HERE / "results" / "sentence_transfer.json").write_text(
         json.dumps({"args": vars(args), "rows": rows}, indent=1, default=str) + "\n"

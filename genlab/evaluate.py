@@ -201,6 +201,28 @@ def disentanglement_metrics(
     return out
 
 
+@torch.no_grad()
+def token_reconstruction(model: GenerativeModel, dataset: TensorDataset, *, batch_size: int = 256) -> dict[str, float]:
+    """How well a sentence model reconstructs token sequences (a squared error means nothing for
+    token ids): ``recon_exact``, the fraction of sequences given back whole, and
+    ``recon_token_accuracy``, the fraction of the non-padding positions given back."""
+    key = getattr(model, "data_key", "x")
+    vocab = tuple(model.spec.modality(key).vocab or ())
+    pad = vocab.index("<pad>") if "<pad>" in vocab else -1
+    exact = right = total = n = 0
+    for batch in dataset.batches(batch_size):
+        batch = {kk: v.to(model.device) for kk, v in batch.items()}
+        target = batch[key]
+        rec = model.reconstruct(batch["x"], model.condition(batch)).to(target.device)
+        keep = target != pad
+        same = (rec == target) | ~keep
+        exact += int(same.all(1).sum())
+        right += int((same & keep).sum())
+        total += int(keep.sum())
+        n += len(target)
+    return {"recon_exact": exact / max(n, 1), "recon_token_accuracy": right / max(total, 1)}
+
+
 TRANSFER_FACTORS = ("shape", "scale", "colour")
 
 
@@ -348,8 +370,9 @@ def evaluate(
     ``likelihood``: mean log-likelihood in nats per example and bits/dim (``log_prob_nats``,
     ``bpd``); for bound models this is the ELBO (k=1: ``elbo_nats``, ``elbo_bpd``).
     ``iwae``: the IWAE-k bound (``iwae_nats``, ``iwae_bpd``, ``iwae_k``), tighter than the ELBO.
-    ``recon``: mean squared reconstruction error per example, summed over dimensions, in the
-    [0, 1] data units (``recon_mse``), and per dimension (``recon_mse_per_dim``).
+    ``recon``: the mean squared reconstruction error per example, summed over dimensions, in the
+    [0, 1] data units (``recon_mse``), and per dimension (``recon_mse_per_dim``); for token data
+    (sentence models) ``recon_exact`` and ``recon_token_accuracy`` (:func:`token_reconstruction`).
     Sample-based (``n_samples`` draws against ``dataset``; see :func:`sample_metrics`): ``fid``,
     ``fid_reference``, ``kid_mean``/``kid_std``, ``precision``/``recall``, ``density``/``coverage``,
     ``classes_covered``/``classes_total``/``class_tv``, ``mmd2``/``mmd_p_value``,
@@ -406,7 +429,9 @@ def evaluate(
     if "iwae" in chosen:
         m = likelihood_metrics(model, dataset, k=k, batch_size=max(1, batch_size // 4))
         out.update(iwae_k=k, iwae_nats=-m["nll"], iwae_bpd=m["bpd"])
-    if "recon" in chosen:
+    if "recon" in chosen and model.spec.modality(getattr(model, "data_key", "x")).kind == "tokens":
+        out.update(token_reconstruction(model, dataset, batch_size=batch_size))
+    elif "recon" in chosen:
         se, n = 0.0, 0
         for batch in dataset.batches(batch_size):
             batch = {kk: v.to(model.device) for kk, v in batch.items()}

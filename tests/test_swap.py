@@ -11,10 +11,12 @@ from torch import Tensor, nn
 
 from genlab.cli import main
 from genlab.data.shapes import (
+    CAPTION_VOCAB,
     COLOUR_NAMES,
     REGION_PHRASES,
     SCALE_WORDS,
     SHAPE_NAMES,
+    caption_factors,
     decode_caption,
     encode_caption,
     load_shapes,
@@ -238,11 +240,11 @@ class CaptionCodec(GenerativeModel):
     edit of the colour block changes the colour word and nothing else, by construction."""
 
     capabilities = Capabilities(encode=True, decode=True)
-    data_key = "text"
 
     def __init__(self, spec) -> None:
         super().__init__(spec)
         self.w = nn.Parameter(torch.zeros(1))
+        self.data_key = "text"
 
     def condition(self, batch):
         return batch["text"]
@@ -325,3 +327,27 @@ def test_cli_swap_sentences(sentence_run, tmp_path, capsys):
         assert main(["swap", str(sentence_run), "--a", a, *extra]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
+
+
+def test_token_reconstruction_scores_exact_sentences_and_tokens(captions):
+    from genlab.evaluate import token_reconstruction
+
+    train, test = captions
+    model = CaptionCodec(train.spec)
+    model.reconstruct = lambda x, cond=None: model.decode(model.encode(x, cond))
+    assert token_reconstruction(model, test) == {"recon_exact": 1.0, "recon_token_accuracy": 1.0}
+    # a reconstruction that always says "red": wrong exactly on the colour word of non-red captions
+    red = COLOUR_NAMES.index("red")
+
+    def always_red(x, cond=None):
+        z = model.encode(x, cond)
+        z[:, 9:16] = 0.0
+        z[:, 9 + red] = 1.0
+        return model.decode(z)
+
+    model.reconstruct = always_red
+    colours = caption_factors(test.tensors["factors"].numpy())[:, 2]
+    tokens = int((test.tensors["text"] != CAPTION_VOCAB.index("<pad>")).sum())
+    got = token_reconstruction(model, test)
+    assert got["recon_exact"] == pytest.approx(float((colours == red).mean()))
+    assert got["recon_token_accuracy"] == pytest.approx(1 - int((colours != red).sum()) / tokens)
