@@ -49,7 +49,7 @@ def genlab_elbo(model, x_test: torch.Tensor, n_samples: int = 10, seed: int = 0)
     total = torch.zeros(x_test.shape[0], dtype=torch.float64)
     for _ in range(n_samples):
         z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen)
-        logits = model.decode(z)[:, 0].flatten(1)
+        logits = model.decoder_params(z)[:, 0].flatten(1)  # decode() gives the Bernoulli mean, not logits
         rec = -F.binary_cross_entropy_with_logits(logits, x_test.flatten(1), reduction="none").sum(-1)
         total += (rec - kl).double()
     return float((total / n_samples).mean())

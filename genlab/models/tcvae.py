@@ -197,8 +197,8 @@ class FactorVAE(VAE):
     Args: those of :class:`~genlab.models.vae.VAE` (beta = 1, no capacity annealing), and
         gamma: weight of the total correlation. Default 6, a moderate weight: Kim & Mnih sweep gamma per
             data set and pick it by the disentanglement / reconstruction trade-off, so tune it.
-        disc_hidden: widths of the discriminator MLP D(z). Default 3 x 256 with LeakyReLU(0.2): the
-            paper's is 6 x 1000, far more than the tiny data sets here need.
+        disc_hidden: widths of the discriminator MLP D(z). Default 3 x 256 with LeakyReLU (slope 0.01;
+            the paper: 6 x 1000, slope 0.2), far less than the paper's, enough for the data sets here.
         lr_d: Adam learning rate of the discriminator (None: the paper's 1e-4 unless the training
             config sets ``lr``); its betas default to the paper's (0.5, 0.9).
 
