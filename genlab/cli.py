@@ -299,6 +299,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
         kw["temperature"] = args.temperature
     elif args.temperature != 1.0:
         raise CLIError(f"--temperature: model {cfg['model']!r} does not support sampling temperature")
+    for key, ok, want in (
+        ("steps", lambda v: v >= 1, "an integer >= 1"),
+        ("eta", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+        ("guidance", lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
+    ):
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if key not in options:
+            raise CLIError(f"--{key}: model {cfg['model']!r} takes no {key} (a diffusion run does)")
+        if not ok(value):
+            raise CLIError(f"--{key} must be {want}; got {value}")
+        if key == "guidance" and not model.conditional:
+            raise CLIError(f"--guidance: run {args.run!r} is not class-conditional")
+        kw[key] = value
     if args.steer is not None:  # PPLM (Dathathri et al. 2020): the LM's weights are not changed
         from .steer import attribute_from_spec, steered_sample
 
@@ -879,10 +894,64 @@ def _swap_input(source: str, spec: Any) -> Any:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare_runs, text_table
+    """Two modes: ``genlab compare RUN RUN ...`` tabulates the ``eval.json`` of finished runs;
+    ``genlab compare --data NAME|PATH --budget 10m`` trains one model per family under the same
+    wall-clock budget, evaluates each and tabulates them (:func:`genlab.compare.compare_families`)."""
+    from .compare import compare_families, compare_runs, parse_budget, text_table
 
-    _check_out_suffix(args.out, ".md", " (Markdown; the .csv and .png are written next to it)")
-    res = compare_runs(args.runs, args.out)
+    family_flags = [
+        f
+        for f, given in (
+            ("--budget", args.budget is not None),
+            ("--models", args.models is not None),
+            ("--out-dir", args.out_dir is not None),
+            ("--data-opt", bool(args.data_opt)),
+            ("--set", bool(args.set)),
+            ("--seed", args.seed is not None),
+            ("--n-samples", args.n_samples is not None),
+        )
+        if given
+    ]
+    if args.runs and args.data is not None:
+        raise CLIError(
+            "give either RUN folders (compare finished runs) or --data (train one model per family), not both"
+        )
+    if args.data is None:
+        if not args.runs:
+            raise CLIError(
+                "the following arguments are required: RUN (run folders), or --data NAME|PATH to train and "
+                "compare one model per family (see 'genlab compare --help')"
+            )
+        if family_flags:
+            raise CLIError(f"{', '.join(family_flags)}: only with --data (training families), not with RUN folders")
+        _check_out_suffix(args.out, ".md", " (Markdown; the .csv and .png are written next to it)")
+        res = compare_runs(args.runs, args.out if args.out is not None else "compare.md")
+        print(text_table(res["header"], res["rows"]))
+        for note in res["notes"]:
+            print(f"note: {note}")
+        for f in res["written"]:
+            print(f"wrote {f}")
+        return 0
+    _check_out_suffix(args.out, ".md", " (Markdown; the .csv, .json and .png are written next to it)")
+    budget = parse_budget(args.budget if args.budget is not None else "10m")
+    if args.n_samples is not None and args.n_samples < 2:
+        raise CLIError(f"--n-samples must be >= 2; got {args.n_samples}")
+    seed = 0 if args.seed is None else args.seed
+    if not 0 <= seed < 2**63:
+        raise CLIError(f"--seed must be an integer in 0..2**63-1; got {seed}")
+    models = None if args.models is None else [m for part in args.models for m in part.split(",")]
+    res = compare_families(
+        args.data,
+        models,
+        budget,
+        args.out_dir,
+        data_opts=parse_assignments(args.data_opt or [], "--data-opt"),
+        settings=parse_assignments(args.set or [], "--set"),
+        seed=seed,
+        n_samples=1000 if args.n_samples is None else args.n_samples,
+        out=args.out,
+        progress=not args.quiet,
+    )
     print(text_table(res["header"], res["rows"]))
     for note in res["notes"]:
         print(f"note: {note}")
@@ -967,6 +1036,11 @@ def build_parser() -> argparse.ArgumentParser:
             "sampling temperature T > 0 for models that take one (flows: z ~ N(0, T^2 I); "
             "autoregressive models: logits / T)"
         ),
+    )
+    s.add_argument("--steps", type=int, help="diffusion runs: DDIM sampling steps (default: the run's sample_steps)")
+    s.add_argument("--eta", type=float, help="diffusion runs: DDIM noise, 0 deterministic .. 1 ancestral (default 0)")
+    s.add_argument(
+        "--guidance", type=float, help="conditional diffusion runs: classifier-free guidance scale w >= 0 (default 0)"
     )
     s.add_argument("--weights", choices=["best", "last"], default="best")
     s.add_argument("--overwrite", action="store_true", help="replace existing <out>-<i>.wav files beside a .png")
@@ -1122,14 +1196,65 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--weights", choices=["best", "last"], default="best")
     sw.set_defaults(func=cmd_swap)
     c = sub.add_parser(
-        "compare", help="compare runs: eval.json metrics as a table (.md, .csv) and validation curves (.png)"
+        "compare",
+        help=(
+            "compare finished runs (RUN ...: eval.json metrics as a table .md/.csv, validation curves .png), or "
+            "train one model per family on --data under one --budget each and tabulate them (.md/.csv/.json/.png)"
+        ),
     )
-    c.add_argument("runs", nargs="+", metavar="RUN", help="run folders, each evaluated with 'genlab eval RUN'")
+    c.add_argument(
+        "runs", nargs="*", metavar="RUN", help="run folders, each evaluated with 'genlab eval RUN' (the runs mode)"
+    )
     c.add_argument(
         "--out",
-        default="compare.md",
-        help="Markdown table to write (default ./compare.md); .csv and .png go next to it",
+        default=None,
+        help=(
+            "Markdown table to write (default ./compare.md, with --data OUT_DIR/compare.md); "
+            ".csv, .png (and with --data .json) go next to it"
+        ),
     )
+    c.add_argument(
+        "--data",
+        metavar="NAME|PATH",
+        help="train and compare one model per family on this data set (built-in name or path, as for train)",
+    )
+    c.add_argument(
+        "--budget",
+        metavar="DURATION",
+        help=(
+            "with --data: wall-clock training time per family, e.g. 90s, 10m, 1h or plain seconds (default 10m); "
+            "validation passes and checkpoints are timed apart (the val+ckpt s column)"
+        ),
+    )
+    c.add_argument(
+        "--models",
+        action="append",
+        metavar="M1,M2",
+        help="with --data: comma-separated families (default vae,pixelcnn,glow,dcgan,ddpm; ddpm if registered)",
+    )
+    c.add_argument(
+        "--out-dir",
+        metavar="FOLDER",
+        help=(
+            "with --data: one run folder per family in FOLDER/<model> (default compare-<data>); "
+            "rerunning resumes: finished families are not retrained, half-trained ones continue"
+        ),
+    )
+    c.add_argument("--data-opt", action="append", metavar="KEY=VALUE", help="with --data: data set option")
+    c.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help=(
+            "with --data: a training key for every family (batch_size, lr, threads, device, steps as a cap, ...), "
+            "or FAMILY.KEY=VALUE for one family (a model option or training key, e.g. vae.z_dim=8)"
+        ),
+    )
+    c.add_argument("--seed", type=int, help="with --data: seed of training and evaluation (default 0)")
+    c.add_argument(
+        "--n-samples", type=int, help="with --data: samples per family for FID/KID/PR/memorization (default 1000)"
+    )
+    c.add_argument("--quiet", action="store_true", help="with --data: no progress lines on stderr")
     c.set_defaults(func=cmd_compare)
     sub.add_parser("datasets", help="list built-in data sets").set_defaults(func=cmd_datasets)
     sub.add_parser("models", help="list models with their likelihood kind and capabilities").set_defaults(

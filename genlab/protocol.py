@@ -27,7 +27,18 @@ from .nn import one_hot
 Modalities = Tensor | dict[str, Tensor]
 
 #: Keyword options of ``sample`` that the CLI and the figures know how to pass.
-SAMPLE_OPTIONS = ("mean", "temperature", "top_k", "top_p", "length", "prefix_embeds", "use_cache")
+SAMPLE_OPTIONS = (
+    "mean",
+    "temperature",
+    "top_k",
+    "top_p",
+    "length",
+    "prefix_embeds",
+    "use_cache",
+    "steps",  # diffusion: DDIM steps
+    "eta",  # diffusion: DDIM noise (0 deterministic, 1 ancestral)
+    "guidance",  # diffusion: classifier-free guidance scale
+)
 #: End-of-training figures (see :func:`genlab.viz.run_figures`).
 FIGURES = ("samples", "samples-mean", "reconstructions", "traversal", "interpolation", "density")
 

@@ -27,6 +27,7 @@ BUILTIN: dict[str, str] = {
     "betatcvae": "genlab.models.tcvae:BetaTCVAE",
     "captioner": "genlab.models.captioner:RepresentationCaptioner",
     "dcgan": "genlab.models.gan:DCGAN",
+    "ddpm": "genlab.models.ddpm:DDPM",
     "factorvae": "genlab.models.tcvae:FactorVAE",
     "frozen": "genlab.models.frozen:FrozenCaptioner",
     "glow": "genlab.models.flows.glow:Glow",

@@ -62,6 +62,8 @@ FIGURE_FILES = (
     "memorization.png",
 )
 WEIGHTS = {"best": BEST_FILE, "last": MODEL_FILE}
+#: ``genlab compare --data``'s record of a family's training seconds and whether its budget is spent.
+COMPARE_STATE_FILE = "compare-state.json"
 
 #: What describes the weights rather than makes them: removed whenever training writes new weights.
 RESULT_FILES = (EVAL_FILE, *FIGURE_FILES)
@@ -76,6 +78,7 @@ TRAINING_FILES = (
     ckpt.prev_path(Path(STATE_FILE)).name,
     ckpt.prev_path(Path(STATE_JSON)).name,
     METRICS_FILE,
+    COMPARE_STATE_FILE,
 )
 
 

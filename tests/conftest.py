@@ -106,6 +106,7 @@ SPECS: dict[str, DataSpec] = {
 TINY: dict[str, dict] = {
     "betatcvae": {"z_dim": 2, "hidden": [16], "channels": 4},
     "dcgan": {"z_dim": 4, "channels": 4, "hidden": [16]},
+    "ddpm": {"timesteps": 8, "channels": 8, "channel_mult": [1, 2], "attention": [4], "sample_steps": 4},
     # n_levels stays at its default 2: on images it exercises the split prior (4x4 -> 2x2 -> 1x1),
     # and glow on vectors refuses any other value.
     "glow": {"steps": 2, "hidden": 8},
@@ -157,6 +158,7 @@ ACCEPTS: dict[str, dict[str, tuple[bool, ...]]] = {
     "betatcvae": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH, "pairs": BOTH, "triples": BOTH},
     "captioner": {"pairs": (False,), "triples": (False,)},  # captions given images (a summary modality unused)
     "dcgan": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH},
+    "ddpm": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH, "pairs": BOTH, "triples": BOTH},  # "x" only
     "factorvae": {"bin-img": BOTH, "img17": BOTH, "rgb16": BOTH, "vec": BOTH, "pairs": BOTH, "triples": BOTH},
     # captions given images, through a frozen LM run (TINY's lm_run)
     "frozen": {"pairs": (False,), "triples": (False,)},

@@ -213,7 +213,7 @@ def test_registry_names_and_errors():
     assert set(BUILTIN) <= set(model_names()) and "toy-pair" in model_names()
     assert list(genlab.list_models()) == model_names()
     assert get_model_class("vae").registry_name == "vae" and ToyPair.registry_name == "toy-pair"
-    expected = "unknown model 'nope'; expected one of: betatcvae, captioner, dcgan, factorvae, frozen, glow"
+    expected = "unknown model 'nope'; expected one of: betatcvae, captioner, dcgan, ddpm, factorvae, frozen, glow"
     with pytest.raises(ValueError, match=expected):
         get_model_class("nope")
     with pytest.raises(ValueError, match="'vae' is already registered"):
