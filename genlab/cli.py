@@ -893,6 +893,70 @@ def _swap_input(source: str, spec: Any) -> Any:
         raise CLIError(f"{source!r}: {e}") from None
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import CHECKS, run_audit
+
+    checks = None
+    if args.checks is not None:
+        checks = [c.strip() for c in args.checks.split(",") if c.strip()]
+        bad = [c for c in checks if c not in CHECKS]
+        if bad or not checks:
+            raise CLIError(f"--checks {args.checks!r}: expected a comma-separated subset of {', '.join(CHECKS)}")
+    if args.n < 4:
+        raise CLIError(f"--n must be >= 4; got {args.n}")
+    for flag, path in (("--templates", args.templates), ("--reference", args.reference)):
+        if path is not None and not Path(path).exists():
+            raise CLIError(f"{flag} {path!r} does not exist")
+    _check_out_suffix(args.out, ".json")
+    res = run_audit(
+        args.run,
+        checks,
+        weights=args.weights,
+        templates=args.templates,
+        reference=args.reference,
+        n=args.n,
+        seed=args.seed,
+        out=args.out,
+        log=lambda m: print(m, file=sys.stderr),
+    )
+    for check, r in res.items():
+        if check != "written":
+            print(f"{check}: {_audit_line(check, r)}")
+    print(f"wrote {res['written']}")
+    return 0
+
+
+def _audit_line(check: str, r: dict[str, Any]) -> str:
+    """The headline numbers of one audit check, for the terminal (all of them are in audit.json)."""
+
+    def f(v: Any) -> str:
+        return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    if check == "membership":
+        return f"AUC {f(r['auc'])} {[round(v, 3) for v in r['auc_ci']]} (null {f(r['null_auc'])}), " + ", ".join(
+            f"TPR at FPR {k} {f(v)}" for k, v in r["tpr_at_fpr"].items()
+        )
+    if check == "exposure":
+        rows = [f"{c['secret']}: {f(c['exposure'])} bits ({'inserted' if c['inserted'] else 'fresh'})"
+                for c in r["canaries"]]  # fmt: skip
+        return f"log2|R| {f(r['log2_space'])}; " + "; ".join(rows)
+    if check == "amplification":
+        return "; ".join(
+            f"{m}: A {f(a['amplification'])} {[round(v, 3) for v in a['amplification_ci']]}"
+            for m, a in r["by_modality"].items()
+        )
+    if check == "hallucination":
+        return (
+            f"{f(r['fit_fraction'])} of restarts fit the low-res input, {f(r['mean_distinct'])} distinct answers "
+            f"per image, class changed in {f(r['class_changed'])} ({r.get('png')})"
+        )
+    if check == "extraction":
+        return "; ".join(f"{k}: {v}" for k, v in r.get("summary", {}).items()) or "see audit.json"
+    if check == "bias-templates":
+        return "; ".join(f"{p['a']!r} vs {p['b']!r}: JS {f(p['js'].get('js_bits'))} bits" for p in r["pairs"])
+    return "see audit.json"
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Two modes: ``genlab compare RUN RUN ...`` tabulates the ``eval.json`` of finished runs;
     ``genlab compare --data NAME|PATH --budget 10m`` trains one model per family under the same
@@ -1195,6 +1259,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sw.add_argument("--weights", choices=["best", "last"], default="best")
     sw.set_defaults(func=cmd_swap)
+    au = sub.add_parser(
+        "audit",
+        help="ethics audits of a run: membership inference, training-data extraction, canary exposure, "
+        "bias (templates, amplification), hallucination by latent search -> audit.json",
+    )
+    au.add_argument("run")
+    au.add_argument(
+        "--checks",
+        metavar="C1,C2",
+        help="membership, extraction, exposure, bias-templates, amplification, hallucination "
+        "(default: every one that applies to the run)",
+    )
+    au.add_argument("--templates", metavar="FILE", help="bias-templates: prompt pairs, one 'A | B' per line")
+    au.add_argument("--reference", metavar="RUN", help="extraction: a smaller model of the same text")
+    au.add_argument("--n", type=int, default=1000, help="examples per side (membership) / samples (default 1000)")
+    au.add_argument("--seed", type=int, default=0)
+    au.add_argument("--out", help="the JSON to write (default RUN/audit.json, merged with an earlier one)")
+    au.add_argument("--weights", choices=["best", "last"], default="best")
+    au.set_defaults(func=cmd_audit)
     c = sub.add_parser(
         "compare",
         help=(

@@ -60,13 +60,16 @@ FIGURE_FILES = (
     "interpolation.png",
     "density.png",
     "memorization.png",
+    "hallucination.png",  # genlab audit
+    "exposure.png",  # genlab audit
 )
 WEIGHTS = {"best": BEST_FILE, "last": MODEL_FILE}
 #: ``genlab compare --data``'s record of a family's training seconds and whether its budget is spent.
 COMPARE_STATE_FILE = "compare-state.json"
 
 #: What describes the weights rather than makes them: removed whenever training writes new weights.
-RESULT_FILES = (EVAL_FILE, *FIGURE_FILES)
+AUDIT_FILE = "audit.json"  # written by `genlab audit`
+RESULT_FILES = (EVAL_FILE, AUDIT_FILE, *FIGURE_FILES)
 RESULT_PATTERNS = (f"{LATENTS_PREFIX}-*.npz", f"{LATENTS_PREFIX}-*.png")
 #: Everything else genlab writes (the ``.prev`` backups of the trainer state included).
 TRAINING_FILES = (

@@ -381,15 +381,70 @@ def render_coloured(factors: np.ndarray | Sequence[Sequence[int]], size: int = 3
     return mask[:, None] * COLOUR_RGB[f[:, 5]][:, :, None, None]
 
 
-def load_shapes_captions(split: str = "train", n: int | None = None, seed: int = 0, size: int = 32) -> TensorDataset:
+def correlated_value(source: np.ndarray, target_size: int) -> np.ndarray:
+    """The tied value of the ``correlate`` option: target index = source index mod ``target_size``
+    (colour <- shape: square -> red, ellipse -> green, heart -> blue)."""
+    return np.asarray(source, dtype=np.int64) % int(target_size)
+
+
+def parse_correlate(spec: str) -> tuple[int, int, float]:
+    """``"colour:shape:0.8"`` -> (target column, source column, p) in the caption-set factor rows
+    (:data:`CAPTION_GRID` order: shape, scale, orientation, pos_x, pos_y, colour). One-line
+    InvalidDataError naming the bad part otherwise."""
+    parts = str(spec).split(":")
+    names = CAPTION_GRID.factor_names
+    if len(parts) != 3:
+        raise InvalidDataError(f"correlate={spec!r} is invalid; expected 'TARGET:SOURCE:P', e.g. 'colour:shape:0.8'")
+    target, source, prob = parts
+    for name in (target, source):
+        if name not in names:
+            raise InvalidDataError(f"correlate={spec!r}: unknown factor {name!r}; expected one of {', '.join(names)}")
+    if target == source:
+        raise InvalidDataError(f"correlate={spec!r}: a factor cannot be tied to itself")
+    try:
+        p = float(prob)
+    except ValueError:
+        raise InvalidDataError(f"correlate={spec!r}: probability {prob!r} is not a number") from None
+    if not 0.0 <= p <= 1.0:
+        raise InvalidDataError(f"correlate={spec!r}: probability {p} is outside [0, 1]")
+    return names.index(target), names.index(source), p
+
+
+def correlate_factors(factors: np.ndarray, correlate: str, seed: int, split: str) -> np.ndarray:
+    """Factor rows [N, 6] with the ``correlate`` option applied: each row's target factor is, with
+    probability p (independently per row), replaced by :func:`correlated_value` of its source factor;
+    otherwise kept as drawn from the grid. The coin flips are seeded by (seed, split), so a split is
+    deterministic, and p = 0 returns the rows unchanged."""
+    t, s, p = parse_correlate(correlate)
+    out = np.array(factors, dtype=np.int64, copy=True)
+    split_id = ("train", "val", "test", "all").index(split)
+    rng = np.random.default_rng([int(seed), 7919, split_id])
+    tie = rng.random(len(out)) < p
+    out[tie, t] = correlated_value(out[tie, s], CAPTION_GRID.factor_sizes[t])
+    return out
+
+
+def load_shapes_captions(
+    split: str = "train", n: int | None = None, seed: int = 0, size: int = 32, correlate: str | None = None
+) -> TensorDataset:
     """One split of ``shapes-captions``: ``"x"`` float32 [N, 3, size, size] in {0, 1} (a coloured
     shape on black), ``"factors"`` int64 [N, 6] (shape, scale, orientation, pos_x, pos_y, colour),
     ``"y"`` int64 [N] shape id, and ``"text"`` int64 [N, T] caption token ids (<bos> words <eos>
     <pad>...; T = ``spec.extra["text_len"]``, vocabulary ``spec.vocab``). Subsets of the 5,160,960
     combinations are drawn like :func:`load_shapes` (default 20,000 / 2,000 / 2,000).
-    ``spec.modalities`` describes ``"x"`` (image) and ``"text"`` (tokens)."""
+    ``spec.modalities`` describes ``"x"`` (image) and ``"text"`` (tokens).
+
+    ``correlate="TARGET:SOURCE:P"`` (e.g. ``"colour:shape:0.8"``, for bias-amplification audits,
+    Zhao et al. 2017) ties two factors: the split's factors are drawn from the grid as without it,
+    then each row's TARGET is set, with probability P, to the fixed value of its SOURCE
+    (:func:`correlated_value`: colour <- shape gives square -> red, ellipse -> green, heart -> blue),
+    so P(target = tied | source) = P + (1 - P) / |target|; images and captions are rendered from the
+    final factors. Rows of a split may then repeat a combination, and correlated splits are no longer
+    guaranteed disjoint (two grid cells can collapse onto one); P = 0 gives the independent data exactly."""
     idx = grid_split_indices(CAPTION_GRID.num_combinations, split, n, seed)
     factors = CAPTION_GRID.index_to_factors(idx)
+    if correlate is not None:
+        factors = correlate_factors(factors, correlate, seed, split)
     images = render_coloured(factors, size)
     text = caption_tokens(factors)
     spec = DataSpec(
@@ -408,6 +463,7 @@ def load_shapes_captions(split: str = "train", n: int | None = None, seed: int =
             "caption_factor_sizes": list(CAPTION_FACTOR_SIZES),
             "colour_names": list(COLOUR_NAMES),
             "factor_values": {"shape": list(SHAPE_NAMES), "scale": list(SCALE_WORDS), "colour": list(COLOUR_NAMES)},
+            **({"correlate": str(correlate)} if correlate is not None else {}),
         },
         modalities={
             "x": DataSpec(name="x", kind="image", shape=(3, int(size), int(size)), levels=2),
