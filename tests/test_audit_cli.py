@@ -44,3 +44,28 @@ def test_audit_bad_input_is_one_line(vae_run, extra, message, capsys):
     assert main(["audit", str(vae_run), *extra]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+def test_audit_text_checks_on_a_canary_run(tmp_path, capsys):
+    rng = __import__("numpy").random.default_rng(0)
+    words = ["the", "licensee", "may", "copy", "and", "modify", "this", "program", "under", "terms"]
+    text = "\n".join(" ".join(rng.choice(words, 8)) for _ in range(600)) + "\n"
+    data = tmp_path / "corpus.txt"
+    data.write_text(text)
+    run = tmp_path / "lm"
+    args = ["train", "transformer", "--data", str(data), "--out", str(run), "--quiet", "--data-opt", "block_size=32"]
+    args += ["--data-opt", "canaries=2", "--data-opt", "repeats=5", "--data-opt", "canary_digits=3"]
+    args += ["--set", "d_model=16", "--set", "n_layers=1", "--set", "n_heads=2", "--set", "steps=20"]
+    assert main(args) == 0
+    templates = tmp_path / "pairs.txt"
+    templates.write_text("# a pair per line\nthe licensee may | the program may\n")
+    args = ["audit", str(run), "--checks", "exposure,extraction,bias-templates", "--templates", str(templates)]
+    assert main([*args, "--n", "8"]) == 0
+    res = json.loads((run / "audit.json").read_text())
+    canaries = res["exposure"]["canaries"]
+    assert sum(c["inserted"] for c in canaries) == 2 and res["exposure"]["method"] == "enumerate"
+    assert all(0.0 <= c["exposure"] <= res["exposure"]["log2_space"] + 1e-9 for c in canaries)
+    assert "extraction" in res and len(res["bias-templates"]["pairs"]) == 1
+    assert (run / "exposure.png").exists()
+    out = capsys.readouterr().out
+    assert "exposure: log2|R|" in out and "bias-templates: 'the licensee may' vs 'the program may'" in out

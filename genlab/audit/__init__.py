@@ -118,8 +118,9 @@ def run_audit(
             from .text import extraction_audit
 
             ref = load_run(reference, weights=weights)[0].eval() if reference is not None else None
+            t = int(model.spec.shape[0])  # the paper's 32-token prompts and matches, shorter for short contexts
             res = extraction_audit(model, split("train"), samples=min(n, 200), prompted=min(n, 200), reference=ref,
-                                   seed=seed)  # fmt: skip
+                                   prompt_tokens=min(32, t // 4), min_tokens=min(32, t // 2), seed=seed)  # fmt: skip
         elif check == "exposure":
             from .text import exposure_audit, plot_exposure
 
@@ -141,15 +142,20 @@ def run_audit(
                                       factor=_downscale_factor(spec))  # fmt: skip
         res["seconds"] = round(time.perf_counter() - t0, 2)
         results[check] = res
+        _write_merged(path, {check: res, "run": str(run), "weights": weights})  # a later failure loses nothing
         log(f"audit: {check} done in {res['seconds']:.1f} s")
-    merged = json.loads(path.read_text()) if path.exists() else {}
-    merged.update(results)
-    merged["run"], merged["weights"] = str(run), weights
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(merged, indent=1, default=str) + "\n")
-    os.replace(tmp, path)  # atomic: a crash leaves the old audit.json whole
     results["written"] = str(path)
     return results
+
+
+def _write_merged(path: Path, new: dict[str, Any]) -> None:
+    """``new`` merged key by key into the JSON file ``path``, written atomically (temp file, then
+    rename: a crash leaves the previous file whole)."""
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged.update(new)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(merged, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
 
 
 def _downscale_factor(spec: Any) -> int:

@@ -32,7 +32,7 @@ from .text import load_text_file
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 _FOLDER_OPTS = {"size", "grayscale", "seed"}
 _ARRAY_OPTS = {"levels", "seed"}
-_TEXT_OPTS = {"tokenizer", "block_size", "vocab"}
+_TEXT_OPTS = {"tokenizer", "block_size", "vocab", "canaries", "repeats", "canary_seed", "canary_digits"}
 #: Integer data may have at most this many levels: level / (L - 1) round-trips exactly in float32.
 MAX_LEVELS = 2**24
 
@@ -45,7 +45,8 @@ def load_path(path: str, split: str = "train", **opts: Any) -> TensorDataset:
     to its folder). Another directory: images (PNG/JPEG/BMP/GIF), labelled by sub-folder name when
     they sit in sub-folders (options ``size``, ``grayscale``, ``seed``). ``.npy``: one array [N, ...];
     ``.npz``: key ``"x"`` plus optional ``"y"`` labels [N] and ``"factors"`` [N, K] (options
-    ``levels``, ``seed``). ``.txt``: token blocks (options ``tokenizer``, ``block_size``, ``vocab``).
+    ``levels``, ``seed``). ``.txt``: token blocks (options ``tokenizer``, ``block_size``, ``vocab``; ``canaries``,
+    ``repeats``, ``canary_seed``, ``canary_digits`` insert secrets into the training part, for ``genlab audit``).
     """
     check_split(split)
     path = os.fspath(path)

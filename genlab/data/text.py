@@ -184,12 +184,72 @@ def read_text(path: str, what: str = "text file") -> str:
     return text
 
 
+#: The sentence a canary secret is written into (Carlini et al. 2019): the secret's digits are
+#: separated by spaces, so each digit is one token for the char and for the word tokenizer.
+CANARY_FORMAT = "my PIN is {}"
+
+
+def make_canaries(n: int, seed: int = 0, digits: int = 6, fmt: str = CANARY_FORMAT) -> list[str]:
+    """``n`` distinct canary sentences ``fmt.format("d d d d d d")`` with ``digits`` random decimal
+    digits each, drawn uniformly from the 10**digits secrets by ``numpy.random.default_rng(seed)``.
+
+    Deterministic, and prefix-stable: ``make_canaries(n + m, s)[:n] == make_canaries(n, s)``, so
+    ``make_canaries(n + m, s)[n:]`` are m fresh secrets never inserted by a run with n canaries."""
+    for name, value, low in (("n", n, 0), ("digits", digits, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise InvalidDataError(f"canary {name}={value!r} is invalid; expected an integer >= {low}")
+    if n > 10**digits:
+        raise InvalidDataError(f"canaries={n} is more than the 10**{digits} distinct secrets of {digits} digits")
+    if "{}" not in fmt:
+        raise InvalidDataError(f"canary format {fmt!r} has no '{{}}' for the secret")
+    rng = np.random.default_rng(int(seed))
+    seen: set[int] = set()
+    out = []
+    while len(out) < n:
+        secret = int(rng.integers(0, 10**digits))
+        if secret not in seen:
+            seen.add(secret)
+            out.append(fmt.format(" ".join(str(secret).zfill(digits))))
+    return out
+
+
+def _insert_canaries(
+    tok: _Tokenizer, train: list[str], texts: list[str], repeats: int, seed: int, block_size: int, path: str
+) -> list[str]:
+    """The train tokens with each canary text inserted ``repeats`` times, as ``"\n" + canary`` just
+    before a token that starts a new line (so the line before ends where it did and no original
+    token changes), at positions drawn by ``default_rng(seed + 1)`` with replacement. Only positions
+    followed by at least ``block_size`` original tokens are used, so the remainder that blocking
+    drops never holds a canary: each canary is in the train blocks exactly ``repeats`` times."""
+    starts = [
+        j for j in range(len(train) - block_size + 1) if "\n" in train[j][: len(train[j]) - len(train[j].lstrip())]
+    ]
+    if not starts:
+        raise InvalidDataError(
+            f"text file {path!r} has no line break in its train part (before the last block) to insert canaries at"
+        )
+    rng = np.random.default_rng(int(seed) + 1)
+    at: dict[int, list[str]] = {}
+    for text in texts * repeats:
+        at.setdefault(starts[int(rng.integers(len(starts)))], []).append(text)
+    out: list[str] = []
+    for j, t in enumerate(train):
+        for text in at.get(j, ()):
+            out.extend(tok.split("\n" + text))
+        out.append(t)
+    return out
+
+
 def load_text_file(
     path: str,
     split: str = "train",
     tokenizer: str = "char",
     block_size: int = 128,
     vocab: Sequence[str] | None = None,
+    canaries: int = 0,
+    repeats: int = 1,
+    canary_seed: int = 0,
+    canary_digits: int = 6,
 ) -> TensorDataset:
     """A UTF-8 text file as non-overlapping blocks of token ids ``"x"`` int64 [N, block_size].
 
@@ -197,20 +257,38 @@ def load_text_file(
     all splits share it; the token stream is then cut contiguously 90 % / 5 % / 5 % into
     train/val/test (``"all"``: the whole stream) and each part into blocks, dropping the remainder.
     Spec: kind "tokens", shape (block_size,), levels = vocabulary size, ``extra["tokenizer"]``.
+
+    Canaries (Carlini et al. 2019, "The Secret Sharer"; audited by :mod:`genlab.audit.text`):
+    ``canaries=N`` inserts the N secret sentences ``make_canaries(N, canary_seed, canary_digits)``
+    (``"my PIN is 4 8 1 7 2 9"``), each ``repeats`` times, at random line breaks of the *train* part
+    only, after the cut: val and test hold exactly the text they hold without canaries (``"all"``
+    too stays the plain file). The vocabulary then also holds the canary sentence and all ten
+    digits, so any secret of that format can be scored; ``extra["canaries"]`` records
+    ``{"n", "repeats", "seed", "digits", "format"}``.
     """
     check_split(split)
     if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
         raise InvalidDataError(f"block_size={block_size!r} is invalid; expected a positive integer")
+    for name, value, low in (("canaries", canaries, 0), ("repeats", repeats, 1), ("canary_seed", canary_seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise InvalidDataError(f"{name}={value!r} is invalid; expected an integer >= {low}")
     tok = make_tokenizer(tokenizer, vocab)
     text = read_text(path)
-    if vocab is None:
-        tok.fit(text)
-    ids = np.array(tok.encode(text), dtype=np.int64)
-    n = len(ids)
+    secrets = make_canaries(int(canaries), int(canary_seed), canary_digits) if canaries else []
+    if vocab is None:  # with canaries: every digit too, so fresh secrets are scorable (<unk>-free)
+        every_digit = CANARY_FORMAT.format(" ".join("0123456789"))
+        tok.fit(text + ("\n" + every_digit + "\n" + "\n".join(secrets) if secrets else ""))
+    tokens = tok.split(text)
+    n = len(tokens)
     cut1 = int(round(SPLIT_FRACTIONS[0] * n))
     cut2 = int(round((SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1]) * n))
-    parts = {"train": ids[:cut1], "val": ids[cut1:cut2], "test": ids[cut2:], "all": ids}
-    part = parts[split]
+    ranges = {"train": (0, cut1), "val": (cut1, cut2), "test": (cut2, n), "all": (0, n)}
+    lo, hi = ranges[split]
+    part_tokens = tokens[lo:hi]
+    if secrets and split == "train":
+        part_tokens = _insert_canaries(tok, part_tokens, secrets, int(repeats), int(canary_seed), block_size, path)
+    ids = [tok._ids.get(t, UNK) for t in part_tokens]
+    part = np.array(ids, dtype=np.int64)
     n_blocks = len(part) // block_size
     if n_blocks == 0:
         raise InvalidDataError(
@@ -218,6 +296,15 @@ def load_text_file(
             f"(of {n}), fewer than block_size={block_size}"
         )
     x = part[: n_blocks * block_size].reshape(n_blocks, block_size)
+    extra: dict[str, Any] = {"tokenizer": tok.kind}
+    if secrets:
+        extra["canaries"] = {
+            "n": int(canaries),
+            "repeats": int(repeats),
+            "seed": int(canary_seed),
+            "digits": int(canary_digits),
+            "format": CANARY_FORMAT,
+        }
     spec = DataSpec(
         name=os.path.basename(os.path.normpath(path)),
         kind="tokens",
@@ -226,7 +313,7 @@ def load_text_file(
         value_range=None,
         levels=len(tok.vocab),
         vocab=tok.vocab,
-        extra={"tokenizer": tok.kind},
+        extra=extra,
     )
     return TensorDataset({"x": torch.from_numpy(x)}, spec, split)
 
