@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -190,6 +191,18 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, 
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt ({reason}){hint}") from None
     return tensors, meta
+
+
+def finite_or_null(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float, however deeply nested in dicts, lists and tuples,
+    replaced by None (JSON has neither; ``json.dump`` would write non-standard ``NaN``)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    return obj
 
 
 def write_json(obj: Any, path: str | os.PathLike, keep_prev: bool = False) -> None:

@@ -680,12 +680,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out_dir=out.parent,
     )
     res = {"run": str(args.run), "weights": args.weights, "split": args.split, "data": cfg["data"], **res}
-    from .checkpoint import write_json
+    from .checkpoint import finite_or_null, write_json
 
     # NaN and infinity are not JSON: such a metric is written as null, and said so.
     for key, value in _non_finite(res):
         print(f"genlab: warning: metric {key!r} is {value} (not finite); written as null in {out}", file=sys.stderr)
-    write_json(_finite_or_null(res), out)
+    write_json(finite_or_null(res), out)
     for k, v in res.items():
         print(f"{k:>28}: {v:.4f}" if isinstance(v, float) else f"{k:>28}: {v}")
     print(f"wrote {out}")
@@ -703,19 +703,6 @@ def _non_finite(obj: Any, prefix: str = "") -> list[tuple[str, float]]:
     if isinstance(obj, (list, tuple)):
         return [kv for i, v in enumerate(obj) for kv in _non_finite(v, f"{prefix}[{i}]")]
     return []
-
-
-def _finite_or_null(obj: Any) -> Any:
-    """``obj`` with every NaN or infinite float replaced by None (null in JSON)."""
-    import math
-
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_or_null(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_null(v) for v in obj]
-    return obj
 
 
 def cmd_encode(args: argparse.Namespace) -> int:

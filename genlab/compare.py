@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import read_yaml
+from .checkpoint import finite_or_null, read_yaml
 from .runs import COMPARE_STATE_FILE as COMPARE_STATE
 from .runs import CONFIG_FILE, EVAL_FILE, METRICS_FILE
 from .viz import plot_curves
@@ -455,17 +455,6 @@ def split_family_settings(
     return train, model
 
 
-def _finite_or_null(obj: Any) -> Any:
-    """``obj`` with every NaN or infinite float replaced by None (JSON has neither)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_or_null(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_null(v) for v in obj]
-    return obj
-
-
 def _read_state(folder: Path) -> dict[str, Any] | None:
     try:
         state = json.loads((folder / COMPARE_STATE).read_text())
@@ -789,7 +778,7 @@ def evaluate_family(
     res["probe_accuracy"] = linear_probe(model, train, test, seed=seed)
     setup = eval_setup(n_samples, iwae_k, features, seed)
     res = {"run": str(folder), "weights": "best", "split": "test", "data": data, **res, "compare_eval": setup}
-    write_json(_finite_or_null(res), folder / EVAL_FILE)
+    write_json(finite_or_null(res), folder / EVAL_FILE)
     return res
 
 
@@ -1001,7 +990,7 @@ def compare_families(
         "skipped": skipped,
         "notes": notes,
     }
-    json_path.write_text(json.dumps(_finite_or_null(summary), indent=2) + "\n")
+    json_path.write_text(json.dumps(finite_or_null(summary), indent=2) + "\n")
     written = [out_path, csv_path, json_path]
     png = sample_panel(
         [r["family"] for r in records], done_folders, kinds, [r["steps"] for r in records], out_path.with_suffix(".png")
