@@ -6,7 +6,8 @@ is downloaded: both networks are built from a config and trained from scratch):
 
 Same data (sklearn digits, 1,000 training images 1x8x8 mapped to [-1, 1]), the same U-Net shape
 (base width 32, widths (32, 64), one residual block per level, 8x8 -> 4x4, self-attention in the
-middle block only, time embedding 128, GroupNorm 32), the same linear schedule of T = 1,000, epsilon
+middle block only, time embedding 128; GroupNorm with 8 groups in diffusers, its one setting for all
+levels, and genlab's 4 channels per group: 8 at width 32, 16 at 64), the same linear schedule of T = 1,000, epsilon
 loss, Adam 2e-4, batch 128, no EMA, the same number of optimizer steps. genlab trains through its
 Trainer (checkpoints, evaluation and progress bar off); diffusers through the training loop of its
 own examples (``add_noise``, ``model(x_t, t).sample``, MSE). Repeats alternate between the libraries
@@ -50,7 +51,7 @@ def diffusers_model():
     net = UNet2DModel(
         sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=WIDTHS,
         down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=32, add_attention=True,
+        norm_num_groups=8, add_attention=True,
     )  # fmt: skip
     return net, DDPMScheduler(num_train_timesteps=T, beta_schedule="linear")
 

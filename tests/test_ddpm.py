@@ -320,3 +320,231 @@ def test_cli_sample_takes_ddim_steps_eta_and_guidance(tmp_path, capsys):
         assert main(["sample", str(run), "--n", "2", *extra]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
+
+
+# --- caption conditioning (text_conditional=True) ----------------------------------------------------------------
+def text_model(**kw):
+    """A tiny caption-conditional DDPM on SPECS["pairs"] (3 x 8 x 8 binary images, captions of 5 ids), float64;
+    AdaGN blocks: at width 8 an embedding added before the GroupNorm is removed by it (see the next test)."""
+    opts = {
+        "timesteps": 8,
+        "channels": 8,
+        "channel_mult": [1],
+        "attention": [],
+        "sample_steps": 4,
+        "scale_shift_norm": True,
+    }
+    opts |= {"text_dim": 4, "text_hidden": 6, **kw}
+    return genlab.build_model("ddpm", SPECS["pairs"], text_conditional=True, **opts).double()
+
+
+def pairs_batch(n: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 2, (n, 3, 8, 8), generator=g).double()
+    return {"x": x, "text": torch.randint(0, 5, (n, 5), generator=g), "y": torch.randint(0, 3, (n,), generator=g)}
+
+
+def randomize(model):
+    """Noise on every zero-initialized weight (the U-Net's residual branches and output start at 0, where
+    the output reads neither x_t nor the condition)."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.copy_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return model
+
+
+@pytest.mark.parametrize("scale_shift", [False, True])
+def test_the_unet_reads_t_and_the_condition_at_small_widths(scale_shift):
+    """A group of one channel would remove an added per-channel embedding exactly; ``norm`` keeps >= 4
+    channels per group, so plain and AdaGN (scale_shift_norm) blocks both read t and c at tiny widths."""
+    from genlab.models.unet import norm
+
+    assert [norm(c).num_groups for c in (3, 8, 16, 32, 64, 128, 256)] == [1, 2, 4, 8, 16, 32, 32]
+    model = randomize(text_model(scale_shift_norm=scale_shift)).eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    c = torch.randn(2, 6, dtype=torch.float64)
+    out = model.net(x, torch.tensor([1, 1]), c)
+    for other in (model.net(x, torch.tensor([6, 6]), c), model.net(x, torch.tensor([1, 1]), torch.zeros_like(c))):
+        assert (out - other).abs().max() > 1e-4
+
+
+def test_text_condition_is_the_caption_and_the_zero_vector_is_the_null_condition():
+    model = text_model()
+    batch = pairs_batch(4)
+    assert model.condition(batch) is batch["text"]  # not the class ids "y" of the same batch
+    assert model.c_dim == 6 and not model.conditional
+    t = torch.tensor([0, 3, 5, 7])
+    # the caption enters through the bias-free map: h = 0 embeds exactly as no condition at all
+    assert torch.equal(
+        model.net.time(t, torch.zeros(4, 6, dtype=torch.float64), torch.float64), model.net.time(t, None, torch.float64)
+    )
+
+
+class Recorder(nn.Module):
+    """A stand-in network that records the condition vectors it is given and predicts 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w, self.seen = nn.Parameter(torch.zeros((), dtype=torch.float64)), []
+
+    def forward(self, x, t, c=None):
+        self.seen.append(c)
+        return self.w * x
+
+
+def test_text_condition_dropout_only_in_training():
+    model = text_model(p_uncond=0.5)
+    model.net = Recorder()
+    batch = pairs_batch(200)
+    model.train()
+    model.loss(batch)
+    dropped = (model.net.seen[-1].abs().sum(1) == 0).double().mean()
+    assert 0.35 < float(dropped) < 0.65
+    model.eval()
+    model.loss(batch)
+    h = model.cond_embedding(batch["text"], batch["x"])
+    assert torch.equal(model.net.seen[-1], h)  # no dropout outside training: the caption vectors themselves
+
+
+def test_text_guidance_zero_is_the_conditional_prediction_and_w_mixes_with_the_null_caption():
+    model = randomize(text_model()).eval()
+    batch = pairs_batch(4)
+    x, t = model.to_model(batch["x"]), torch.tensor([0, 2, 4, 7])
+    h = model.cond_embedding(batch["text"], x)
+    cond = model.model_output(x, t, h, guidance=0.0)
+    assert torch.equal(cond, model.net(x, t, h))
+    null = model.net(x, t, torch.zeros_like(h))
+    assert not torch.allclose(cond, null)  # the caption matters (after randomize)
+    assert torch.allclose(model.model_output(x, t, h, guidance=1.5), 2.5 * cond - 1.5 * null)
+
+
+def test_the_output_reads_the_caption_tokens():
+    """d output / d token embeddings is nonzero at every position: the GRU reads the whole caption."""
+    model = randomize(text_model()).eval()
+    batch = pairs_batch(3)
+    emb = model.text_encoder.tok_emb(batch["text"]).detach().requires_grad_(True)  # (B, T, text_dim)
+    x, t = model.to_model(batch["x"]), torch.tensor([1, 4, 6])
+    model.net(x, t, model.text_encoder.embedded(emb)).pow(2).sum().backward()
+    assert (emb.grad.abs().sum(-1) > 0).all()
+    assert torch.equal(
+        model.text_encoder.embedded(model.text_encoder.tok_emb(batch["text"])), model.cond_embedding(batch["text"], x)
+    )
+
+
+def test_text_mode_protocol_shapes_and_capabilities():
+    model = randomize(text_model(bound_timesteps=0)).eval()
+    batch = pairs_batch(3)
+    caps = model.capabilities
+    assert caps.modalities == ("x", "text") and caps.generates("x") and not caps.generates("text")
+    assert not caps.sample and type(model).capabilities.modalities == ()  # per instance, the class keeps its own
+    torch.manual_seed(0)
+    lp = model.log_prob({"x": batch["x"], "text": batch["text"]}, batch["text"])  # as the likelihood metrics call it
+    torch.manual_seed(0)
+    assert torch.allclose(lp, model.log_prob(batch["x"], batch["text"])) and lp.shape == (3,)
+    torch.manual_seed(0)
+    assert torch.allclose(lp, -model.bound_terms(batch["x"], batch["text"]).sum(1))  # all T terms, same draws
+    assert model.sample(3, batch["text"]).shape == (3, 3, 8, 8)
+    out = model.translate({"text": batch["text"][:2]}, ["x"], n=2)["x"]
+    assert out.shape == (4, 3, 8, 8) and set(out.unique().tolist()) <= {0.0, 1.0}
+    z = model.encode({"x": batch["x"], "text": batch["text"]})
+    assert z.shape == (3, 192) and model.decode(z, batch["text"]).shape == (3, 3, 8, 8)
+    assert model.reconstruct(batch["x"], batch["text"]).shape == (3, 3, 8, 8)
+    with pytest.raises(NotImplementedError, match="translate"):  # no p(caption): the trainer's grid skips it
+        model.sample(2)
+
+
+@pytest.mark.parametrize(
+    "spec,kwargs,needle",
+    [
+        ("img17", {}, "image 'x' + caption 'text'"),
+        ("pairs", {"conditional": True}, "conditional=True is not supported"),
+        ("pairs", {"text_dim": 0}, "text_dim=0"),
+        ("pairs", {"text_hidden": 0}, "text_hidden=0"),
+        ("vec", {"text_conditional": False, "scale_shift_norm": True}, "scale_shift_norm=True"),
+    ],
+)
+def test_bad_text_options_are_one_line_errors(spec, kwargs, needle):
+    with pytest.raises(ValueError) as info:
+        genlab.build_model("ddpm", SPECS[spec], **{"text_conditional": True, "channels": 4, **kwargs})
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bad_text_calls_are_one_line_errors():
+    model = text_model().eval()
+    batch = pairs_batch(2)
+    for call, needle in (
+        (lambda: model.log_prob(batch["x"]), "pass cond = caption token ids"),
+        (lambda: model.log_prob(batch["x"], batch["text"].double()), "token ids long"),
+        (lambda: model.sample(3, batch["text"]), "n captions"),
+        (lambda: model.translate({"x": batch["x"]}, ["text"]), "translates captions to images only"),
+        (lambda: text_model().log_prob({"x": batch["x"], "y": batch["y"]}), "got a dict"),
+        (lambda: tiny_model("ddpm", SPECS["pairs"]).translate({"text": batch["text"]}), "text_conditional=True"),
+    ):
+        with pytest.raises(ValueError, match=needle) as info:
+            call()
+        assert "\n" not in str(info.value)
+
+
+@pytest.mark.slow  # ~20 s: 400 training steps and the bound of 64 held-out images twice
+def test_a_briefly_trained_text_model_scores_true_captions_above_shuffled_ones():
+    """After 400 steps on shapes-captions at 8 x 8 the bound on held-out images is higher given their own
+    captions than given another image's (colour, size and place are in the caption)."""
+    from genlab.data import load_dataset
+
+    torch.set_num_threads(1)
+    train = load_dataset("shapes-captions", "train", n=2000, size=8)
+    test = load_dataset("shapes-captions", "test", n=64, size=8)
+    model = genlab.build_model(
+        "ddpm",
+        train.spec,
+        text_conditional=True,
+        timesteps=50,
+        channels=16,
+        channel_mult=[1],
+        attention=[],
+        text_dim=16,
+        text_hidden=32,
+        bound_timesteps=0,
+        p_uncond=0.1,
+        scale_shift_norm=True,  # at width 16 the plain blocks cannot read the caption (see above)
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(400):
+        idx = torch.randint(0, len(train), (64,), generator=g)
+        loss = model.loss({k: v[idx] for k, v in train.tensors.items()})["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    x, text = test.tensors["x"], test.tensors["text"]
+    shuffled = text.roll(1, 0)
+    assert (shuffled != text).any(1).all()
+    torch.manual_seed(1)
+    true = model.log_prob(x, text)
+    torch.manual_seed(1)  # the same draws of x_t: the difference is the caption's alone
+    other = model.log_prob(x, shuffled)
+    gain = float((true - other).mean())
+    assert gain > 1.0, gain  # nats per image
+
+
+def test_cli_translates_captions_to_images_with_a_text_conditional_run(tmp_path, capsys):
+    from genlab.cli import main
+
+    run = tmp_path / "ddpm-text"
+    args = ["train", "ddpm", "--data", "shapes-captions", "--out", str(run), "--quiet"]
+    args += ["--data-opt", "size=8", "--data-opt", "n=64", "--set", "text_conditional=true", "--set", "steps=2"]
+    args += ["--set", "timesteps=20", "--set", "channels=8", "--set", "channel_mult=[1]", "--set", "attention=[]"]
+    args += ["--set", "text_dim=4", "--set", "text_hidden=4", "--set", "scale_shift_norm=true"]
+    assert main([*args, "--set", "max_eval_examples=4", "--set", "bound_timesteps=2", "--set", "sample_steps=2"]) == 0
+    assert (run / "translation.png").exists()  # the end-of-training figure: captions of the data, 8 images each
+    out = tmp_path / "t.png"
+    assert (
+        main(["translate", str(run), "--text", "a small red heart in the top left", "--n", "3", "--out", str(out)]) == 0
+    )
+    assert out.exists() and "wrote 3 images" in capsys.readouterr().out
+    assert main(["translate", str(run), "--image", str(out), "--to", "text"]) == 2  # one-way: captions -> images
+    assert "produces x only" in capsys.readouterr().err

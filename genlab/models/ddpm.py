@@ -26,6 +26,15 @@ sqrt(abar) eps - sqrt(1 - abar) x_0, so x0 = sqrt(abar) x_t - sqrt(1 - abar) v. 
 Diffusion Guidance", 2022: the class is replaced by a null class with probability ``p_uncond`` in training
 and eps = (1 + w) eps(x_t, c) - w eps(x_t, null) at sampling.
 
+Captions (``text_conditional=True``, image + caption data such as ``shapes-captions``): the condition is a
+caption, read by the caption encoder of :mod:`genlab.models.text_pixelcnn` (token embeddings, a bidirectional
+GRU, a linear map of the two final states: :class:`CaptionEncoder`, the same design written once more here
+because that model builds it inline), and its vector h [B, text_hidden] enters where the class vector does,
+through the bias-free map of :class:`~genlab.models.unet.TimeEmbedding`: h = 0 is the null condition of
+guidance, and ``p_uncond`` replaces h by 0 in training. ``log_prob`` is then a bound on log p(x | caption) and
+the model translates captions to images (``translate({"text": ids})``, or ``sample(n, cond=ids)``); it has no
+p(caption), so it declares ``sample=False`` like ``pixelcnn_text``.
+
 Data: images with L levels are mapped to [-1, 1] (level -> 2 level / (L - 1) - 1) and ``log_prob`` is a
 bound on the probability *mass* (``discrete``, so bits/dim compare with every other family); continuous
 images are mapped affinely to [-1, 1] and vectors (2-D toys) are used as they are, and ``log_prob`` is then a
@@ -40,16 +49,18 @@ one (shared) CPU thread; ``bound_timesteps=100`` estimates it from 101 passes in
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.special import log_ndtr
 
 from ..data.spec import DataSpec
 from ..distributions import LOG_2PI, to_levels
-from ..protocol import Capabilities, GenerativeModel
+from ..protocol import Capabilities, GenerativeModel, Modalities
+from .captioner import caption_ids, check_one_way, image_caption_specs
 from .unet import UNet, VectorNet
 
 
@@ -90,6 +101,29 @@ def _check(ok: bool, what: str) -> None:
         raise ValueError(what)
 
 
+class CaptionEncoder(nn.Module):
+    """Caption ids [B, T] -> caption vector h [B, hidden]: token embeddings read by a bidirectional GRU,
+    h = W [GRU->(c)_T ; GRU<-(c)_1] + b (the design of :meth:`TextPixelCNN.caption_vector
+    <genlab.models.text_pixelcnn.TextPixelCNN.caption_vector>`; the whole caption is the condition, so no
+    causal order). Padding tokens are read like any other: captions have a fixed length."""
+
+    def __init__(self, vocab: int, length: int, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.length = length
+        self.tok_emb = nn.Embedding(vocab, dim)
+        self.gru = nn.GRU(dim, hidden, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * hidden, hidden)
+
+    def forward(self, text: Tensor) -> Tensor:
+        ids = caption_ids(text, self.length).to(self.tok_emb.weight.device)
+        return self.embedded(self.tok_emb(ids))
+
+    def embedded(self, emb: Tensor) -> Tensor:
+        """Token embeddings [B, T, dim] -> h [B, hidden] (split out so tests can differentiate w.r.t. them)."""
+        _, last = self.gru(emb)  # (2, B, hidden): the forward and backward final states
+        return self.out(torch.cat([last[0], last[1]], -1))
+
+
 class DDPM(GenerativeModel):
     """Gaussian diffusion over images [C, H, W] (U-Net) or vectors [D] (residual MLP).
 
@@ -106,7 +140,8 @@ class DDPM(GenerativeModel):
         time_dim: width of the time (+ class) embedding; 0 = 4 * channels.
         dropout: dropout in the residual blocks.
         conditional: class-conditional (``batch["y"]``), with classifier-free guidance.
-        p_uncond: probability of training on the null class instead of the true one (conditional only).
+        p_uncond: probability of training on the null class (or null caption) instead of the true one
+            (conditional or text_conditional only).
         guidance: default guidance scale w of :meth:`sample` (0: the plain conditional model).
         sample_steps: default number of DDIM steps of :meth:`sample`, :meth:`encode` and :meth:`decode`
             (at most T; more use all T).
@@ -115,11 +150,19 @@ class DDPM(GenerativeModel):
             the posterior's (Ho et al. Sec. 3.2: optimal for x_0 ~ N(0, I) and for x_0 fixed). Large bounds
             better where x_t does not pin x_0 down: 0.02 vs 0.47 nats below the true log-density of 1-D
             Gaussian data with the exact predictor, and 3.33 vs 3.62 bits/dim on digits after 1000 steps of
-            a 16-channel U-Net. Sampling uses DDIM's sigma (eta) either way.
+            a 16-channel U-Net (before ``norm`` kept 4 channels per group). Sampling uses DDIM's sigma (eta) either way.
         bound_timesteps: 0 = ``log_prob`` sums all T terms of the bound (T network passes per example:
             17 minutes for the 447 test digits on one CPU thread); k > 0 (default 100): an unbiased
             stratified estimate from k + 1 of them (L_0, and one KL step in each of k strata), whose
             expectation is the bound.
+        text_conditional: condition on the caption ``batch["text"]`` (ids [B, T]) of image + caption data
+            instead of a class, with classifier-free guidance (the null caption: h = 0); excludes
+            ``conditional``. The model then takes and translates {"x", "text"} (``capabilities`` per instance).
+        text_dim: token embedding size of the caption encoder (text_conditional only).
+        text_hidden: GRU state per direction and size of the caption vector h (text_conditional only).
+        scale_shift_norm: the U-Net's residual blocks apply the time (+ condition) embedding as a scale and
+            shift of their normalized features (AdaGN, Dhariwal & Nichol 2021) instead of adding it before
+            the GroupNorm (Ho et al.). Images only.
     """
 
     likelihood = "bound"
@@ -156,6 +199,10 @@ class DDPM(GenerativeModel):
         eta: float = 0.0,
         bound_timesteps: int = 100,
         variance: str = "large",
+        text_conditional: bool = False,
+        text_dim: int = 32,
+        text_hidden: int = 64,
+        scale_shift_norm: bool = False,
     ) -> None:
         super().__init__(spec)
         is_image = len(spec.shape) == 3 and spec.kind in ("image", "multimodal")
@@ -178,7 +225,32 @@ class DDPM(GenerativeModel):
         _check(0 <= p_uncond < 1, f"p_uncond={p_uncond}: expected a probability in [0, 1)")
         _check(variance in ("small", "large"), f"variance={variance!r}: expected 'small' or 'large'")
         _check(bound_timesteps >= 0, f"bound_timesteps={bound_timesteps}: expected an integer >= 0 (0: all T)")
+        _check(text_dim >= 1, f"text_dim={text_dim}: expected an integer >= 1")
+        _check(text_hidden >= 1, f"text_hidden={text_hidden}: expected an integer >= 1")
+        _check(
+            is_image or not scale_shift_norm,
+            "scale_shift_norm=True: expected images (the vectors' MLP has no GroupNorm; leave it False)",
+        )
+        self.text_encoder: CaptionEncoder | None = None
+        if text_conditional:
+            # one-line errors for class labels on top of captions, or data without image + caption
+            _, txt = image_caption_specs("ddpm with text_conditional=True", spec, conditional)
+            self.text_encoder = CaptionEncoder(int(txt.levels), int(txt.shape[0]), text_dim, text_hidden)
+            # per instance: a caption -> image model (as pixelcnn_text), so likelihood metrics hand it
+            # {"x", "text"} and the figures and ``genlab translate`` ask it for images of captions
+            self.capabilities = dataclasses.replace(
+                type(self).capabilities,
+                sample=False,
+                conditional=False,
+                modalities=("x", "text"),
+                targets=("x",),
+                notes="p(x | text) by diffusion; caption vector (embedding + biGRU) as the guidance condition; "
+                "log_prob: variational bound; translate text->x by DDIM (sample(n, cond=ids) too)",
+            )
+        self.text_conditional = bool(text_conditional)
         self._init_conditioning(conditional)
+        if text_conditional:
+            self.c_dim = text_hidden
         self.guidance, self.sample_steps, self.eta = self._sampling_options(sample_steps, eta, guidance)
         self.timesteps, self.prediction, self.p_uncond = timesteps, prediction, float(p_uncond)
         self.image = is_image
@@ -208,7 +280,16 @@ class DDPM(GenerativeModel):
         t_scale = 1000.0 / timesteps
         if is_image:
             self.net: torch.nn.Module = UNet(
-                spec.shape, channels, channel_mult, num_res_blocks, attention, emb, self.c_dim, dropout, t_scale
+                spec.shape,
+                channels,
+                channel_mult,
+                num_res_blocks,
+                attention,
+                emb,
+                self.c_dim,
+                dropout,
+                t_scale,
+                scale_shift_norm,
             )
         else:
             n_blocks = len(channel_mult) * num_res_blocks
@@ -267,13 +348,42 @@ class DDPM(GenerativeModel):
         x = (y.clamp(-1, 1) if self.clip else y) - self.shift
         return x / self.scale
 
+    # --- the condition ---------------------------------------------------------------------------
+    def condition(self, batch: dict[str, Tensor]) -> Tensor | None:
+        """The caption ids ``batch["text"]`` [B, T] (text_conditional), else as every family (class ids or None)."""
+        if not self.text_conditional:
+            return super().condition(batch)
+        if "text" not in batch:
+            raise KeyError("a text_conditional ddpm needs the caption 'text' in the batch; it has none")
+        return batch["text"]
+
+    def cond_embedding(self, cond: Tensor | None, ref: Tensor) -> Tensor | None:
+        """The condition vector [B, c_dim] in ``ref``'s dtype: the caption vector h of caption ids [B, T]
+        (text_conditional), else the one-hot class (see the base class); None when unconditional."""
+        if self.text_encoder is None:
+            return super().cond_embedding(cond, ref)
+        if cond is None:
+            raise ValueError("this ddpm is text_conditional: pass cond = caption token ids long [B, T]")
+        return self.text_encoder(cond).to(ref.dtype)
+
+    def _image_and_cond(self, x: Modalities, cond: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """(images [B, *shape], condition) from a tensor x, or (text_conditional) from {"x": images, "text":
+        ids} as the likelihood metrics and ``genlab encode`` pass it; ``cond``, when given, wins over x["text"]."""
+        if not isinstance(x, dict):
+            return x, cond
+        if not self.text_conditional or "x" not in x or not set(x) <= {"x", "text"}:
+            raise ValueError(
+                f"ddpm takes images x, or {{'x', 'text'}} when text_conditional; got a dict of {sorted(x)}"
+            )
+        return x["x"], x.get("text") if cond is None else cond
+
     # --- the protocol -----------------------------------------------------------------------------
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """L_simple: mean squared error of the eps (or v) prediction at t ~ U{1..T} ("loss"); "mse" is the
         error of the implied eps prediction (the same number for ``prediction="eps"``)."""
         x0 = self.to_model(batch["x"])
         c = self.cond_embedding(self.condition(batch), x0)
-        if c is not None and self.training and self.p_uncond > 0:  # classifier-free guidance: null class
+        if c is not None and self.training and self.p_uncond > 0:  # classifier-free guidance: null class/caption
             c = c * (torch.rand(len(x0), 1, device=x0.device) >= self.p_uncond).to(c.dtype)
         t = torch.randint(0, self.timesteps, (len(x0),), device=x0.device)
         eps = torch.randn_like(x0)
@@ -319,22 +429,25 @@ class DDPM(GenerativeModel):
         abar = float(self.tables["abar"][-1])
         return 0.5 * (abar * x0.pow(2) + (1 - abar) - 1 - math.log(1 - abar)).flatten(1).sum(1)
 
-    def bound_terms(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+    def bound_terms(self, x: Modalities, cond: Tensor | None = None) -> Tensor:
         """Every term of the bound [B, T + 1] in nats for data x: columns 0..T-1 as in :meth:`terms_at` at
         all steps, column T the prior term L_T; -(row sum) = :meth:`log_prob` (discrete data: minus the
         log-Jacobian, which is 0 there). Costs T network passes per example."""
+        x, cond = self._image_and_cond(x, cond)
         x0 = self.to_model(x)
         c = self.cond_embedding(cond, x0)
         steps = torch.arange(self.timesteps)
         return torch.cat([self.terms_at(x0, c, steps), self.prior_term(x0)[:, None]], 1)
 
     @torch.no_grad()
-    def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+    def log_prob(self, x: Modalities, cond: Tensor | None = None) -> Tensor:
         """[B] variational lower bound on log p(x | c) in nats: of the probability mass of data with levels,
         else of the density of x in the data's own units. Exact sum over all T steps (T network passes per
         example; one draw of x_t per step), or with ``bound_timesteps`` = k an unbiased estimate from L_0 and
         one step in each of k equal strata of the KL steps, weighted by the stratum's size (k + 1 passes).
-        Guidance is not used: this is the conditional model itself."""
+        Guidance is not used: this is the conditional model itself. text_conditional: c is the caption, given
+        as ``cond`` (ids [B, T]) or in x = {"x": images, "text": ids}; the bound is then on log p(x | caption)."""
+        x, cond = self._image_and_cond(x, cond)
         k = self.bound_timesteps
         if k == 0 or k >= self.timesteps - 1:
             nll = self.bound_terms(x, cond).sum(1)
@@ -386,7 +499,15 @@ class DDPM(GenerativeModel):
     ) -> Tensor:
         """[n, *data_shape] samples in the data's range (levels for discrete data) by DDIM from x_T ~ N(0, I)
         with ``steps``, ``eta`` and guidance scale ``guidance`` (defaults: the model's ``sample_steps``,
-        ``eta``, ``guidance``). Costs steps network passes (twice that with guidance)."""
+        ``eta``, ``guidance``). Costs steps network passes (twice that with guidance). ``cond``: class ids
+        [n], or (text_conditional) caption ids [n, T], one caption per sample."""
+        if self.text_conditional and cond is None:  # as pixelcnn_text: the trainer's sample grid skips it
+            raise NotImplementedError(
+                "a text_conditional ddpm models p(image | caption), not captions: pass cond = caption ids [n, T], "
+                "or translate({'text': ids})"
+            )
+        if self.text_conditional and len(cond) != n:
+            raise ValueError(f"sample(n={n}, cond): a text_conditional ddpm needs n captions [n, T]; got {len(cond)}")
         guidance, steps, eta = self._sampling_options(
             self.sample_steps if steps is None else steps,
             self.eta if eta is None else eta,
@@ -398,10 +519,12 @@ class DDPM(GenerativeModel):
         return self.from_model(self.ddim(z, c, steps, eta, guidance, self.clip, generator))
 
     @torch.no_grad()
-    def encode(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+    def encode(self, x: Modalities, cond: Tensor | None = None) -> Tensor:
         """[B, D] x_T from DDIM's deterministic map run forward (eta = 0, ``sample_steps`` steps, no
         guidance): x_next = sqrt(abar_next) x0_hat + sqrt(1 - abar_next) eps_hat with eps_hat taken at the
-        current point (at the data itself, at the first step). :meth:`decode` inverts it."""
+        current point (at the data itself, at the first step). :meth:`decode` inverts it. text_conditional:
+        the caption as ``cond`` or x = {"x", "text"} (see :meth:`log_prob`)."""
+        x, cond = self._image_and_cond(x, cond)
         y = self.to_model(x)
         c = self.cond_embedding(cond, y)
         ts = torch.linspace(self.timesteps - 1, 0, min(self.sample_steps, self.timesteps)).round().long().flip(0)
@@ -430,3 +553,22 @@ class DDPM(GenerativeModel):
     def reconstruct(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """[B, *data_shape] decode(encode(x)): DDIM inversion and back (2 * ``sample_steps`` network passes)."""
         return self.decode(self.encode(x, cond), cond)
+
+    @torch.no_grad()
+    def translate(
+        self,
+        source: dict[str, Tensor],
+        targets: Sequence[str] | None = None,
+        *,
+        n: int = 1,
+        generator: torch.Generator | None = None,
+        mean: bool = False,
+    ) -> dict[str, Tensor]:
+        """Images {"x": [B * n, *shape]} for captions {"text": ids [B, T]} (text_conditional only), example-major
+        (rows i*n .. i*n + n - 1 are for caption i): :meth:`sample` with the model's steps, eta and guidance.
+        ``mean``: eta = 0 (DDIM's deterministic map of a drawn x_T; a diffusion model has no decoder mean)."""
+        if not self.text_conditional:
+            raise ValueError("ddpm translates captions to images only when built with text_conditional=True")
+        check_one_way("ddpm", source, targets, n, "text", "x")
+        ids = caption_ids(source["text"], self.text_encoder.length).repeat_interleave(n, 0)  # type: ignore[union-attr]
+        return {"x": self.sample(len(ids), ids, generator=generator, eta=0.0 if mean else None)}

@@ -33,8 +33,16 @@ def timestep_embedding(t: Tensor, dim: int, dtype: torch.dtype) -> Tensor:
 
 
 def norm(ch: int) -> nn.GroupNorm:
-    # 32 groups as in the paper where the width allows; tiny test widths get fewer (any divisor works).
-    return nn.GroupNorm(math.gcd(32, ch), ch)
+    """GroupNorm with the paper's 32 groups where each keeps >= 4 channels, else fewer (halving).
+
+    Why not 32 at any width: the time (and class) embedding is added per channel just before a
+    GroupNorm, and a group of one channel subtracts that constant out exactly -- at width 32 with 32
+    groups a residual block cannot see t or the condition at all (as in any U-Net that keeps 32 groups
+    at such small widths)."""
+    groups = 32
+    while groups > 1 and (ch % groups or ch // groups < 4):
+        groups //= 2
+    return nn.GroupNorm(groups, ch)
 
 
 def zero(module: nn.Module) -> nn.Module:
@@ -45,9 +53,9 @@ def zero(module: nn.Module) -> nn.Module:
 
 
 class TimeEmbedding(nn.Module):
-    """t [B] (and a condition vector c [B, c_dim] or None) -> embedding [B, dim].
+    """t [B] (and a condition vector c [B, c_dim] or None: a one-hot class, or a caption vector) -> embedding [B, dim].
 
-    The class enters through a bias-free linear map, so the all-zero vector -- the "null" condition
+    The class (or caption) enters through a bias-free linear map, so the all-zero vector -- the "null" condition
     of classifier-free guidance -- embeds to exactly 0 and needs no parameter of its own."""
 
     def __init__(self, base: int, dim: int, c_dim: int, t_scale: float) -> None:
@@ -66,20 +74,30 @@ class TimeEmbedding(nn.Module):
 
 class ResBlock(nn.Module):
     """x [B, c_in, H, W], emb [B, E] -> [B, c_out, H, W]: two GroupNorm-SiLU-conv layers with the
-    embedding added between them, plus a (1x1-projected) skip."""
+    embedding added between them, plus a (1x1-projected) skip.
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float) -> None:
+    ``scale_shift``: the embedding instead scales and shifts the second layer's normalized features,
+    GroupNorm(h) (1 + s) + b (AdaGN; Dhariwal & Nichol, "Diffusion Models Beat GANs on Image Synthesis",
+    NeurIPS 2021, Sec. 3). Added before the norm, a per-channel offset survives only as its deviation
+    from its group's mean, which is why :func:`norm` never makes a group of one channel."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, scale_shift: bool = False) -> None:
         super().__init__()
+        self.scale_shift = scale_shift
         self.in_layers = nn.Sequential(norm(c_in), nn.SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1))
-        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, c_out))
+        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * c_out if scale_shift else c_out))
         self.out_layers = nn.Sequential(
             norm(c_out), nn.SiLU(), nn.Dropout(dropout), zero(nn.Conv2d(c_out, c_out, 3, padding=1))
         )
         self.skip = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.in_layers(x) + self.emb(emb)[:, :, None, None]
-        return self.skip(x) + self.out_layers(h)
+        h, e = self.in_layers(x), self.emb(emb)[:, :, None, None]
+        if self.scale_shift:
+            scale, shift = e.chunk(2, 1)
+            h = self.out_layers[0](h) * (1 + scale) + shift
+            return self.skip(x) + self.out_layers[1:](h)
+        return self.skip(x) + self.out_layers(h + e)
 
 
 class Attention(nn.Module):
@@ -126,7 +144,8 @@ class UNet(nn.Module):
     Level i of ``mult`` has ``channels * mult[i]`` feature maps and ``n_res`` residual blocks; after
     every level but the last the resolution halves while both sides stay even and >= 4 after
     halving. ``attention`` lists the resolutions (the smaller side) whose blocks get self-attention;
-    the middle block always has it (the lowest resolution)."""
+    the middle block always has it (the lowest resolution). ``scale_shift``: AdaGN residual blocks
+    (see :class:`ResBlock`)."""
 
     def __init__(
         self,
@@ -139,6 +158,7 @@ class UNet(nn.Module):
         c_dim: int,
         dropout: float,
         t_scale: float,
+        scale_shift: bool = False,
     ) -> None:
         super().__init__()
         c_in, h, w = shape
@@ -148,7 +168,7 @@ class UNet(nn.Module):
         skips, ch, downsampled = [channels], channels, []
         for i, m in enumerate(mult):
             for _ in range(n_res):
-                block = [ResBlock(ch, channels * m, emb_dim, dropout)]
+                block = [ResBlock(ch, channels * m, emb_dim, dropout, scale_shift)]
                 ch = channels * m
                 if min(h, w) in attention:
                     block.append(Attention(ch))
@@ -161,7 +181,11 @@ class UNet(nn.Module):
                 skips.append(ch)
                 h, w = h // 2, w // 2
         self.mid = nn.ModuleList(
-            [ResBlock(ch, ch, emb_dim, dropout), Attention(ch), ResBlock(ch, ch, emb_dim, dropout)]
+            [
+                ResBlock(ch, ch, emb_dim, dropout, scale_shift),
+                Attention(ch),
+                ResBlock(ch, ch, emb_dim, dropout, scale_shift),
+            ]
         )
         self.up = nn.ModuleList()
         for i, m in reversed(list(enumerate(mult))):
@@ -169,7 +193,7 @@ class UNet(nn.Module):
             halved = i > 0 and downsampled[i - 1]
             n_blocks = n_res + (1 if i == 0 or halved else 0)
             for j in range(n_blocks):
-                block = [ResBlock(ch + skips.pop(), channels * m, emb_dim, dropout)]
+                block = [ResBlock(ch + skips.pop(), channels * m, emb_dim, dropout, scale_shift)]
                 ch = channels * m
                 if min(h, w) in attention:
                     block.append(Attention(ch))
