@@ -334,3 +334,23 @@ def test_ema_tracks_actnorm_data_dependent_init():
         for p in ("log_scale", "bias"):
             cur, avg = state[f"{n}.{p}"], t.ema[f"{n}.{p}"]
             assert (cur - avg).abs().max() < 0.05 * cur.abs().max(), (n, p, cur, avg)  # defaults are zeros
+
+
+def test_bf16_warns_on_a_cpu_without_bf16_instructions(tmp_path, monkeypatch):
+    import warnings
+
+    import genlab.train as train_mod
+
+    no_bf16, with_bf16 = tmp_path / "a", tmp_path / "b"
+    no_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert train_mod.cpu_has_bf16(no_bf16) is False and train_mod.cpu_has_bf16(with_bf16) is True
+    assert train_mod.cpu_has_bf16(tmp_path / "missing") is None
+    data = genlab.load_dataset("moons", "train", n=64)
+    model = genlab.build_model("maf", data.spec)
+    for has, expect in ((False, True), (True, False), (None, False)):
+        monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda has=has: has)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train_mod.Trainer(model, data, None, train_mod.TrainConfig(steps=1, precision="bf16", progress=False))
+        assert any("without bfloat16 instructions" in str(w.message) for w in caught) == expect
