@@ -50,6 +50,8 @@ def _same_data(given: str, stored: str) -> bool:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
     import torch
 
     from . import build_model, list_datasets, load_dataset
@@ -70,7 +72,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         saved_data_opts,
         saved_model_kwargs,
     )
-    from .train import TrainConfig, Trainer, check_training_memory, init_distributed, rank0_first, resolve_device
+    from .train import (
+        TrainConfig,
+        Trainer,
+        check_training_memory,
+        idle_threads,
+        init_distributed,
+        rank0_first,
+        resolve_device,
+    )
 
     if args.resume and args.overwrite:
         raise CLIError("--resume continues the run in --out and --overwrite starts it over; give one of them")
@@ -155,6 +165,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_cfg.progress = False
     device = resolve_device(train_cfg.device)
     init_distributed(device)
+    if not args.resume and train_cfg.threads is None and device.type == "cpu" and "WORLD_SIZE" not in os.environ:
+        # A new run takes the idle cores and config.yaml records the count, so --resume uses the same
+        # (thread count changes float summation order: bit-for-bit resumes need the same).
+        train_cfg.threads = idle_threads()
     # Data and model first: a bad --data or option fails before the folder is touched (with
     # --overwrite, before the old run is cleared).
     train_data = load_dataset(data_name, "train", **data_opts)

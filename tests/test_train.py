@@ -354,3 +354,16 @@ def test_bf16_warns_on_a_cpu_without_bf16_instructions(tmp_path, monkeypatch):
             warnings.simplefilter("always")
             train_mod.Trainer(model, data, None, train_mod.TrainConfig(steps=1, precision="bf16", progress=False))
         assert any("without bfloat16 instructions" in str(w.message) for w in caught) == expect
+
+
+def test_idle_threads_leaves_busy_cores_alone(monkeypatch):
+    import genlab.train as train_mod
+
+    monkeypatch.setattr(train_mod.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(train_mod.torch, "get_num_threads", lambda: 8)
+    for load, expect in ((0.2, 8), (0.6, 7), (3.4, 5), (7.9, 1), (12.0, 1)):
+        monkeypatch.setattr(train_mod.os, "getloadavg", lambda load=load: (load, load, load))
+        assert train_mod.idle_threads() == expect
+    monkeypatch.setattr(train_mod.torch, "get_num_threads", lambda: 4)  # never above torch's default
+    monkeypatch.setattr(train_mod.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert train_mod.idle_threads() == 4
