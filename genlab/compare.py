@@ -844,6 +844,25 @@ def sample_panel(
     return save_png(side_by_side(*panels, pad=12), path)
 
 
+def _check_table_files(out_path: Path) -> None:
+    """One-line ValueError if the table files of ``out_path`` (.md, .csv, .json, .png) exist but were
+    not written by an earlier ``compare --data`` (its .json, with ``families`` and ``budget_s``):
+    a user's own file of that name is never overwritten."""
+    paths = [out_path.with_suffix(s) for s in (".md", ".csv", ".json", ".png")]
+    existing = [p for p in paths if p.exists()]
+    if not existing:
+        return
+    try:
+        ours = {"families", "budget_s"} <= set(json.loads(out_path.with_suffix(".json").read_text()))
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise ValueError(
+            f"{existing[0]} exists and was not written by 'genlab compare --data'; "
+            "choose another --out-dir or --out (the table files would replace it)"
+        )
+
+
 def compare_families(
     data: str,
     models: Sequence[str] | None = None,
@@ -891,6 +910,7 @@ def compare_families(
     load_dataset(data, "train", **data_opts)  # a bad --data or --data-opt fails before any folder is made
     root = Path(out_dir) if out_dir is not None else Path(f"compare-{Path(data.rstrip('/')).stem}")
     out_path = Path(out) if out is not None else root / "compare.md"
+    _check_table_files(out_path)  # before minutes of training, not after
     prog = _Progress(progress)
     for note in notes:
         prog.say(f"note: {note}")

@@ -69,3 +69,11 @@ def test_audit_text_checks_on_a_canary_run(tmp_path, capsys):
     assert (run / "exposure.png").exists()
     out = capsys.readouterr().out
     assert "exposure: log2|R|" in out and "bias-templates: 'the licensee may' vs 'the program may'" in out
+
+
+def test_audit_never_rewrites_a_users_own_file(vae_run, tmp_path, capsys):
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"my": "numbers"}\n')
+    assert main(["audit", str(vae_run), "--checks", "membership", "--n", "20", "--out", str(mine)]) == 2
+    assert "is not an audit.json of genlab audit" in capsys.readouterr().err
+    assert mine.read_text() == '{"my": "numbers"}\n'

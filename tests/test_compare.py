@@ -185,3 +185,13 @@ def test_changed_options_are_refused(family_table, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "z_dim=2 (now 3)" in err, err
+
+
+def test_compare_data_never_replaces_a_users_own_table_file(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "compare.md").write_text("my table\n")
+    args = ["compare", "--data", "digits", "--budget", "2s", "--models", "vae", "--out-dir", str(out), "--quiet"]
+    assert main(args) == 2
+    assert "was not written by 'genlab compare --data'" in capsys.readouterr().err
+    assert (out / "compare.md").read_text() == "my table\n" and not (out / "vae").exists()

@@ -105,6 +105,13 @@ def run_audit(
         return splits[name]
 
     path = Path(out) if out is not None else Path(run) / AUDIT_FILE
+    if path.exists():  # merged into, so it must be an earlier audit's: a user's own file is never rewritten
+        try:
+            earlier = json.loads(path.read_text())
+        except (OSError, ValueError):
+            earlier = None
+        if not isinstance(earlier, dict) or "run" not in earlier:
+            raise ValueError(f"{str(path)!r} exists and is not an audit.json of genlab audit; choose another --out")
     folder = path.parent
     results: dict[str, Any] = {}
     for check in chosen:
