@@ -781,7 +781,15 @@ def cmd_swap(args: argparse.Namespace) -> int:
 
     from . import load_dataset
     from .runs import load_run, saved_data_opts
-    from .swap import _as_input, attribute_dims, check_codec, factor_means, factor_value, swap_latents
+    from .swap import (
+        as_model_input,
+        attribute_dims,
+        check_codec,
+        encode_examples,
+        factor_means,
+        factor_value,
+        swap_latents,
+    )
 
     name, _, value = (args.attribute or "").partition("=")
     name, value = name.strip(), value.strip()
@@ -818,9 +826,9 @@ def cmd_swap(args: argparse.Namespace) -> int:
     b = _swap_input(args.b, mspec) if args.b is not None else None
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     with torch.no_grad():
-        za = model.encode(_as_input(model, a))
+        za = model.encode(as_model_input(model, a))
     z_dim = int(za.shape[1])
-    how, data = "", None
+    how, data, codes = "", None, None
     if name:
         data = load_dataset(cfg["data"], "train", **saved_data_opts(cfg))
         names = tuple(data.spec.factor_names or ())
@@ -828,17 +836,18 @@ def cmd_swap(args: argparse.Namespace) -> int:
             raise CLIError(f"--attribute {name}: data set {cfg['data']!r} of the run has no named factors; use --dims")
         if name not in names:
             raise CLIError(f"--attribute {name!r}: unknown; data set {cfg['data']!r} has {', '.join(names)}")
+        codes = encode_examples(model, data, args.n_examples)  # once, for the dims and the value's mean
     if args.dims is not None:
         dims = _parse_dims(args.dims, z_dim)
     elif not args.shift:
-        dims = attribute_dims(model, data, name, top=args.top, n=args.n_examples)
+        dims = attribute_dims(model, data, name, top=args.top, codes=codes)
         how = f" (carrying {name!r} on {min(args.n_examples, len(data))} training examples)"
     if value:
         try:
             target = factor_value(data.spec, name, value)
         except ValueError as e:
             raise CLIError(f"--attribute {args.attribute}: {e}") from None
-        means = factor_means(model, data, name, args.n_examples).to(za)  # [V, z_dim]
+        means = factor_means(model, data, name, codes=codes).to(za)  # [V, z_dim]
         if torch.isnan(means[target]).any():
             raise CLIError(f"--attribute {args.attribute}: no training example among the first {args.n_examples}")
         if args.shift:  # A's own value: the nearest class mean (NaN rows never win)

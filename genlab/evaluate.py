@@ -234,14 +234,15 @@ def transfer_metrics(
     :data:`TRANSFER_FACTORS` and each mode (``swap``: the 3 most informative latents, ``shift``: the
     class-mean difference), ``transfer/<factor>/<mode>/<success|changed|kept>`` (fractions) and
     ``.../dims`` (swap), plus ``transfer/reconstructed`` and ``transfer/<factor>/chance``."""
-    from .swap import caption_transfer
+    from .swap import caption_transfer, encode_examples
 
     if train is None:
         raise ValueError("metric 'transfer' needs the captions' training split for its class means")
+    codes = encode_examples(model, train, 2000)  # once for the 6 edits below
     out: dict[str, Any] = {}
     for factor in TRANSFER_FACTORS:
         for mode in ("swap", "shift"):
-            r = caption_transfer(model, train, test, factor, mode=mode, n=n, seed=seed)
+            r = caption_transfer(model, train, test, factor, mode=mode, n=n, seed=seed, train_codes=codes)
             for key in ("success", "changed", "kept"):
                 out[f"transfer/{factor}/{mode}/{key}"] = r[key]
             if mode == "swap":

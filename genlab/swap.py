@@ -43,7 +43,7 @@ def _dtype(model: Any) -> torch.dtype:
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
-def _as_input(model: Any, x: Tensor) -> Tensor:
+def as_model_input(model: Any, x: Tensor) -> Tensor:
     """``x`` on the model's device; floating data in the model's dtype, token ids left as they are."""
     return x.to(model.device, _dtype(model)) if x.is_floating_point() else x.to(model.device)
 
@@ -64,7 +64,7 @@ def swap_latents(
     posterior means. No dims gives ``decode(encode(a))``, all dims ``decode(encode(b))`` (with A's
     condition ``cond_a`` for a conditional model)."""
     check_codec(model)
-    a, b = _as_input(model, a), _as_input(model, b)
+    a, b = as_model_input(model, a), as_model_input(model, b)
     za = model.encode(a, cond_a)  # [B, z_dim]
     zb = model.encode(b, cond_b if cond_b is not None else cond_a)
     idx = check_dims(dims, za.shape[1])
@@ -84,7 +84,7 @@ def encode_examples(model: Any, dataset: Any, n: int = 2000, batch_size: int = 2
     codes = []
     for start in range(0, total, batch_size):
         batch = {k: v[start : min(start + batch_size, total)].to(model.device) for k, v in dataset.tensors.items()}
-        codes.append(model.encode(_as_input(model, batch["x"]), model.condition(batch)).float().cpu())
+        codes.append(model.encode(as_model_input(model, batch["x"]), model.condition(batch)).float().cpu())
     z = torch.cat(codes) if codes else torch.zeros(0, 0)
     return z, dataset.tensors["factors"][:total].cpu()
 
@@ -97,13 +97,15 @@ def attribute_dims(
     threshold: float = 0.1,
     n: int = 2000,
     bins: int = 20,
+    codes: tuple[Tensor, Tensor] | None = None,
 ) -> list[int]:
     """The latent dims that carry ground-truth ``factor`` of ``dataset``, most informative first.
 
     Encodes the first ``n`` examples (posterior means [n, z_dim]) and ranks latents by their
     normalized mutual information with the factor (I(v; z_j) / H(v), in [0, 1]; see
     :func:`genlab.metrics.disentanglement.mutual_information_matrix`); returns those at or above
-    ``threshold``, at most ``top`` and always at least the best one. One-line ``ValueError`` for a
+    ``threshold``, at most ``top`` and always at least the best one. ``codes``: those examples'
+    :func:`encode_examples` when the caller has them already. One-line ``ValueError`` for a
     model that cannot encode and decode, data without factors, or an unknown factor name."""
     check_codec(model)
     names = tuple(getattr(dataset.spec, "factor_names", None) or ())
@@ -113,7 +115,7 @@ def attribute_dims(
         raise ValueError(f"unknown factor {factor!r}; data set {dataset.spec.name!r} has {', '.join(names)}")
     if len(dataset) < 2:
         raise ValueError(f"data set {dataset.spec.name!r} has {len(dataset)} examples; need at least 2")
-    z, f = encode_examples(model, dataset, n)
+    z, f = codes if codes is not None else encode_examples(model, dataset, n)
     k = names.index(factor)
     mi = mutual_information_matrix(z.numpy(), f[:, k : k + 1].numpy(), bins=bins, normalize=True)[0]  # [D]
     if np.isnan(mi).all():
@@ -142,13 +144,16 @@ def factor_value(spec: Any, factor: str, value: str) -> int:
     raise ValueError(f"unknown value {value!r} of factor {factor!r}; expected one of {allowed}")
 
 
-def factor_means(model: Any, dataset: Any, factor: str, n: int = 2000) -> Tensor:
+def factor_means(
+    model: Any, dataset: Any, factor: str, n: int = 2000, codes: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
     """Mean posterior code of each value of ``factor`` over the first ``n`` examples of ``dataset``:
-    [V, z_dim] float, V the factor's size; a value absent from those examples gives a NaN row."""
+    [V, z_dim] float, V the factor's size; a value absent from those examples gives a NaN row.
+    ``codes``: those examples' :func:`encode_examples` when the caller has them already."""
     names = tuple(dataset.spec.factor_names or ())
     if factor not in names:
         raise ValueError(f"unknown factor {factor!r}; data set {dataset.spec.name!r} has {', '.join(names)}")
-    z, f = encode_examples(model, dataset, n)
+    z, f = codes if codes is not None else encode_examples(model, dataset, n)
     k, size = names.index(factor), int(dataset.spec.factor_sizes[names.index(factor)])
     means = torch.full((size, z.shape[1]), float("nan"))
     for v in range(size):
@@ -171,6 +176,7 @@ def caption_transfer(
     n: int = 500,
     n_train: int = 2000,
     seed: int = 0,
+    train_codes: tuple[Tensor, Tensor] | None = None,
 ) -> dict[str, Any]:
     """Change one attribute of captions in latent space and read the result back.
 
@@ -185,7 +191,8 @@ def caption_transfer(
     well-formed caption), ``changed`` (``factor`` equals the target), ``kept`` (every other
     captioned factor equals the source's), ``success`` (changed and kept), and ``reconstructed``
     (decoding the unedited code gives the caption back, the ceiling for ``kept``), with ``chance``
-    = 1 / (V - 1) for ``changed`` by guessing among the other values."""
+    = 1 / (V - 1) for ``changed`` by guessing among the other values. ``train_codes``: the
+    :func:`encode_examples` of ``train`` (``n_train``) when the caller has them already."""
     from .data.base import InvalidDataError
     from .data.shapes import CAPTION_FACTOR_NAMES, caption_factors, decode_caption, parse_caption
 
@@ -196,9 +203,10 @@ def caption_transfer(
         raise ValueError(f"data set {test.spec.name!r} has no captions with factors (expected shapes-captions)")
     if factor not in CAPTION_FACTOR_NAMES or factor not in (train.spec.factor_names or ()):
         raise ValueError(f"factor {factor!r} is not captioned; expected one of shape, scale, colour")
-    means = factor_means(model, train, factor, n_train)  # [V, z_dim]
+    train_codes = train_codes if train_codes is not None else encode_examples(model, train, n_train)
+    means = factor_means(model, train, factor, codes=train_codes)  # [V, z_dim]
     if dims is None and mode == "swap":
-        dims = attribute_dims(model, train, factor, top=top, n=n_train)
+        dims = attribute_dims(model, train, factor, top=top, codes=train_codes)
     idx = check_dims(dims or [], means.shape[1])
     total = min(int(n), len(test))
     truth = caption_factors(test.tensors["factors"][:total].numpy())  # [n, 5]
