@@ -3,10 +3,12 @@ throughput against a torch.nn.TransformerEncoder reference, and held-out bits/ch
 file against gzip -9 and xz -9.
 
     python benchmarks/ar_sampling.py                       # all parts
-    python benchmarks/ar_sampling.py --part sampling       # or: training, text
+    python benchmarks/ar_sampling.py --part sampling       # or: training, text, image
+    python benchmarks/ar_sampling.py --part image --rows 8 # PixelCNN on 64x64 shapes and 3x32x32
     python benchmarks/ar_sampling.py --part text --text FILE --minutes 20
 
-Writes benchmarks/results/ar_sampling.json, ar_training.json, ar_text.json. CPU, float32.
+Writes benchmarks/results/ar_sampling.json, ar_training.json, ar_text.json. CPU, float32. The
+``image`` part merges its keys into ar_sampling.json (and ``sampling`` keeps the ``image`` keys).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -103,6 +106,102 @@ def bench_sampling(n: int = 8, n_audio: int = 4) -> dict:
         "identical_float32": bool(torch.equal(a, b)),
     }
     return out
+
+
+# --- PixelCNN images: the row cache against the whole-network pass per sub-pixel -----------------
+def _first_rows(model, rows: int):
+    """A context in which ``model.draw`` stops after the first ``rows`` rows: the draw is causal in
+    raster order, so those rows, and the random numbers they use, are exactly those of the full draw."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def ctx():
+        full = model.image_shape
+        model.image_shape = (full[0], rows, full[2])
+        try:
+            yield
+        finally:
+            model.image_shape = full
+
+    return ctx()
+
+
+def _pass_seconds(model, n: int, heights: list[int], repeats: int = 3) -> dict[int, float]:
+    """Median seconds of one naive step -- ``model.logits`` on the rows <= i of n images -- for
+    rows = each of ``heights`` (its cost depends on the height, not on the pixel values)."""
+    c, _, w = model.image_shape
+    out = {}
+    with torch.no_grad():
+        for h in heights:
+            x = torch.zeros(n, c, h, w)
+            ts = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                model.logits(x, None)
+                ts.append(time.perf_counter() - t)
+            out[h] = sorted(ts)[len(ts) // 2]
+    return out
+
+
+def bench_image(name: str, spec: DataSpec, n: int = 16, rows: int = 8) -> dict:
+    """16 samples of a default (untrained: the time does not depend on the weights) gated PixelCNN:
+    the row cache timed in full; the naive draw timed on the first ``rows`` rows next to the cached
+    one on the same rows (per-row rates), and its full time estimated from the measured cost of one
+    whole-network pass at each height (sum over the H*W*C steps of step i's pass on rows <= i,
+    linearly interpolated between the measured heights; checked against the measured first rows).
+    Samples of the same generator must be identical."""
+    torch.manual_seed(0)
+    model = genlab.build_model("pixelcnn", spec).eval()
+    c, hgt, wid = model.image_shape
+    out: dict = {"shape": [c, hgt, wid], "levels": int(spec.levels), "n": n, "rows_timed_naive": rows}
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    # Alternate cached / naive on the first rows (A B A): the same machine noise for both.
+    first = {"cached": [], "naive": []}
+    draws = {}
+    for mode in ("cached", "naive", "cached"):
+        with _first_rows(model, rows):
+            t = time.perf_counter()
+            draws[mode] = model.draw(n, None, generator=gen(), cached=mode == "cached")
+            first[mode].append(time.perf_counter() - t)
+    out["first_rows_cached_s"] = min(first["cached"])
+    out["first_rows_naive_s"] = first["naive"][0]
+    out["first_rows_speedup"] = out["first_rows_naive_s"] / out["first_rows_cached_s"]
+    out["first_rows_identical"] = bool(torch.equal(draws["cached"], draws["naive"]))
+    t = time.perf_counter()
+    full = model.draw(n, None, generator=gen(), cached=True)
+    out["cached_s"] = time.perf_counter() - t
+    out["cached_first_rows_match_full"] = bool(torch.equal(full[:, :, :rows], draws["cached"]))
+    # Logits of the two paths on a random image, all positions of a few rows (same up to rounding).
+    with torch.no_grad():
+        x = torch.randint(0, int(spec.levels), (2, c, hgt, wid)).float() / (int(spec.levels) - 1)
+        ref = model.logits(x, None)
+        diffs = []
+        for i in (0, 1, hgt // 2, hgt - 1):
+            above = model.above(x, i, None)
+            for j in range(wid):
+                diffs.append(float((model.pixel_logits(x, i, j, above, None) - ref[:, :, :, i, j]).abs().max()))
+        out["max_abs_logit_difference"] = max(diffs)
+    heights = sorted({1, 2, 4, rows, hgt // 4, hgt // 2, (3 * hgt) // 4, hgt})
+    per = _pass_seconds(model, n, heights)
+    curve = lambda h: float(np.interp(h, heights, [per[k] for k in heights]))  # noqa: E731
+    steps_per_row = wid * c
+    out["naive_pass_s_by_height"] = {str(k): v for k, v in per.items()}
+    out["naive_first_rows_estimated_s"] = steps_per_row * sum(curve(i + 1) for i in range(rows))
+    out["naive_s_estimated"] = steps_per_row * sum(curve(i + 1) for i in range(hgt))
+    out["speedup_estimated"] = out["naive_s_estimated"] / out["cached_s"]
+    out["naive_measured_in_full"] = False
+    return out
+
+
+def bench_images(rows: int) -> dict:
+    torch.set_num_threads(1)
+    shapes = genlab.load_dataset("shapes", "train").spec  # 1 x 64 x 64, 2 levels
+    rgb = DataSpec(name="rgb32", kind="image", shape=(3, 32, 32), value_range=(0.0, 1.0), levels=256)
+    res = {}
+    for name, spec in (("shapes64", shapes), ("rgb32", rgb)):
+        res[f"pixelcnn_{name}"] = {**bench_image(name, spec, rows=rows), "load_average": list(os.getloadavg())}
+        print(json.dumps(res[f"pixelcnn_{name}"], indent=2), flush=True)
+    return res
 
 
 # --- training throughput ----------------------------------------------------------------------
@@ -237,15 +336,21 @@ def bench_text(path: str, minutes: float, steps: int | None = None, block: int =
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=["all", "sampling", "training", "text"], default="all")
+    p.add_argument("--part", choices=["all", "sampling", "training", "text", "image"], default="all")
+    p.add_argument("--rows", type=int, default=8, help="image part: rows over which the naive draw is timed")
     p.add_argument("--text", help=f"UTF-8 text file (default: the Vim user manual, {VIM_MANUAL}, concatenated)")
     p.add_argument("--minutes", type=float, default=20.0, help="training budget of the text model")
     p.add_argument("--steps", type=int, help="training steps of the text model (instead of --minutes)")
     args = p.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    if args.part in ("all", "sampling"):
-        res = {"env": env(), **bench_sampling()}
-        (RESULTS / "ar_sampling.json").write_text(json.dumps(res, indent=2))
+    if args.part in ("all", "sampling", "image"):
+        path = RESULTS / "ar_sampling.json"
+        res = json.loads(path.read_text()) if path.exists() else {}  # each part keeps the other's keys
+        if args.part in ("all", "sampling"):
+            res.update({"env": env(), **bench_sampling()})
+        if args.part in ("all", "image"):
+            res.update({"image_env": {**env(), "date": time.strftime("%Y-%m-%d")}, **bench_images(args.rows)})
+        path.write_text(json.dumps(res, indent=2))
         print(json.dumps(res, indent=2))
     if args.part in ("all", "training"):
         res = {"env": env(), **bench_training()}

@@ -7,6 +7,7 @@ with one line on stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -670,6 +671,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
             if canonical[m.lower()] not in metrics:
                 metrics.append(canonical[m.lower()])
     _check_out_suffix(args.out, ".json")
+    import torch
+
+    from .train import idle_threads
+
+    if "OMP_NUM_THREADS" not in os.environ:  # as genlab train: torch's default oversubscribes a busy CPU
+        torch.set_num_threads(idle_threads())
     model, cfg, spec = load_run(args.run, weights=args.weights)
     if args.k is not None and model.likelihood != "bound":
         raise CLIError(
@@ -693,13 +700,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         out_dir=out.parent,
     )
+    scored = metrics is None or "likelihood" in metrics
+    if scored and model.likelihood != "none" and not model.capabilities.modalities:
+        from .baselines import baselines  # cached per data set, options and split: computed on first use
+
+        res.update(baselines(cfg["data"], args.split, key=getattr(model, "data_key", "x"), **data_opts))
     res = {"run": str(args.run), "weights": args.weights, "split": args.split, "data": cfg["data"], **res}
-    from .checkpoint import finite_or_null, write_json
+    from .evaluate import write_eval
 
     # NaN and infinity are not JSON: such a metric is written as null, and said so.
     for key, value in _non_finite(res):
         print(f"genlab: warning: metric {key!r} is {value} (not finite); written as null in {out}", file=sys.stderr)
-    write_json(finite_or_null(res), out)
+    try:  # merged into an earlier eval.json of the same model: a later --metrics fid keeps the likelihoods
+        _, notes = write_eval(res, out, model=model)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    for note in notes:
+        print(f"genlab: note: {out}: {note}", file=sys.stderr)
     for k, v in res.items():
         print(f"{k:>28}: {v:.4f}" if isinstance(v, float) else f"{k:>28}: {v}")
     print(f"wrote {out}")

@@ -108,10 +108,11 @@ def _metric_rank(name: str) -> tuple[int, int]:
 def metric_columns(evals: Sequence[dict[str, Any]]) -> list[str]:
     """The numeric keys of the ``eval.json`` dicts (their union), headline metrics first: bits/dim
     and nats likelihoods, ELBO, IWAE, FID, KID, precision/recall (:data:`HEADLINE`), then the rest
-    in first-seen order, bookkeeping counts (:data:`BOOKKEEPING`) last."""
+    in first-seen order, bookkeeping counts (:data:`BOOKKEEPING`) last. The data's baselines
+    (``baseline/...``, :mod:`genlab.baselines`) describe the data, not a run, and are left out."""
     cols: dict[str, None] = {}
     for e in evals:
-        cols.update({k: None for k, v in e.items() if is_number(v)})
+        cols.update({k: None for k, v in e.items() if is_number(v) and not k.startswith("baseline/")})
     return sorted(cols, key=_metric_rank)  # stable: first-seen order within a rank
 
 

@@ -13,8 +13,10 @@ conditional likelihoods, FID/KID of its images, a linear probe of its shared lat
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -501,3 +503,83 @@ def evaluate(
             )
         )
     return out
+
+
+# --- eval.json: later evaluations add to it --------------------------------------------------------
+#: Keys that say what an eval.json describes: a later evaluation merges into the file only if they
+#: agree (``model_sha256``, when both have it, stands for the run folder: the same weights give the
+#: same numbers wherever the folder lies); otherwise the earlier numbers are of another model or
+#: split, and the file is replaced.
+EVAL_IDENTITY = ("split", "data")
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 (hex) of the model's state dict: every parameter and buffer's name, dtype, shape
+    and bytes, in order. Equal fingerprints mean the same weights, so the same metric values."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes: any dtype, bf16 too
+    return h.hexdigest()
+
+
+def merge_eval(previous: Mapping[str, Any] | None, result: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``result`` merged into an earlier eval dict: the earlier keys that ``result`` does not
+    write are kept (an ``eval --metrics fid`` after a full eval keeps the likelihood numbers), the
+    ones it writes are replaced. Only when both describe the same model and data (see
+    :data:`EVAL_IDENTITY`); else ``result`` alone. Returns (merged, notes): one line per reason an
+    earlier file was not merged into."""
+    if previous is None:
+        return dict(result), []
+    if not isinstance(previous, Mapping):
+        raise ValueError("the earlier file is not a JSON object of metrics")
+    fp_old, fp_new = previous.get("model_sha256"), result.get("model_sha256")
+    same_model = (
+        fp_old == fp_new if fp_old is not None and fp_new is not None else previous.get("run") == result.get("run")
+    )
+    differ = [k for k in EVAL_IDENTITY if previous.get(k) != result.get(k)]
+    if not same_model:
+        differ.insert(0, "model_sha256" if fp_old is not None and fp_new is not None else "run")
+    if differ:
+        what = ", ".join(f"{k} {previous.get(k)!r} -> {result.get(k)!r}" for k in differ)
+        return dict(result), [f"the earlier evaluation is of another model or data ({what}): replaced, not merged"]
+    return {**previous, **result}, []
+
+
+def write_eval(
+    result: Mapping[str, Any], path: str | os.PathLike, *, model: torch.nn.Module | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """Write an evaluation (``result``, as :func:`evaluate` returns it plus the caller's keys such
+    as ``run``, ``split``, ``data``) to the JSON file ``path``, merged into what an earlier evaluation
+    of the same model wrote there (:func:`merge_eval`): a later ``eval --metrics fid`` adds FID
+    and keeps the likelihood numbers. With ``model``, its :func:`model_fingerprint` is stored as
+    ``model_sha256`` and decides "the same model". Non-finite floats are written as null; the file
+    is replaced atomically (a crash leaves the old or the new file, never half of one). A file at
+    ``path`` that is not an earlier evaluation raises ValueError and is left as it is. Returns
+    (what was written, notes on an earlier evaluation that was replaced rather than merged)."""
+    from .checkpoint import finite_or_null, write_json
+
+    path = Path(path)
+    result = dict(result)
+    if model is not None:
+        result["model_sha256"] = model_fingerprint(model)
+    previous: Any = None
+    if path.exists():
+        # A file genlab eval did not write (the user's own JSON at --out) is refused, never replaced.
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(
+                f"{str(path)!r} exists and is not an eval.json of genlab eval ({type(e).__name__}); "
+                "choose another --out or remove it"
+            ) from None
+        if not isinstance(previous, Mapping) or not {"split", "data"} <= set(previous):
+            raise ValueError(
+                f"{str(path)!r} exists and is not an eval.json of genlab eval (no split/data keys); "
+                "choose another --out or remove it"
+            )
+    merged, notes = merge_eval(previous, result)
+    merged = finite_or_null(merged)
+    write_json(merged, path)
+    return merged, notes

@@ -111,6 +111,21 @@ class ConvDecoder(nn.Module):
         return self.body(h).contiguous()
 
 
+def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """Inverted dropout of ``x`` (any shape): each entry kept with probability 1 - p and scaled by
+    1 / (1 - p), so E[dropout(x)] = x (Srivastava et al. 2014); identity when not ``training`` or
+    p == 0. The same distribution as ``F.dropout`` (up to float32's 2^-24 grid of uniforms), drawn
+    from torch's generator as uniforms: on a CPU ``bernoulli_`` costs ~5x as much (measured
+    2026-12-02, one thread: 41 ms vs 8 ms for 1.6M entries; a third of a multi-scale RealNVP
+    step on 28x28 images). The masks differ from ``F.dropout``'s for the same seed."""
+    if not training or p == 0.0:
+        return x
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout rate p={p}: expected a number in [0, 1)")
+    keep = (torch.rand_like(x) >= p).to(x.dtype).mul_(1.0 / (1.0 - p))
+    return x * keep
+
+
 def one_hot(y: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
     """Class ids [B] (long) -> one-hot [B, num_classes]; float conditions [B, K] pass through."""
     if y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):

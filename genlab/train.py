@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -92,6 +93,34 @@ def idle_threads() -> int:
     return max(1, min(default, round((os.cpu_count() or 1) - load)))
 
 
+def compile_unavailable(device: torch.device) -> str | None:
+    """Why ``torch.compile`` (inductor) cannot compile for ``device`` here, or None when it can:
+    dynamo unsupported on this Python/platform, no C++ compiler on the PATH for CPU code, or no
+    triton for GPU code. Checked before the first step so the run falls back to eager with a
+    warning instead of failing mid-training."""
+    try:
+        import torch._dynamo as dynamo
+    except Exception as e:  # a build of torch without dynamo
+        return f"torch._dynamo cannot be imported ({type(e).__name__}: {e})"
+    if not dynamo.is_dynamo_supported():
+        return f"torch.compile is not supported on Python {sys.version.split()[0]} / {sys.platform}"
+    if device.type == "cpu":
+        try:
+            from torch._inductor.cpp_builder import get_cpp_compiler
+
+            cxx = get_cpp_compiler()
+        except Exception as e:  # no compiler found: inductor raises while searching for one
+            return f"inductor found no C++ compiler ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        if not (os.path.isabs(cxx) and os.access(cxx, os.X_OK)) and shutil.which(cxx) is None:
+            return f"inductor's C++ compiler {cxx!r} is not on the PATH (install g++ or set CXX)"
+    elif device.type == "cuda":
+        import importlib.util
+
+        if importlib.util.find_spec("triton") is None:
+            return "inductor needs triton for CUDA code and it is not installed"
+    return None
+
+
 def cpu_has_bf16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool | None:
     """Whether this CPU has bfloat16 instructions (x86 ``avx512_bf16`` or ``amx_bf16`` in the
     flags of ``cpuinfo``; ARM ``bf16``), or None where that cannot be read (not Linux)."""
@@ -118,7 +147,12 @@ class TrainConfig:
     is built (None: leave it); on small models and shared CPUs fewer threads can be faster.
     ``precision="bf16"`` runs the training losses under bfloat16 autocast (weights, optimizer and
     evaluation stay float32): faster matrix products on GPUs and on CPUs with bf16 instructions, at
-    a small cost in precision.
+    a small cost in precision. ``compile=true`` runs the training loss through ``torch.compile``
+    (inductor; needs a C++ compiler on CPU, triton on GPU; where they are missing training goes on
+    uncompiled with a warning naming why). The first steps then pay the compile time; the weights,
+    checkpoints and ``--resume`` are unchanged (the model itself is not wrapped), and evaluation and
+    sampling stay eager. Under inductor the random draws inside the loss (e.g. the VAE's noise) come
+    from its own generator, so a compiled run is reproducible but not equal to an eager one.
 
     ``lr``, ``beta1``, ``beta2`` (AdamW) apply to every parameter group when set. Left at None they
     take the model's own defaults (``optimizer_settings()``'s ``default_lr``/``default_betas`` per
@@ -149,6 +183,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "fp32"
     threads: int | None = None
+    compile: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -360,6 +395,19 @@ class Trainer:
             {k: v.to(self.device) for k, v in train_data.tensors.items()}, train_data.spec, train_data.split
         )
         self.model.on_train_data(len(self.train_data))
+        # compile=true: the loss function, not the module, is compiled, so the state dict keeps its
+        # keys (no "_orig_mod." prefix) and checkpoints load into an uncompiled model.
+        self._loss_fn: Callable[[dict[str, Tensor]], dict[str, Tensor]] = self.model.loss
+        if self.cfg.compile:
+            why = compile_unavailable(self.device)
+            if why is None and self.world > 1:
+                why = "it is not applied under torchrun (DDP wraps the loss there)"
+            if why is None:
+                # dynamic=False: training batches have one shape (the tail is dropped); a
+                # dynamic-shape graph is slower and crashed inductor on ddpm (torch 2.13).
+                self._loss_fn = torch.compile(self.model.loss, dynamic=False)
+            else:
+                warnings.warn(f"compile=true ignored, training uncompiled: {why}", stacklevel=2)
         self.val_data = val_data
         self.out = Path(out_dir) if out_dir is not None else None
         self.is_main = self.rank == 0
@@ -493,7 +541,7 @@ class Trainer:
 
     def _loss(self, batch: dict[str, Tensor], key: str | None = None) -> dict[str, Tensor]:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
-            losses = self.ddp(batch, key) if self.ddp is not None else self.model.loss(batch)
+            losses = self.ddp(batch, key) if self.ddp is not None else self._loss_fn(batch)
         return {k: v.float() for k, v in losses.items()}
 
     def _all_reduce_flat(self, params: list[nn.Parameter]) -> None:

@@ -36,7 +36,7 @@ from ..checkpoint import CheckpointError, load_tensors, save_tensors
 from ..data.base import TensorDataset
 from ..data.spec import DataSpec
 from ..nn import ConvEncoder
-from .twosample import single_thread
+from .threads import single_thread
 
 FEATNET_VERSION = 1
 

@@ -17,9 +17,13 @@ References:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
+
+from .threads import single_threaded
 
 
 def as_float64(a: np.ndarray | Tensor, name: str = "features") -> np.ndarray:
@@ -55,6 +59,7 @@ def gaussian_frechet(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_
     return max(d, 0.0)  # >= 0 in exact arithmetic; clip eigenvalue round-off
 
 
+@single_threaded
 def frechet_distance(feats_a: np.ndarray | Tensor, feats_b: np.ndarray | Tensor) -> float:
     """FID: Frechet distance between Gaussians fitted (mean, unbiased covariance) to two feature
     sets [N_a, F] and [N_b, F]. In squared feature units; 0 for identical sets. Biased upwards for
@@ -81,11 +86,18 @@ def mmd2_unbiased(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
     return float(sxx + syy - 2.0 * kxy.mean())
 
 
-def polynomial_kernel(x: np.ndarray, y: np.ndarray, degree: int = 3, coef0: float = 1.0) -> np.ndarray:
-    """k(x, y) = (x.y / F + coef0)^degree, the KID kernel (F = feature size)."""
+def polynomial_kernel(x: Any, y: Any, degree: int = 3, coef0: float = 1.0) -> Any:
+    """k(x, y) = (x.y / F + coef0)^degree, the KID kernel (F = feature size), for x [N, F] and
+    y [M, F] both numpy arrays or both torch tensors -> [N, M] of the same kind."""
     return (x @ y.T / x.shape[1] + coef0) ** degree
 
 
+#: Above this many features per set, KID's subsets are scored one by one instead of from the whole
+#: kernel matrices (N x N float64: 128 MB at 4,096).
+KID_FULL_KERNEL_MAX = 4096
+
+
+@single_threaded
 def kid(
     feats_a: np.ndarray | Tensor,
     feats_b: np.ndarray | Tensor,
@@ -99,6 +111,12 @@ def kid(
 
     Returns (mean, std) over subsets, in the kernel's units. Unlike FID the estimator is unbiased:
     its expectation is 0 when both sets come from the same distribution, at any sample size.
+
+    The kernel of a pair does not depend on the subset it is drawn in, so for sets of up to
+    :data:`KID_FULL_KERNEL_MAX` examples the three kernel matrices k(a, a), k(b, b), k(a, b) are
+    computed once and every subset's sums are read off them with 0/1 selection vectors s:
+    sum_{i, j in S} k_ij = s^T K s (3 matrix products instead of 300 for the default 100 subsets;
+    the same subsets, so the same value up to float64 summation order).
     """
     a, b = as_float64(feats_a, "feats_a"), as_float64(feats_b, "feats_b")
     if a.shape[1] != b.shape[1]:
@@ -107,12 +125,36 @@ def kid(
     if m < 2:
         raise ValueError(f"KID needs at least 2 examples per set; got {len(a)} and {len(b)}")
     rng = np.random.default_rng(seed)
-    vals = np.empty(subsets)
-    for s in range(subsets):
-        x = a[rng.choice(len(a), m, replace=False)]
-        y = b[rng.choice(len(b), m, replace=False)]
-        vals[s] = mmd2_unbiased(polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y))
+    picks = [(rng.choice(len(a), m, replace=False), rng.choice(len(b), m, replace=False)) for _ in range(subsets)]
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    if max(len(a), len(b)) > KID_FULL_KERNEL_MAX:
+        vals = np.empty(subsets)
+        for s, (ia, ib) in enumerate(picks):
+            x, y = ta[torch.from_numpy(ia)], tb[torch.from_numpy(ib)]
+            vals[s] = _mmd2_poly(polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y), m)
+        return float(vals.mean()), float(vals.std())
+    sel_a = torch.zeros(subsets, len(a), dtype=torch.float64)  # [S, N_a]: 1 where example i is in subset s
+    sel_b = torch.zeros(subsets, len(b), dtype=torch.float64)
+    rows = torch.arange(subsets)[:, None]
+    sel_a[rows, torch.from_numpy(np.stack([p[0] for p in picks]))] = 1.0
+    sel_b[rows, torch.from_numpy(np.stack([p[1] for p in picks]))] = 1.0
+
+    def block_sum(k: Tensor, left: Tensor, right: Tensor) -> Tensor:  # [S]: s_l^T K s_r per subset
+        return ((left @ k) * right).sum(1)
+
+    kaa, kbb = polynomial_kernel(ta, ta), polynomial_kernel(tb, tb)
+    sxx = (block_sum(kaa, sel_a, sel_a) - sel_a @ torch.diagonal(kaa)) / (m * (m - 1))
+    syy = (block_sum(kbb, sel_b, sel_b) - sel_b @ torch.diagonal(kbb)) / (m * (m - 1))
+    sxy = block_sum(polynomial_kernel(ta, tb), sel_a, sel_b) / (m * m)
+    vals = (sxx + syy - 2.0 * sxy).numpy()
     return float(vals.mean()), float(vals.std())
+
+
+def _mmd2_poly(kxx: Tensor, kyy: Tensor, kxy: Tensor, m: int) -> float:
+    """:func:`mmd2_unbiased` on torch kernel matrices of two subsets of ``m`` examples each."""
+    sxx = (kxx.sum() - torch.trace(kxx)) / (m * (m - 1))
+    syy = (kyy.sum() - torch.trace(kyy)) / (m * (m - 1))
+    return float(sxx + syy - 2.0 * kxy.mean())
 
 
 def _pairwise(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -129,6 +171,7 @@ def _knn_radii(x: np.ndarray, k: int) -> np.ndarray:
     return np.partition(d, k, axis=1)[:, k]
 
 
+@single_threaded
 def precision_recall(real: np.ndarray | Tensor, fake: np.ndarray | Tensor, *, k: int = 3) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019).
 
@@ -144,6 +187,7 @@ def precision_recall(real: np.ndarray | Tensor, fake: np.ndarray | Tensor, *, k:
     return precision, recall
 
 
+@single_threaded
 def density_coverage(real: np.ndarray | Tensor, fake: np.ndarray | Tensor, *, k: int = 5) -> tuple[float, float]:
     """Density and coverage (Naeem et al. 2020), built on the real set's k-NN balls only (k=5).
 

@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .threads import single_threaded
+
 
 def _nearest(q: Tensor, ref: Tensor, chunk: int = 2048) -> tuple[Tensor, Tensor]:
     """For each row of q [N, D]: (distance, index) of its nearest row of ref [M, D]."""
@@ -43,6 +45,7 @@ def _nearest(q: Tensor, ref: Tensor, chunk: int = 2048) -> tuple[Tensor, Tensor]
     return torch.cat(ds), torch.cat(ix)
 
 
+@single_threaded
 def memorization_audit(
     samples: Tensor,
     train: Tensor,

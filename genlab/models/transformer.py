@@ -28,6 +28,26 @@ from ..protocol import Capabilities, GenerativeModel
 
 KVCache = list[dict[str, Tensor]]  # one {"k": (B, nh, S, hs), "v": ...} per layer
 
+#: Dropout of ``dropout=None`` where the data is small (or its size unknown): without dropout a
+#: 146 kB text overfits after step 800 of 1,500 (issue 17; ``benchmarks/lm_defaults.py``).
+#: nanoGPT's character model on 1 MB of Shakespeare uses 0.2.
+SMALL_DATA_DROPOUT = 0.2
+
+
+def dropout_for_tokens(n_tokens: int | None) -> float:
+    """The default dropout for ``n_tokens`` training tokens: ``SMALL_DATA_DROPOUT`` (0.2) up to 1M
+    tokens, then falling linearly in log10(n_tokens) to 0.1 at 10M and 0.0 from 100M on (large
+    data regularizes itself; GPT-style models trained on billions of tokens use none).
+
+    Non-increasing in ``n_tokens`` and within [0, 0.2]; None (the size is unknown) gives 0.2, as a
+    user's text file on a CPU is small far more often than it is large."""
+    if n_tokens is None:
+        return SMALL_DATA_DROPOUT
+    if isinstance(n_tokens, bool) or n_tokens < 0:
+        raise ValueError(f"n_tokens must be a count >= 0 or None; got {n_tokens!r}")
+    decades = math.log10(max(int(n_tokens), 1) / 1e6)  # decades above 1M tokens
+    return SMALL_DATA_DROPOUT * min(1.0, max(0.0, 1.0 - decades / 2.0))
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
@@ -36,7 +56,7 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
 
-    def forward(self, x: Tensor, cache: dict[str, Tensor] | None = None) -> Tensor:
+    def forward(self, x: Tensor, cache: dict[str, Tensor] | None = None, dropout: bool | None = None) -> Tensor:
         b, s, d = x.shape  # (B, S, d): S new positions
         q, k, v = (t.view(b, s, self.n_heads, -1).transpose(1, 2) for t in self.qkv(x).split(d, -1))  # (B, nh, S, hs)
         past = 0
@@ -48,26 +68,28 @@ class CausalSelfAttention(nn.Module):
         mask = None
         if past and s > 1:  # new queries see all cached keys and the new ones causally
             mask = torch.ones(s, past + s, dtype=torch.bool, device=x.device).tril(past)
-        p = self.dropout if self.training else 0.0
+        p = self.dropout if (self.training if dropout is None else dropout) else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=past == 0 and s > 1)
         return self.proj(y.transpose(1, 2).reshape(b, s, d))
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x)).
+
+    ``dropout`` in :meth:`forward` switches dropout (attention weights, both residual branches) on
+    or off; None follows the module's training mode (``torch``'s usual rule)."""
 
     def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
         super().__init__()
+        self.p = dropout
         self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.attn = CausalSelfAttention(d_model, n_heads, dropout)
-        self.mlp = nn.Sequential(
-            nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model), nn.Dropout(dropout)
-        )
-        self.drop = nn.Dropout(dropout)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
 
-    def forward(self, x: Tensor, cache: dict[str, Tensor] | None = None) -> Tensor:
-        x = x + self.drop(self.attn(self.ln1(x), cache))
-        return x + self.mlp(self.ln2(x))
+    def forward(self, x: Tensor, cache: dict[str, Tensor] | None = None, dropout: bool | None = None) -> Tensor:
+        on = self.training if dropout is None else dropout
+        x = x + F.dropout(self.attn(self.ln1(x), cache, on), self.p, on)
+        return x + F.dropout(self.mlp(self.ln2(x)), self.p, on)
 
 
 class TransformerLM(GenerativeModel):
@@ -75,7 +97,12 @@ class TransformerLM(GenerativeModel):
 
     Args (the config; vocabulary and length come from ``spec``):
         d_model, n_layers, n_heads: width, depth and attention heads.
-        dropout: dropout on attention weights and residual branches (0 for short CPU runs).
+        dropout: dropout on the embeddings, attention weights and residual branches of the training
+            loss (in training mode; every other method is deterministic). 0 by default: measured on
+            a 146 kB text (2026-12-02, ``benchmarks/lm_defaults.py``), 0.2 slows the default 500-step
+            run (validation 3.25 vs 2.93 bits/char at step 400). None: :func:`dropout_for_tokens` of
+            the training tokens (as the Trainer reports them, :meth:`on_train_data`, or
+            ``spec.extra["train_tokens"]``; 0.2 until known), and 0 on captions (``source="text"``).
         max_prefix: the most prefix positions (class embedding + ``prefix_embeds``) allowed.
         source: the batch key of the tokens: ``"x"`` (token data sets, e.g. a .txt file) or
             ``"text"`` (the captions of ``shapes-captions``).
@@ -95,7 +122,11 @@ class TransformerLM(GenerativeModel):
         figures=("samples",),
         notes="KV-cache sampling; prefix_embeds in log_prob/sample/encode; encode: mean hidden state",
     )
-    #: Training settings for a ~1-minute CPU run (applied by `genlab train` once the CLI reads them).
+    #: Training settings for a ~1-minute CPU run, applied by ``genlab train`` under the user's own.
+    #: nanoGPT's small-data recipe (``--set weight_decay=0.1 --set schedule=cosine --set warmup=100
+    #: --set grad_clip=1``) was measured on a 146 kB text (2026-12-02, ``benchmarks/lm_defaults.py``):
+    #: validation 2.39 bits/char after 500 steps instead of 2.52, but test 2.95 against 2.96, and
+    #: 2.86 against 2.87 on the Vim manual; not a default until a held-out gain shows (issue 17).
     train_defaults = {"steps": 500, "batch_size": 32, "lr": 2e-3, "eval_every": 100}
 
     def __init__(
@@ -104,7 +135,7 @@ class TransformerLM(GenerativeModel):
         d_model: int = 128,
         n_layers: int = 4,
         n_heads: int = 4,
-        dropout: float = 0.0,
+        dropout: float | None = 0.0,
         max_prefix: int = 16,
         source: str = "x",
         conditional: bool = False,
@@ -130,6 +161,14 @@ class TransformerLM(GenerativeModel):
                 "conditional=True with source='text' is not supported yet (needs a data-key hook in the trainer)"
             )
         self._init_conditioning(conditional)
+        # dropout=None: from the data size, now if the spec records it, else when a Trainer reports
+        # it (on_train_data). Captions (source="text") come from a procedural grid: nothing to fight.
+        self._auto_dropout = dropout is None and source == "x"
+        if dropout is None:
+            dropout = 0.0 if source == "text" else dropout_for_tokens(spec.extra.get("train_tokens"))
+        if isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1) or None (from the data size); got {dropout!r}")
+        self.dropout = float(dropout)
         if d_model % n_heads or min(d_model, n_layers, n_heads) < 1 or max_prefix < 0:
             raise ValueError(
                 "need d_model divisible by n_heads, positive sizes and max_prefix >= 0; "
@@ -146,13 +185,21 @@ class TransformerLM(GenerativeModel):
         self.pos_emb = nn.Embedding(max_prefix + self.seq_len + 1, d_model)  # prefix, <start>, x_1..x_T
         self.start = nn.Parameter(torch.zeros(d_model))
         self.cls_emb = nn.Embedding(spec.num_classes, d_model) if conditional else None
-        self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout) for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(d_model)
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
             if name.endswith("attn.proj.weight") or name.endswith("mlp.2.weight"):
                 nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * n_layers))
+
+    def on_train_data(self, n: int) -> None:
+        """Told the number ``n`` of training sequences (of T tokens) by the Trainer: with
+        ``dropout=None`` the dropout becomes :func:`dropout_for_tokens` of n * T (a user's value stays)."""
+        if self._auto_dropout:
+            self.dropout = dropout_for_tokens(int(n) * self.seq_len)
+            for m in self.modules():
+                if isinstance(m, Block):
+                    m.p = m.attn.dropout = self.dropout
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -184,18 +231,25 @@ class TransformerLM(GenerativeModel):
         parts.append(self.start.expand(n, 1, -1))
         return torch.cat(parts, 1)
 
-    def _run(self, h: Tensor, pos0: int = 0, cache: KVCache | None = None) -> Tensor:
-        """Final hidden states [B, S, d] of input embeddings ``h`` [B, S, d] at positions pos0.."""
+    def _run(self, h: Tensor, pos0: int = 0, cache: KVCache | None = None, dropout: bool = False) -> Tensor:
+        """Final hidden states [B, S, d] of input embeddings ``h`` [B, S, d] at positions pos0..
+
+        Dropout (on the embeddings and in every block) only with ``dropout=True``, which the training
+        loss alone passes: ``log_prob``, ``sample``, ``encode`` and PPLM steering (which calls this
+        directly) are deterministic in training mode too, e.g. on a freshly built model."""
         pos = torch.arange(pos0, pos0 + h.shape[1], device=h.device)
-        h = self.drop(h + self.pos_emb(pos))
+        h = F.dropout(h + self.pos_emb(pos), self.dropout, dropout)
         for i, block in enumerate(self.blocks):
-            h = block(h, None if cache is None else cache[i])
+            h = block(h, None if cache is None else cache[i], dropout)
         return self.ln_f(h)
 
-    def forward(self, x: Tensor, cond: Tensor | None = None, prefix_embeds: Tensor | None = None) -> Tensor:
-        """Teacher-forced logits [B, T, V]: row t holds log-odds of p(x_t | prefix, x_<t)."""
+    def forward(
+        self, x: Tensor, cond: Tensor | None = None, prefix_embeds: Tensor | None = None, dropout: bool = False
+    ) -> Tensor:
+        """Teacher-forced logits [B, T, V]: row t holds log-odds of p(x_t | prefix, x_<t); dropout
+        only with ``dropout=True`` (the training loss)."""
         pre = self._prefix(x.shape[0], cond, prefix_embeds)  # (B, P+1, d)
-        h = self._run(torch.cat([pre, self.tok_emb(x[:, :-1])], 1))  # (B, P+T, d)
+        h = self._run(torch.cat([pre, self.tok_emb(x[:, :-1])], 1), dropout=dropout)  # (B, P+T, d)
         return self.head(h[:, pre.shape[1] - 1 :])  # (B, T, V)
 
     # --- the protocol -------------------------------------------------------------------------
@@ -216,7 +270,7 @@ class TransformerLM(GenerativeModel):
         if self.context_words and self.training:
             return self.context_loss(batch, self.context_words)
         x = self._check(batch[self.source])
-        logits = self(x, None if self.source == "text" else self.condition(batch))
+        logits = self(x, None if self.source == "text" else self.condition(batch), dropout=self.training)
         nll = F.cross_entropy(logits.reshape(-1, self.vocab_size), x.reshape(-1))
         return {"loss": nll, "bits_per_token": nll.detach() / math.log(2)}
 
@@ -237,7 +291,7 @@ class TransformerLM(GenerativeModel):
             special = torch.tensor([i for i, w in enumerate(vocab) if w in ("<pad>", "<bos>", "<eos>", "<unk>")])
             keys = torch.rand(t.shape, device=t.device).masked_fill(torch.isin(t, special.to(t.device)), 2.0)
             pre = self.tok_emb(t.gather(1, keys.argsort(1)[:, :k]))  # (B, k, d): words first, specials only to fill
-        logits = self(t, prefix_embeds=pre)
+        logits = self(t, prefix_embeds=pre, dropout=self.training)
         nll = F.cross_entropy(logits.reshape(-1, self.vocab_size), t.reshape(-1))
         return {"loss": nll, "bits_per_token": nll.detach() / math.log(2)}
 

@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...nn import MaskedMLP
+from ...nn import MaskedMLP, dropout
 
 Shape = tuple[int, ...]
 
@@ -380,7 +380,7 @@ class CondConvNet(nn.Module):
             h = h + self.cond(c)[:, :, None, None]
         h = F.relu(self.conv_mid(F.relu(h)))
         if self.dropout and self.training:  # regularizes small data sets; identity at evaluation
-            h = F.dropout(h, self.dropout)
+            h = dropout(h, self.dropout)  # uniforms, not bernoulli_: ~5x cheaper on a CPU
         return self.conv_out(h)
 
 
