@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from .data.base import TensorDataset
 from .metrics.likelihood import likelihood_metrics
@@ -429,6 +431,8 @@ def evaluate(
         m = likelihood_metrics(model, dataset, batch_size=batch_size, **kw)
         name = "elbo" if model.likelihood == "bound" else "log_prob"
         out[f"{name}_nats"], out[f"{name}_bpd"] = -m["nll"], m["bpd"]
+        if streamable(model, dataset):
+            out.update(stream_metrics(model, dataset, batch_size=batch_size))
     if "iwae" in chosen:
         m = likelihood_metrics(model, dataset, k=k, batch_size=max(1, batch_size // 4))
         out.update(iwae_k=k, iwae_nats=-m["nll"], iwae_bpd=m["bpd"])
@@ -503,6 +507,73 @@ def evaluate(
             )
         )
     return out
+
+
+# --- a text file's split scored as one stream ------------------------------------------------------
+def streamable(model: GenerativeModel, dataset: TensorDataset) -> bool:
+    """Whether ``dataset`` is a text file's split (token blocks cut contiguously from one stream,
+    ``spec.extra["tokenizer"]``) and ``model`` an unconditional exact autoregressive model whose
+    ``log_prob`` takes any length T <= the block length (``model.variable_length``): then
+    :func:`stream_metrics` can score each block given the text before it."""
+    spec = dataset.spec
+    return (
+        getattr(model, "variable_length", False)
+        and model.likelihood == "exact"
+        and spec.kind == "tokens"
+        and "tokenizer" in spec.extra
+        and not getattr(model, "conditional", False)
+    )
+
+
+@torch.no_grad()
+def stream_log_prob(model: GenerativeModel, tokens: Tensor, stride: int, batch_size: int = 64) -> tuple[float, int]:
+    """Total log-probability (nats) of the stream ``tokens`` long [N, T] (its blocks in order, read
+    as one sequence of N*T tokens) under a causal model, and the tokens scored (all N*T).
+
+    Windows of T tokens start every ``stride`` tokens (the last one ends at the stream's end); each
+    scores only the tokens the previous window did not, given the c tokens before them in the window,
+    by the chain rule: log p(w[c:] | w[:c]) = log_prob(w) - log_prob(w[:c]). So every token after the
+    first window has at least T - stride tokens of context, where block-by-block scoring gives the
+    first token of each block none. ``stride = T`` is block-by-block scoring exactly."""
+    n, t = tokens.shape
+    if not 1 <= stride <= t:
+        raise ValueError(f"stride must be in 1..{t} (the block length); got {stride}")
+    stream = tokens.reshape(-1)
+    length = len(stream)
+    starts = list(range(0, length - t + 1, stride))
+    if starts[-1] + t < length:
+        starts.append(length - t)
+    jobs: dict[int, list[int]] = {}  # context length c -> window starts scored with it
+    end = 0
+    for p in starts:
+        jobs.setdefault(end - p, []).append(p)
+        end = p + t
+    device = getattr(model, "device", torch.device("cpu"))
+    total = 0.0
+    for c, ps in jobs.items():
+        for i in range(0, len(ps), batch_size):
+            w = torch.stack([stream[p : p + t] for p in ps[i : i + batch_size]]).to(device)
+            lp = model.log_prob(w).double()
+            if c > 0:
+                lp = lp - model.log_prob(w[:, :c]).double()
+            total += float(lp.sum())
+    return total, length
+
+
+def stream_metrics(
+    model: GenerativeModel, dataset: TensorDataset, *, stride: int | None = None, batch_size: int = 64
+) -> dict[str, Any]:
+    """``stream_bpd`` (bits per token; bits per character for a char tokenizer) of a text file's split
+    scored as one stream (:func:`stream_log_prob`, ``stride`` T/2 by default: every token after the
+    first window sees at least T/2 tokens before it), ``stream_context`` (that least context). This is
+    the figure to set beside a compressor's cost of the same text, which carries context across
+    blocks; ``log_prob_bpd`` scores each block from an empty context."""
+    x = dataset.tensors[getattr(model, "data_key", "x")]
+    t = x.shape[1]
+    stride = max(1, t // 2) if stride is None else stride
+    model.eval()
+    total, n = stream_log_prob(model, x, stride, batch_size)
+    return {"stream_bpd": -total / (n * math.log(2)), "stream_context": t - stride}
 
 
 # --- eval.json: later evaluations add to it --------------------------------------------------------

@@ -128,6 +128,9 @@ class TransformerLM(GenerativeModel):
     #: validation 2.39 bits/char after 500 steps instead of 2.52, but test 2.95 against 2.96, and
     #: 2.86 against 2.87 on the Vim manual; not a default until a held-out gain shows (issue 17).
     train_defaults = {"steps": 500, "batch_size": 32, "lr": 2e-3, "eval_every": 100}
+    #: ``log_prob`` takes any T <= seq_len and is causal: the first k tokens' log-probability is the
+    #: sum of the first k terms (``genlab.evaluate.stream_log_prob`` relies on it).
+    variable_length = True
 
     def __init__(
         self,
