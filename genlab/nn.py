@@ -122,7 +122,9 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         return x
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout rate p={p}: expected a number in [0, 1)")
-    keep = (torch.rand_like(x) >= p).to(x.dtype).mul_(1.0 / (1.0 - p))
+    # torch.rand in logical order (not rand_like, which fills in memory order): the same mask for
+    # the same seed whatever x's memory layout (channels_last training, tested).
+    keep = (torch.rand(x.shape, dtype=x.dtype, device=x.device) >= p).to(x.dtype).mul_(1.0 / (1.0 - p))
     return x * keep
 
 

@@ -153,6 +153,11 @@ class TrainConfig:
     checkpoints and ``--resume`` are unchanged (the model itself is not wrapped), and evaluation and
     sampling stay eager. Under inductor the random draws inside the loss (e.g. the VAE's noise) come
     from its own generator, so a compiled run is reproducible but not equal to an eager one.
+    ``channels_last=true`` keeps the 4-D weights and image batches of training
+    in channels-last (NHWC) memory layout, where oneDNN's convolutions skip their layout conversions
+    on a CPU: measured 2026-12-02 on 64x64 shapes, batch 64, one thread, alternating, 5 repeats,
+    realnvp 1.51x and glow 1.19x faster per step (``benchmarks/conv_speed.py`` explains the floor);
+    the same mathematics, float rounding aside.
 
     ``lr``, ``beta1``, ``beta2`` (AdamW) apply to every parameter group when set. Left at None they
     take the model's own defaults (``optimizer_settings()``'s ``default_lr``/``default_betas`` per
@@ -184,6 +189,7 @@ class TrainConfig:
     precision: str = "fp32"
     threads: int | None = None
     compile: bool = False
+    channels_last: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -395,6 +401,8 @@ class Trainer:
             {k: v.to(self.device) for k, v in train_data.tensors.items()}, train_data.spec, train_data.split
         )
         self.model.on_train_data(len(self.train_data))
+        if self.cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)  # 4-D parameters only; checkpoints stay plain
         # compile=true: the loss function, not the module, is compiled, so the state dict keeps its
         # keys (no "_orig_mod." prefix) and checkpoints load into an uncompiled model.
         self._loss_fn: Callable[[dict[str, Tensor]], dict[str, Tensor]] = self.model.loss
@@ -564,6 +572,11 @@ class Trainer:
         ``recompute_loss_per_group = True`` get a fresh ``loss(batch)`` before each key after the
         first, so that e.g. the generator is trained against the just-updated discriminator."""
         self.model.train()
+        if self.cfg.channels_last:
+            batch = {
+                k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 and v.is_floating_point() else v
+                for k, v in batch.items()
+            }
         losses = self._loss(batch)
         keys = [k for k in self.groups if k in losses]
         if not keys:
