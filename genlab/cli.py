@@ -1213,7 +1213,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "comma-separated subset of: likelihood, iwae, recon, fid, kid, pr, dc, classes, mmd, "
             "c2st, memorization, disentanglement, coherence, modalities, summary, in any letter case "
-            "(default: all that apply to the model and data)"
+            "(default: all that apply to the model and data, except disentanglement for models "
+            "without a latent posterior: flows, autoregressive models)"
         ),
     )
     e.add_argument("--n-samples", type=int, default=1000, help="samples drawn for the sample-based metrics")

@@ -72,3 +72,13 @@ def test_a_transformer_on_a_text_file_gets_the_stream_figure_and_it_uses_the_con
             assert torch.allclose(model.log_prob(w[:, :k]), terms[:, :k].sum(1), atol=1e-5), k
     # the period-9 text cut into blocks of 8: a block's first letters are unpredictable without context
     assert out["stream_bpd"] < out["log_prob_bpd"]
+
+
+def test_the_default_eval_of_an_lm_skips_the_disentanglement_scores():
+    from genlab.evaluate import applicable_metrics, default_metrics
+
+    spec = genlab.load_dataset("shapes-captions", "test", n=50).spec
+    lm = genlab.build_model("transformer", spec, source="text", d_model=8, n_layers=1, n_heads=2)
+    vae = genlab.build_model("sentencevae", spec, source="text")
+    assert "disentanglement" in applicable_metrics(lm) and "disentanglement" not in default_metrics(lm)
+    assert "disentanglement" in default_metrics(vae)  # a latent-variable model keeps them
