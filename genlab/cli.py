@@ -213,7 +213,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             # Final pictures with the configured sample count: sequential samplers (PixelCNN on
             # 64x64) pay per sample. Not after Ctrl-C: the user asked to stop.
             n = display_count(model.spec, train_cfg.n_samples)
-            figs = [] if interrupted else run_figures(model, val_data, out, seed=train_cfg.seed, n=n)
+            figs = (
+                []
+                if interrupted
+                else run_figures(
+                    model,
+                    val_data,
+                    out,
+                    seed=train_cfg.seed,
+                    n=n,
+                    title=f"{model_name} {out.name}, step {trainer.step}",
+                )
+            )
             best = "" if summary["best"] is None else f", best val {summary['best']:.4f} at step {summary['best_step']}"
             print(
                 f"{summary['stopped']} at step {summary['step']} in {summary['seconds']:.1f}s{best}; run folder {out}"
@@ -372,14 +383,33 @@ def cmd_sample(args: argparse.Namespace) -> int:
             np.save(f, x.cpu().numpy())
         written: Path | None = out
     else:
+        from .viz import class_labels
+
         nrow = spec.num_classes if model.conditional and args.cond is None else None  # a column per class
-        written = save_samples(x, spec, out, nrow=nrow)
+        title = f"{cfg['model']} {Path(args.run).name}, {args.weights} weights{_weights_step(args.run, args.weights)}"
+        if args.temperature != 1.0:
+            title += f", temperature {args.temperature:g}"
+        if args.cond is not None:
+            title += f", class {class_labels(spec)[args.cond]}"
+        written = save_samples(x, spec, out, nrow=nrow, title=title, labels=class_labels(spec) if nrow else None)
     if written is None:
         raise CLIError(f"--out {out}: samples of {what} data cannot be written as {out.suffix}; use --out FILE.npy")
     if written != out:  # save_samples normalizes '.WAV'/'.TXT' to lower case; keep the user's name
         written = written.replace(out)
     print(f"wrote {args.n} samples to {written}")
     return 0
+
+
+def _weights_step(run: str, weights: str) -> str:
+    """ ", step N" for the run's ``best`` or ``last`` weights, from trainer-state.json ("" if unknown)."""
+    import json
+
+    try:
+        state = json.loads((Path(run) / "trainer-state.json").read_text())
+        step = state["best_step"] if weights == "best" else state["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f", step {step}" if isinstance(step, int) else ""
 
 
 def _write_multimodal(outputs: dict[str, Any], spec: Any, out: Path, **kw: Any) -> list[Path]:

@@ -60,7 +60,7 @@ from .runs import (
     save_trainer_state,
     truncate_metrics,
 )
-from .viz import display_count, save_samples
+from .viz import class_labels, display_count, save_samples
 
 
 class Rank0Error(ValueError):
@@ -691,12 +691,15 @@ class Trainer:
                     save_samples(v, spec.modality(k), self.out / SAMPLES_DIR / f"{name}-{k}.png") for k, v in x.items()
                 ]
                 return next((p for p in paths if p is not None), None)
+            spec = self.model.spec
             return save_samples(
                 x,
-                self.model.spec,
+                spec,
                 self.out / SAMPLES_DIR / f"{name}.png",
                 reference=self.train_data.tensors["x"][:20000],
                 nrow=nrow,
+                title=f"{self.model.registry_name or type(self.model).__name__} samples, step {self.step}",
+                labels=class_labels(spec) if nrow else None,
             )
 
     def _export_weights(self) -> dict[str, Tensor]:

@@ -41,9 +41,11 @@ def image_grid(x: Tensor | np.ndarray, nrow: int | None = None, pad: int = 1, mi
     nrow = nrow or max(1, math.ceil(math.sqrt(n)))
     ncol = math.ceil(n / nrow)
     grid = np.full((3, ncol * (h + pad) + pad, nrow * (w + pad) + pad), 0.5, dtype=np.float32)
-    for i in range(n):
+    for i in range(nrow * ncol):
         r, col = divmod(i, nrow)
-        grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = a[i]
+        # the cells after the last image are white, not a grey tile that reads as a sample
+        cell = a[i] if i < n else 1.0
+        grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = cell
     return (np.clip(grid, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)
 
 
@@ -55,9 +57,34 @@ def save_png(arr: np.ndarray, path: str | os.PathLike) -> Path:
     return path
 
 
-def save_image_grid(x: Tensor | np.ndarray, path: str | os.PathLike, nrow: int | None = None) -> Path:
-    """Save images [N, C, H, W] in [0, 1] as one PNG grid."""
-    return save_png(image_grid(x, nrow), path)
+def column_labels(grid: np.ndarray, labels: Sequence[str], nrow: int, size: float = 8.0) -> np.ndarray:
+    """Put ``labels[j]`` above column j of a uint8 grid [H, W, 3] of ``nrow`` equal columns (as
+    :func:`image_grid` makes them): each label rendered by :func:`text_image`, centred on its
+    column and cut to the column's width."""
+    width = grid.shape[1]
+    col_w = (width - 1) / nrow
+    caps = [text_image(str(t), size) for t in labels[:nrow]]
+    band = np.full((max(c.shape[0] for c in caps), width, 3), 255, dtype=np.uint8)
+    for j, cap in enumerate(caps):
+        w = min(cap.shape[1], int(col_w))
+        left = int(round(1 + j * col_w + (col_w - w) / 2))
+        band[: cap.shape[0], left : left + w] = cap[:, :w]
+    return np.concatenate([band, grid], 0)
+
+
+def save_image_grid(
+    x: Tensor | np.ndarray,
+    path: str | os.PathLike,
+    nrow: int | None = None,
+    title: str | None = None,
+    labels: Sequence[str] | None = None,
+) -> Path:
+    """Save images [N, C, H, W] in [0, 1] as one PNG grid, with a one-line ``title`` above it and,
+    for a grid of ``nrow`` columns (e.g. one per class), ``labels`` over the columns."""
+    grid = image_grid(x, nrow)
+    if labels and nrow:
+        grid = column_labels(grid, labels, nrow)
+    return save_png(titled(grid, title) if title else grid, path)
 
 
 def side_by_side(*images: np.ndarray, pad: int = 4) -> np.ndarray:
@@ -340,10 +367,25 @@ def sample_delimiter(i: int) -> str:
     return f"----- sample {i} -----"
 
 
+def class_labels(spec: DataSpec) -> list[str]:
+    """The display names of ``spec``'s classes: its ``class_names``, else the class ids."""
+    return [
+        spec.class_names[i] if spec.class_names and i < len(spec.class_names) else str(i)
+        for i in range(spec.num_classes)
+    ]
+
+
 def save_samples(
-    samples: Tensor, spec: DataSpec, path: str | os.PathLike, reference: Tensor | None = None, nrow: int | None = None
+    samples: Tensor,
+    spec: DataSpec,
+    path: str | os.PathLike,
+    reference: Tensor | None = None,
+    nrow: int | None = None,
+    title: str | None = None,
+    labels: Sequence[str] | None = None,
 ) -> Path | None:
-    """Save model samples in the form that suits the data: a PNG grid for images, a PNG histogram
+    """Save model samples in the form that suits the data: a PNG grid for images (with ``title``
+    above it and ``labels`` over its ``nrow`` columns, e.g. the classes), a PNG histogram
     (right of the ``reference`` data's when given; :func:`plot_density_panels`) for 2-D vectors,
     a ``.txt`` file for token ids (each sample after a line ``----- sample i -----``, since texts
     hold blank lines themselves), a ``.wav`` file for audio; other kinds are skipped (None)."""
@@ -360,7 +402,7 @@ def save_samples(
 
         return write_wav(Path(path).with_suffix(".wav"), samples, int(spec.extra.get("sample_rate", 16000)))
     if spec.kind == "image":
-        return save_image_grid(samples.view(-1, *spec.shape), path, nrow)
+        return save_image_grid(samples.view(-1, *spec.shape), path, nrow, title=title, labels=labels)
     if spec.kind == "vector" and spec.shape == (2,):
         s = samples.detach().cpu().numpy()
         r = None if reference is None else reference.detach().cpu().numpy()
@@ -696,7 +738,9 @@ def multimodal_figures(
 
 
 @torch.no_grad()
-def run_figures(model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n: int | None = None) -> list[Path]:
+def run_figures(
+    model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n: int | None = None, title: str | None = None
+) -> list[Path]:
     """The end-of-training pictures of a run folder: those of ``model.capabilities.figures`` that
     apply to the data. ``samples.png`` (and ``samples-mean.png``, decoder means, on images),
     ``reconstructions.png`` (up to 32 examples of ``data``; odd rows data, even rows
@@ -705,7 +749,7 @@ def run_figures(model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n:
     pairs; needs 2 examples) on images, and ``density.png`` (data histogram next to the learned
     density) on 2-D vectors for models with exact ``log_prob``. Multimodal models get
     :func:`multimodal_figures` instead. Any number of examples in ``data`` works; returns the paths
-    of the figures written."""
+    of the figures written. ``title`` (e.g. model, run and step) goes above the sample grids."""
     out = Path(out)
     model.eval()
     if model.capabilities.modalities:  # a dict of modalities per sample: pictures of their own
@@ -721,12 +765,17 @@ def run_figures(model: Any, data: Any, out: str | os.PathLike, seed: int = 0, n:
     nrow = spec.num_classes if cond is not None else None  # one column per class
     if "samples" in figures:
         samples = model.sample(n, cond, generator=gen)
-        p = save_samples(samples, spec, out / "samples.png", reference=data.tensors["x"], nrow=nrow)
+        labels = class_labels(spec) if nrow else None
+        p = save_samples(
+            samples, spec, out / "samples.png", reference=data.tensors["x"], nrow=nrow, title=title, labels=labels
+        )
         if p is not None:
             written.append(p)
     if "samples-mean" in figures and spec.kind == "image":
         gen.manual_seed(seed)  # the same latents as samples.png, shown as decoder means
-        written.append(save_image_grid(model.sample(n, cond, generator=gen, mean=True), out / "samples-mean.png", nrow))
+        means = model.sample(n, cond, generator=gen, mean=True)
+        mean_title = f"{title}, decoder means" if title else None
+        written.append(save_image_grid(means, out / "samples-mean.png", nrow, title=mean_title, labels=labels))
     if "density" in figures and model.likelihood == "exact" and spec.kind == "vector" and spec.shape == (2,):
         written.append(
             save_learned_density(model, data.tensors["x"], out / "density.png", labels=data.tensors.get("y"))

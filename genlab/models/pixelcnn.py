@@ -11,13 +11,18 @@ spatial map s = m(h), eq. 5, which :mod:`genlab.models.text_pixelcnn` computes f
     log p(x | c) = sum_{i, j, k} log p(x_{k,i,j} | x_{<(k,i,j)}, c)   (raster order, channels last)
 
 The output is a categorical over the data's L levels for every sub-pixel (2 for binary shapes, 17
-for digits, 256 for 8-bit images). Sampling is sequential, one sub-pixel at a time (H * W * C
-steps); run naively each step is a whole network pass (4,096 over 64x64 ``shapes``). The gated net
-samples with a row cache (:meth:`PixelCNN.draw`): its vertical stack sees only rows above, so it runs
-once per row, and each sub-pixel runs the horizontal stack on a window of its row -- the same
-logits up to rounding; 16 samples of 3x32x32 took 7.1 s instead of 291 s on one CPU thread (16 of
-1x64x64 ``shapes``: 7.5 s). Ramachandran et al. 2017 ("Fast Generation for Convolutional
-Autoregressive Models") cache every layer's activations and go further.
+for digits, 256 for 8-bit images), or (``output="logistic_mixture"``) PixelCNN++'s mixture of K
+discretized logistics per sub-pixel (Salimans et al., ICLR 2017, eq. 2): 3K outputs instead of L,
+and a smooth distribution over neighbouring levels; each colour's mixture is independent given the
+earlier sub-pixels (the masks already give G the pixel's R, and B its R and G).
+
+Sampling is sequential, one sub-pixel at a time (H * W * C steps); run naively each step is a whole
+network pass (4,096 over 64x64 ``shapes``). The gated net samples with a row cache
+(:meth:`PixelCNN.draw`): its vertical stack sees only rows above, so it runs once per row, and each
+sub-pixel runs the horizontal stack on a window of its row -- the same logits up to rounding; 16
+samples of 3x32x32 took 7.1 s instead of 291 s on one CPU thread (16 of 1x64x64 ``shapes``: 7.5 s).
+Ramachandran et al. 2017 ("Fast Generation for Convolutional Autoregressive Models") cache every
+layer's activations and go further.
 """
 
 from __future__ import annotations
@@ -29,7 +34,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.spec import DataSpec
-from ..distributions import sample_categorical, to_levels
+from ..distributions import (
+    Likelihood,
+    discretized_logistic_mixture_log_pmf,
+    sample_categorical,
+    to_levels,
+)
 from ..nn import MaskedConv2d
 from ..protocol import Capabilities, GenerativeModel
 
@@ -109,6 +119,11 @@ class PixelCNN(GenerativeModel):
         n_layers: masked layers after the first one.
         kernel_size: kernel of the hidden layers; ``first_kernel``: of the first (type A) layer.
         conditional: class-conditional biases in every layer (``batch["y"]``).
+        output: ``"categorical"`` (L logits per sub-pixel) or ``"logistic_mixture"`` (PixelCNN++:
+            ``mixtures`` logits, means and log-scales per sub-pixel).
+        mixtures: K, the components of the logistic mixture (unused for ``categorical``).
+        dropout: dropout probability on the hidden feature maps after every layer (training only;
+            0 = none). Elementwise, so it mixes no positions and keeps the model causal.
     """
 
     likelihood = "exact"
@@ -130,6 +145,9 @@ class PixelCNN(GenerativeModel):
         kernel_size: int = 3,
         first_kernel: int = 7,
         conditional: bool = False,
+        output: str = "categorical",
+        mixtures: int = 5,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__(spec)
         if len(spec.shape) != 3 or spec.kind not in ("image", "multimodal") or not spec.levels:
@@ -139,7 +157,19 @@ class PixelCNN(GenerativeModel):
             )
         check_sizes(channels, n_layers, kernel_size, first_kernel)
         self._init_conditioning(conditional)
-        self._build(spec.shape, int(spec.levels), gated, channels, n_layers, kernel_size, first_kernel, self.c_dim)
+        self._build(
+            spec.shape,
+            int(spec.levels),
+            gated,
+            channels,
+            n_layers,
+            kernel_size,
+            first_kernel,
+            self.c_dim,
+            output=output,
+            mixtures=mixtures,
+            dropout=dropout,
+        )
 
     def _build(
         self,
@@ -152,11 +182,28 @@ class PixelCNN(GenerativeModel):
         first_kernel: int,
         n_cond: int,
         n_map: int = 0,
+        output: str = "categorical",
+        mixtures: int = 5,
+        dropout: float = 0.0,
     ) -> None:
         """Create the layers and the output head for images of ``shape`` [C, H, W] and ``levels`` levels,
         conditioned on a vector of ``n_cond`` entries (0: none) and, gated only, on a spatial map of
         ``n_map`` channels (0: none). Shared by the class-conditional model and its subclasses (the
-        caption-conditioned :class:`~genlab.models.text_pixelcnn.TextPixelCNN`)."""
+        caption-conditioned :class:`~genlab.models.text_pixelcnn.TextPixelCNN`). ``output``: the
+        per-sub-pixel distribution, ``categorical`` or ``logistic_mixture`` of ``mixtures`` components."""
+        if output not in ("categorical", "logistic_mixture") or mixtures < 1:
+            raise ValueError(
+                f"output must be 'categorical' or 'logistic_mixture' and mixtures >= 1; got {output!r}, {mixtures}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"need 0 <= dropout < 1; got {dropout}")
+        self.output = output
+        # No parameters either way, so checkpoints without dropout load into models with it.
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        # The per-sub-pixel likelihood of the mixture (its log_prob sums over sub-pixels), and the
+        # number of head outputs per sub-pixel: L logits or 3K mixture parameters.
+        self.mixture = Likelihood("logistic_mixture", levels, mixtures) if output == "logistic_mixture" else None
+        self.n_out = levels if self.mixture is None else self.mixture.n_params
         if n_map and not gated:
             raise ValueError(f"a spatial conditioning map needs the gated PixelCNN; got gated={gated}")
         self.gated, self.discrete = gated, True
@@ -184,12 +231,12 @@ class PixelCNN(GenerativeModel):
             self.cond = (
                 nn.ModuleList(nn.Linear(n_cond, ch, bias=False) for _ in range(n_layers + 1)) if n_cond else None
             )
-        # Output head: 1x1 type-B convolutions, channel o = level * C + colour (group o % C).
+        # Output head: 1x1 type-B convolutions, channel o = parameter * C + colour (group o % C).
         self.head = nn.Sequential(
             nn.ReLU(),
             MaskedConv2d(ch, 2 * ch, 1, "B", self.c_in),
             nn.ReLU(),
-            MaskedConv2d(2 * ch, self.levels * self.c_in, 1, "B", self.c_in),
+            MaskedConv2d(2 * ch, self.n_out * self.c_in, 1, "B", self.c_in),
         )
 
     def body(self, x: Tensor, c: Tensor | None, cond_map: Tensor | None = None) -> Tensor:
@@ -205,19 +252,21 @@ class PixelCNN(GenerativeModel):
             v = h = x
             for layer in self.layers:
                 v, h = layer(v, h, c, cond_map)
+                v, h = self.drop(v), self.drop(h)
             return h
         h = self.first(x)
         for i, layer in enumerate([None, *self.layers]):
             if layer is not None:
-                h = h + layer(F.relu(h))  # residual masked 3x3 (type B)
+                h = h + self.drop(layer(F.relu(h)))  # residual masked 3x3 (type B)
             if c is not None:
                 h = h + self.cond[i](c)[:, :, None, None]
-        return h
+        return self.drop(h)
 
     def logits(self, x: Tensor, c: Tensor | None, cond_map: Tensor | None = None) -> Tensor:
-        """Logits [B, L, C, H, W] of p(x_{k,i,j} | earlier sub-pixels, c, map) (see :meth:`body`)."""
-        out = self.head(self.body(x, c, cond_map))  # (B, L*C, H, W)
-        return out.view(x.shape[0], self.levels, self.c_in, *x.shape[2:])
+        """Logits [B, L, C, H, W] of p(x_{k,i,j} | earlier sub-pixels, c, map) (see :meth:`body`); for the
+        logistic mixture its parameters [B, 3K, C, H, W] (K logits, K means, K log-scales)."""
+        out = self.head(self.body(x, c, cond_map))  # (B, n_out*C, H, W)
+        return out.view(x.shape[0], self.n_out, self.c_in, *x.shape[2:])
 
     def features(self, x: Tensor, cond: Tensor | None = None, cond_map: Tensor | None = None) -> Tensor:
         """Final hidden feature map [B, ch, H, W]; position (i, j) sees only earlier sub-pixels (and the
@@ -255,7 +304,7 @@ class PixelCNN(GenerativeModel):
         h, s = x[:, :, i : i + 1, cols] * 2 - 1, None if cond_map is None else cond_map[:, :, i : i + 1, cols]
         for layer, up in zip(self.layers, above):
             h = layer.horizontal(h, up[:, :, :, cols], c, s)
-        return self.head(h)[:, :, 0, -1].view(len(x), self.levels, self.c_in)
+        return self.head(h)[:, :, 0, -1].view(len(x), self.n_out, self.c_in)
 
     @torch.no_grad()
     def draw(
@@ -290,6 +339,8 @@ class PixelCNN(GenerativeModel):
                         lg = self.pixel_logits(x, i, j, above, c, cond_map)[:, :, k]  # (n, L)
                     else:
                         lg = self.logits(x[:, :, : i + 1], c, cond_map)[:, :, k, i, j]
+                    if self.mixture is not None:  # the mixture's whole pmf over the L levels, as logits
+                        lg = discretized_logistic_mixture_log_pmf(*self.mixture.mixture_params(lg), self.levels)
                     ids = lg.argmax(-1) if greedy else sample_categorical(lg, generator, temperature)
                     x[:, k, i, j] = ids.to(x.dtype) / (self.levels - 1)
         return x
@@ -298,11 +349,16 @@ class PixelCNN(GenerativeModel):
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Mean NLL per *sub-pixel* in nats ("loss"); per example ("nll") and bits/dim logged."""
         x = batch["x"]
-        nll = F.cross_entropy(self(x, self.condition(batch)), to_levels(x, self.levels))
+        if self.mixture is not None:
+            nll = -self.log_prob(x, self.condition(batch)).mean() / self.spec.dim
+        else:
+            nll = F.cross_entropy(self(x, self.condition(batch)), to_levels(x, self.levels))
         return {"loss": nll, "nll": nll.detach() * self.spec.dim, "bpd": nll.detach() / math.log(2)}
 
     def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """[B] log p(x | c) in nats (a probability mass on the L levels)."""
+        if self.mixture is not None:
+            return self.mixture.log_prob(self(x, cond), x)
         ce = F.cross_entropy(self(x, cond), to_levels(x, self.levels), reduction="none")  # (B, C, H, W)
         return -ce.flatten(1).sum(1)
 

@@ -1,11 +1,12 @@
 """Variational autoencoders: VAE, beta-VAE (with KL warm-up) and class-conditional VAE.
 
-Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014 (ELBO, reparameterization);
-Higgins et al., "beta-VAE", ICLR 2017 (beta > 1); Burda et al., "Importance Weighted Autoencoders",
-ICLR 2016 (the IWAE-k bound used by ``log_prob``); Sohn et al., "Learning Structured Output
-Representation using Deep Conditional Generative Models", NeurIPS 2015 (conditional VAE);
-Burgess et al., "Understanding disentangling in beta-VAE", 2018 (capacity annealing, eq. 8:
-loss = -E_q[log p(x|z)] + gamma |KL(q(z|x) || p(z)) - C|, C rising linearly to C_max).
+Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014 (ELBO, reparameterization); Higgins
+et al., "beta-VAE", ICLR 2017 (beta > 1); Burda et al., "Importance Weighted Autoencoders", ICLR
+2016 (the IWAE-k bound used by ``log_prob``, and the training objective when ``iwae_k`` > 1); Sohn
+et al., "Learning Structured Output Representation using Deep Conditional Generative Models",
+NeurIPS 2015 (conditional VAE); Burgess et al., "Understanding disentangling in beta-VAE", 2018
+(capacity annealing, eq. 8: loss = -E_q[log p(x|z)] + gamma |KL(q(z|x) || p(z)) - C|, C rising
+linearly to C_max).
 
     log p(x) >= E_q[log p(x|z)] - KL(q(z|x) || N(0, I))                      (ELBO, k = 1)
     log p(x) >= E[log (1/k) sum_i p(x, z_i) / q(z_i|x)],  z_i ~ q(z|x)        (IWAE-k, increases with k)
@@ -43,12 +44,19 @@ class VAE(GenerativeModel):
         channels: base channel count of the conv nets.
         likelihood: ``"auto"`` (from the spec: Bernoulli for binary data, categorical for few
             levels such as digits' 17, discretized logistic for 8-bit data, Gaussian for continuous
-            data) or one of ``bernoulli``, ``gaussian``, ``logistic``, ``categorical``. A Gaussian
-            on data with levels models their dequantized form (see the module docstring).
+            data) or one of ``bernoulli``, ``gaussian``, ``logistic``, ``categorical``,
+            ``logistic_mixture`` (PixelCNN++'s mixture of ``mixtures`` discretized logistics per
+            dimension; data with levels). A Gaussian on data with levels models their dequantized
+            form (see the module docstring).
+        mixtures: components of the ``logistic_mixture`` likelihood (unused otherwise).
         beta: weight of the KL term (beta-VAE when > 1).
         warmup_steps: the KL weight rises linearly from 0 to ``beta`` over this many training steps.
         conditional: condition encoder and decoder on the class (``batch["y"]``).
-        iwae_k: importance samples used by ``log_prob`` (1 = the ELBO).
+        iwae_k: importance samples of the training objective and of ``log_prob``. 1: the ELBO with
+            the analytic KL, exactly as always. k > 1: training maximizes the IWAE-k bound (Burda et
+            al. 2016) on k reparameterized samples per example, log (1/k) sum_i w_i with
+            log w_i = log p(x|z_i) + beta_t (log p(z_i) - log q(z_i|x)) -- beta_t = 1 once any
+            warm-up is over, so the bound proper; costs k decoder passes per example.
         capacity_max: Burgess et al.'s capacity C_max in nats (0 = off, the plain (beta-)VAE). When on,
             the loss is -recon + beta |KL - C(step)| with the batch-mean KL, and ``beta`` plays the
             paper's gamma (1000 in its dSprites runs, with C_max = 25 nats).
@@ -83,6 +91,7 @@ class VAE(GenerativeModel):
         act: str = "relu",
         capacity_max: float = 0.0,
         capacity_steps: int = 0,
+        mixtures: int = 5,
     ) -> None:
         super().__init__(spec)
         is_image = len(spec.shape) == 3
@@ -102,7 +111,9 @@ class VAE(GenerativeModel):
             raise ValueError(f"need capacity_max >= 0 and capacity_steps >= 0; got {capacity_max}, {capacity_steps}")
         self.z_dim, self.beta, self.warmup_steps, self.iwae_k = z_dim, float(beta), warmup_steps, iwae_k
         self.capacity_max, self.capacity_steps = float(capacity_max), capacity_steps
-        self.lik = choose_likelihood(spec, likelihood)
+        if iwae_k > 1 and capacity_max > 0:
+            raise ValueError("IWAE training (iwae_k > 1) and capacity annealing (capacity_max > 0) do not combine")
+        self.lik = choose_likelihood(spec, likelihood, mixtures)
         self.discrete = self.lik.discrete
         hidden = list(hidden)
         d, n_par = spec.dim, self.lik.n_params
@@ -170,7 +181,41 @@ class VAE(GenerativeModel):
         return mu, logvar, z, rec, kl
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The training objective: the negative (beta-)ELBO per example (``iwae_k`` = 1) or the negative
+        IWAE-k bound (``iwae_k`` > 1, :meth:`iwae_loss`), averaged over the batch, in nats."""
+        if self.iwae_k > 1:
+            return self.iwae_loss(batch, self.iwae_k)
         return self._loss_with_latents(batch)[0]
+
+    def log_weights(
+        self, x: Tensor, cond: Tensor | None, k: int, kl_weight: float = 1.0, y: Tensor | None = None
+    ) -> Tensor:
+        """[k, B] log importance weights log p(x|z_i) + w (log p(z_i) - log q(z_i|x)), z_i ~ q(z|x)
+        reparameterized (so differentiable), w = ``kl_weight``; with w = 1, logsumexp over i minus
+        log k is the IWAE-k bound. The decoder scores ``y`` (default ``lik.target(x)``: x, or one
+        dequantized draw per example). One decoder pass on all k * B samples."""
+        mu, logvar = self.posterior(x, cond)
+        y = self.lik.target(x) if y is None else y
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(k, *mu.shape, dtype=mu.dtype, device=mu.device)
+        cr = None if cond is None else cond.unsqueeze(0).expand(k, *cond.shape).flatten(0, 1)
+        xr = y.unsqueeze(0).expand(k, *y.shape).flatten(0, 1)
+        log_px_z = self.lik.log_prob(self.decoder_params(z.flatten(0, 1), cr), xr).view(k, -1)
+        log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+        return log_px_z + kl_weight * (log_pz - diag_gaussian_log_prob(z, mu, logvar))
+
+    def iwae_loss(self, batch: dict[str, Tensor], k: int) -> dict[str, Tensor]:
+        """Negative IWAE-k bound (Burda et al. 2016), batch mean in nats, as ``{"loss": ...}`` plus the
+        logged bound ("iwae") and the mean single-sample ELBO of the same draws ("elbo"). Its
+        gradient weights each sample by its normalized importance weight. Advances the step counter."""
+        beta = self.current_beta()
+        log_w = self.log_weights(batch["x"], self.condition(batch), k, beta)
+        if self.training:
+            self.train_step += 1
+        bound = torch.logsumexp(log_w, 0) - math.log(k)
+        out = {"loss": -bound.mean(), "iwae": bound.mean().detach(), "beta": torch.tensor(beta)}
+        if beta == 1.0:  # the weights are then exactly the single-sample ELBO terms
+            out["elbo"] = log_w.mean().detach()
+        return out
 
     def _loss_with_latents(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
         """``loss(batch)`` and the posterior sample z it used (for subclasses that add terms on z)."""
@@ -199,23 +244,9 @@ class VAE(GenerativeModel):
         A Gaussian decoder on data with levels: the bound on log p(y) of one dequantized y per
         example, shared by the k importance samples (a density; bits/dim add D log L)."""
         k = self.iwae_k if k is None else k
-        mu, logvar = self.posterior(x, cond)
-        y = self.lik.target(x)  # what the decoder scores: x, or x dequantized
-        std = torch.exp(0.5 * logvar)
-        chunks: list[Tensor] = []
+        y = self.lik.target(x)  # what the decoder scores: x, or x dequantized (one draw for all k)
         chunk = max(1, 4096 // max(1, x.shape[0]))  # bound memory at k * B decoder passes
-        for start in range(0, k, chunk):
-            kk = min(chunk, k - start)
-            eps = torch.randn(kk, *mu.shape, dtype=mu.dtype, device=mu.device)
-            z = mu + std * eps  # (kk, B, z)
-            zf = z.flatten(0, 1)
-            xr = y.unsqueeze(0).expand(kk, *y.shape).flatten(0, 1)
-            cr = None if cond is None else cond.unsqueeze(0).expand(kk, *cond.shape).flatten(0, 1)
-            log_px_z = self.lik.log_prob(self.decoder_params(zf, cr), xr).view(kk, -1)
-            log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
-            log_qz = diag_gaussian_log_prob(z, mu, logvar)
-            chunks.append(log_px_z + log_pz - log_qz)
-        log_w = torch.cat(chunks, 0)  # (k, B)
+        log_w = torch.cat([self.log_weights(x, cond, min(chunk, k - s), y=y) for s in range(0, k, chunk)], 0)
         return torch.logsumexp(log_w, 0) - math.log(k)
 
     @torch.no_grad()
