@@ -673,7 +673,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from . import evaluate, load_dataset
-    from .evaluate import AVAILABLE
+    from .evaluate import AVAILABLE, applicable_metrics
     from .runs import EVAL_FILE, load_run, saved_data_opts
 
     # Flags first: a bad value is reported before the run and its data are loaded.
@@ -708,10 +708,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if "OMP_NUM_THREADS" not in os.environ:  # as genlab train: torch's default oversubscribes a busy CPU
         torch.set_num_threads(idle_threads())
     model, cfg, spec = load_run(args.run, weights=args.weights)
-    if args.k is not None and model.likelihood != "bound":
+    if args.k is not None and "iwae" not in applicable_metrics(model):
         raise CLIError(
-            "--k sets the IWAE bound of latent-variable models; "
-            f"model {cfg['model']!r} has likelihood {model.likelihood!r}"
+            "--k sets the IWAE bound of latent-variable models (and the k-draw dequantization bound of flows on "
+            f"discrete data); model {cfg['model']!r} has likelihood {model.likelihood!r}"
         )
     data_opts = saved_data_opts(cfg)
     data = load_dataset(cfg["data"], args.split, **data_opts)

@@ -68,7 +68,8 @@ def applicable_metrics(model: GenerativeModel) -> list[str]:
     out = []
     if model.likelihood != "none":
         out.append("likelihood")
-        if model.likelihood == "bound" and caps.iwae:
+        # a bound model's IWAE-k; a flow on discrete data: k dequantization draws inside the log
+        if caps.iwae and (model.likelihood == "bound" or getattr(model, "levels", None)):
             out.append("iwae")
     if caps.reconstruct:
         out.append("recon")

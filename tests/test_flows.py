@@ -168,7 +168,7 @@ def test_vector_model_log_prob_is_the_change_of_variables(name, kw):
 def test_image_model_density_of_dequantized_data(name, kw):
     """log_prob(x) = log p_Y(y) for y = (level + u) / L: rebuild y from the same noise and compare
     with N(z) times the brute-force Jacobian of the whole pipeline y -> z (logit included)."""
-    m = model(name, IMG, 0.1, **kw)
+    m = model(name, IMG, 0.1, dequantization="uniform", **kw)
     levels = torch.randint(0, 5, (3, 1, 4, 4), generator=torch.Generator().manual_seed(3)).double()
     x = levels / 4
     torch.manual_seed(7)

