@@ -14,6 +14,7 @@ temporary folder and loaded through genlab's file path like a user's) and on 64x
   layouts; the times are summed over the calls. This is what ``benchmarks/flows_vs_peers.py`` does
   for matrix products. ``fraction`` = floor / step (1.0 = nothing but the products).
 - **profile**: ``torch.profiler`` self CPU time per step of the top ops that are not products.
+- ``--channels-last``: the same step under ``--set channels_last=true``, alternated with the plain one.
 - ``--compile``: the same step under ``--set compile=true``: hot speed-up and compile time (the
   first compiled step minus a hot one).
 
@@ -88,7 +89,9 @@ def load_data(size: int, folder: Path) -> genlab.data.base.TensorDataset:
 # --- the step -----------------------------------------------------------------------------------
 
 
-def make_trainer(family: str, data: Any, batch_size: int | None = None, compile_: bool = False) -> Trainer:
+def make_trainer(
+    family: str, data: Any, batch_size: int | None = None, compile_: bool = False, channels_last: bool = False
+) -> Trainer:
     """The Trainer ``genlab train`` would build for ``family`` (its ``train_defaults`` batch size and
     EMA), with evaluation, samples, checkpoints and the progress bar off."""
     name, opts = FAMILIES[family]
@@ -105,6 +108,7 @@ def make_trainer(family: str, data: Any, batch_size: int | None = None, compile_
         progress=False,
         device="cpu",
         compile=compile_,
+        channels_last=channels_last,
     )
     return Trainer(model, data, None, cfg)
 
@@ -276,11 +280,18 @@ def bench(family: str, size: int, data: Any, args: argparse.Namespace) -> dict[s
         one_step(trc)
         one_step(trc)  # a second step can recompile (e.g. ActNorm's initialized flag flips): counted
         first_two = time.perf_counter() - t0
-    eager, compiled = [], []
-    for _ in range(args.repeats):  # alternate eager and compiled blocks: same load for both
+    trl = None
+    if args.channels_last:
+        trl = make_trainer(family, data, args.batch_size, channels_last=True)
+        for _ in range(2):
+            one_step(trl)
+    eager, compiled, nhwc = [], [], []
+    for _ in range(args.repeats):  # alternate eager, compiled and channels-last blocks: same load for all
         eager.append(time_steps(tr, args.block))
         if trc is not None:
             compiled.append(time_steps(trc, args.block))
+        if trl is not None:
+            nhwc.append(time_steps(trl, args.block))
     step = statistics.median(eager)
     row.update(step_ms=step * 1e3, steps_per_s=1 / step)
     if args.floor:
@@ -292,6 +303,9 @@ def bench(family: str, size: int, data: Any, args: argparse.Namespace) -> dict[s
     if trc is not None:
         hot = statistics.median(compiled)
         row.update(compiled_step_ms=hot * 1e3, compile_speedup=step / hot, compile_s=first_two - 2 * hot)
+    if trl is not None:
+        hot = statistics.median(nhwc)
+        row.update(channels_last_step_ms=hot * 1e3, channels_last_speedup=step / hot)
     return row
 
 
@@ -333,6 +347,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--batch-size", type=int, default=None, help="default: the model's train_defaults, else 128")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--compile", action="store_true", help="also time --set compile=true")
+    ap.add_argument(
+        "--channels-last", action="store_true", help="also time --set channels_last=true (NHWC weights and batches)"
+    )
     ap.add_argument("--no-floor", dest="floor", action="store_false", help="skip the floor and the profile")
     ap.add_argument("--out", default=str(RESULTS / "conv_speed"))
     args = ap.parse_args(argv)
@@ -370,6 +387,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         f"  compile {row['compile_speedup']:.2f}x in {row['compile_s']:.1f} s"
                         if "compile_speedup" in row
                         else ""
+                    )
+                    + (
+                        f"  channels_last {row['channels_last_speedup']:.2f}x" if "channels_last_speedup" in row else ""
                     ),
                     flush=True,
                 )

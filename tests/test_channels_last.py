@@ -9,7 +9,7 @@ from genlab import DataSpec, TrainConfig, Trainer
 from genlab.data.base import TensorDataset
 
 SPEC = DataSpec(name="img17", kind="image", shape=(1, 8, 8), levels=17, num_classes=3)
-FAMILIES = ["realnvp", "glow", "vae", "pixelcnn", "ddpm", "dcgan"]
+FAMILIES = ["realnvp", "glow", "vae", "pixelcnn", "ddpm", "dcgan", "wgan_gp"]
 
 
 def _data(n=64, seed=0):

@@ -156,6 +156,10 @@ class GAN(GenerativeModel):
     (``lr``, or ``lr_generator``/``lr_discriminator`` when they differ).
     """
 
+    #: NHWC training (``TrainConfig.channels_last``): measured 2026-12-02 on an idle 2-core CPU, one
+    #: thread (``benchmarks/conv_speed.py --channels-last``), DCGAN 1.12x faster on 28x28, 1.28x on 64x64 per step.
+    train_defaults = {"channels_last": True}
+
     likelihood = "none"
     capabilities = Capabilities(
         conditional=True,
