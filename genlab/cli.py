@@ -237,6 +237,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                     f"continue with 'genlab train --out {out} --resume'",
                     file=sys.stderr,
                 )
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            # The other ranks wait for rank 0's figures: a rank that tore its process group down
+            # while rank 0 still held the connection was seen to abort in gloo's threads (SIGABRT).
+            dist.barrier()
     finally:
         lock.release()
         import torch.distributed as dist
