@@ -11,35 +11,19 @@ import math
 
 import pytest
 import torch
+from test_vae_math import D, S
+from test_vae_math import linear_vae as exact_linear_vae
 
 from genlab import DataSpec, build_model
 from genlab.distributions import LOG_2PI
 
-D, Z, S = 4, 2, 0.5
-
 
 def linear_vae(perturb: float, iwae_k: int = 1):
-    torch.manual_seed(0)
-    spec = DataSpec(name="lin", kind="vector", shape=(D,), value_range=None)
-    m = build_model("vae", spec, z_dim=Z, hidden=(), likelihood="gaussian", iwae_k=iwae_k).double()
-    q, _ = torch.linalg.qr(torch.randn(D, Z, dtype=torch.float64))
-    W = q * torch.tensor([2.0, 0.7], dtype=torch.float64)  # orthogonal columns
-    b = torch.randn(D, dtype=torch.float64) * 0.3
-    with torch.no_grad():
-        dec = m.dec[0]  # Linear(Z, 2D): rows [0:D] mean, [D:2D] log-scale
-        dec.weight.zero_()
-        dec.weight[:D] = W
-        dec.bias[:D] = b
-        dec.bias[D:] = math.log(S)
-        Minv = torch.linalg.inv(torch.eye(Z, dtype=torch.float64) + W.T @ W / S**2)
-        A = Minv @ W.T / S**2
-        enc = m.enc_head
-        enc.weight.zero_()
-        enc.weight[:Z] = A + perturb * torch.randn(Z, D, dtype=torch.float64)
-        enc.bias[:Z] = -A @ b
-        enc.bias[Z:] = torch.log(torch.diagonal(Minv)) + perturb
-    cov = W @ W.T + S**2 * torch.eye(D, dtype=torch.float64)
-    return m, torch.distributions.MultivariateNormal(b, covariance_matrix=cov), W, b
+    """The linear Gaussian VAE of tests/test_vae_math.py (exact log p(x) known) with ``iwae_k``, and
+    its decoder's W [D, Z] and b [D]."""
+    m, exact = exact_linear_vae(perturb, iwae_k=iwae_k)
+    dec = m.dec[0]
+    return m, exact, dec.weight[:D].detach().clone(), dec.bias[:D].detach().clone()
 
 
 def test_k1_is_the_elbo_loss_for_the_same_noise():

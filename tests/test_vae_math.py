@@ -14,10 +14,10 @@ from genlab import DataSpec, build_model
 D, Z, S = 4, 2, 0.5
 
 
-def linear_vae(perturb: float = 0.0):
+def linear_vae(perturb: float = 0.0, **opts):
     torch.manual_seed(0)
     spec = DataSpec(name="lin", kind="vector", shape=(D,), value_range=None)
-    m = build_model("vae", spec, z_dim=Z, hidden=(), likelihood="gaussian").double()
+    m = build_model("vae", spec, z_dim=Z, hidden=(), likelihood="gaussian", **opts).double()
     q, _ = torch.linalg.qr(torch.randn(D, Z, dtype=torch.float64))
     W = q * torch.tensor([2.0, 0.7], dtype=torch.float64)  # orthogonal columns
     b = torch.randn(D, dtype=torch.float64) * 0.3
