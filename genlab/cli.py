@@ -759,6 +759,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+EVAL_KEYS_HELP = """\
+keys of eval.json and their units:
+  *_nats             log-likelihoods or their bounds in nats per example, higher is better (elbo_nats,
+                     iwae_nats, log_prob_nats)
+  *_bpd              bits per dimension: per sub-pixel for images, per token for text (bits per character
+                     with a char tokenizer), per sample for audio; 2-D vectors: read the nats
+  stream_bpd         a text file's split as one stream, each block given the text before it
+  baseline/*/bpd     the data's simple baselines on the same split (uniform, independent, linear AR; unigram,
+                     Kneser-Ney, gzip -9 / xz -9 given train); bits_per_char for text
+  fid, fid_reference Frechet distance on the feature network; the reference is real train vs test (the floor)
+  kid_mean, kid_std  unbiased MMD^2, cubic polynomial kernel, in the kernel's units (not x1000); 0 = same law
+  precision, recall, coverage   k-NN manifold estimates in [0, 1]; density: can exceed 1 (1: as dense as data)
+  classes_covered    classes the feature classifier finds among the samples
+  mmd2, mmd_p_value  kernel two-sample statistic and its permutation p-value
+  c2st_accuracy      held-out accuracy of a classifier telling samples from data (0.5: indistinguishable)
+  mem_mean_dist_train, mem_mean_dist_heldout   mean nearest-neighbour distance of the samples to the
+                     training / held-out examples (data units)
+  mem_closer_to_train, mem_closer_to_train_null   fraction of samples whose nearest real example is a
+                     training one, and its value without memorization, M / (M + H)
+  mem_near_copy_threshold, mem_near_copy_fraction, mem_near_copy_null_rate   the 5% quantile of held-out
+                     examples' nearest-train distances, the fraction of samples within it, and its null (0.05)
+  mem_copy_auc       P(a sample's nearest-train distance < a held-out example's); 0.5 without memorization
+"""
+
+
 def _non_finite(obj: Any, prefix: str = "") -> list[tuple[str, float]]:
     """(key, value) of every NaN or infinite float in a nested dict/list of results."""
     import math
@@ -1235,7 +1260,12 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("--seed", type=int, default=0)
     su.add_argument("--weights", choices=["best", "last"], default="best")
     su.set_defaults(func=cmd_summarize)
-    e = sub.add_parser("eval", help="evaluate a trained run; writes eval.json")
+    e = sub.add_parser(
+        "eval",
+        help="evaluate a trained run; writes eval.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EVAL_KEYS_HELP,
+    )
     e.add_argument("run")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument(

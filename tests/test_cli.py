@@ -585,3 +585,20 @@ def test_train_unknown_option_of_a_user_file_is_one_line(tmp_path, capsys):
     )
     err = _one_line_error(capsys)
     assert "size" in err and "levels, seed" in err, err
+
+
+def test_eval_help_explains_every_memorization_key(capsys):
+    """Every mem_* key genlab eval can write is named, with its unit or null, in `genlab eval --help`."""
+    import torch
+
+    from genlab.metrics import memorization_audit
+
+    g = torch.Generator().manual_seed(0)
+    keys = memorization_audit(
+        torch.rand(20, 4, generator=g), torch.rand(30, 4, generator=g), torch.rand(30, 4, generator=g)
+    )
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = capsys.readouterr().out
+    for key in set(keys) - {"closest_samples", "closest_train"}:  # those two go to memorization.png
+        assert f"mem_{key}" in text, key
