@@ -408,12 +408,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def _weights_step(run: str, weights: str) -> str:
     """ ", step N" for the run's ``best`` or ``last`` weights, from trainer-state.json ("" if unknown)."""
-    import json
+    from .checkpoint import CheckpointError, read_json
+    from .runs import STATE_JSON
 
     try:
-        state = json.loads((Path(run) / "trainer-state.json").read_text())
+        state = read_json(Path(run) / STATE_JSON)
         step = state["best_step"] if weights == "best" else state["step"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (CheckpointError, OSError, KeyError, TypeError):
         return ""
     return f", step {step}" if isinstance(step, int) else ""
 

@@ -225,7 +225,7 @@ def plot_scatter(
     from matplotlib.lines import Line2D
 
     k = max(len(class_names or ()), int(labels.max()) + 1 if labels is not None and len(labels) else 0)
-    names = [class_names[i] if class_names and i < len(class_names) else str(i) for i in range(k)]
+    names = display_names(class_names, k)
     cols = np.asarray(colours(max(k, 1)))
     fig = new_figure(6.4, 5.2)
     ax = fig.add_subplot()
@@ -369,10 +369,12 @@ def sample_delimiter(i: int) -> str:
 
 def class_labels(spec: DataSpec) -> list[str]:
     """The display names of ``spec``'s classes: its ``class_names``, else the class ids."""
-    return [
-        spec.class_names[i] if spec.class_names and i < len(spec.class_names) else str(i)
-        for i in range(spec.num_classes)
-    ]
+    return display_names(spec.class_names, spec.num_classes)
+
+
+def display_names(class_names: Sequence[str] | None, k: int) -> list[str]:
+    """Names of classes 0..k-1: ``class_names[i]`` where given, else the id ``str(i)``."""
+    return [class_names[i] if class_names and i < len(class_names) else str(i) for i in range(k)]
 
 
 def save_samples(
