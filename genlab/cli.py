@@ -407,16 +407,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _weights_step(run: str, weights: str) -> str:
-    """ ", step N" for the run's ``best`` or ``last`` weights, from trainer-state.json ("" if unknown)."""
-    from .checkpoint import CheckpointError, read_json
-    from .runs import STATE_JSON
+    """ ", step N" for the run's ``best`` or ``last`` weights ("" if unknown)."""
+    from .runs import weights_step
 
-    try:
-        state = read_json(Path(run) / STATE_JSON)
-        step = state["best_step"] if weights == "best" else state["step"]
-    except (CheckpointError, OSError, KeyError, TypeError):
-        return ""
-    return f", step {step}" if isinstance(step, int) else ""
+    step = weights_step(run, weights)
+    return "" if step is None else f", step {step}"
 
 
 def _write_multimodal(outputs: dict[str, Any], spec: Any, out: Path, **kw: Any) -> list[Path]:
@@ -754,8 +749,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CLIError(str(e)) from None
     for note in notes:
         print(f"genlab: note: {out}: {note}", file=sys.stderr)
-    for k, v in res.items():
-        print(f"{k:>28}: {v:.4f}" if isinstance(v, float) else f"{k:>28}: {v}")
+    from .evaluate import metric_unit
+
+    for k, v in res.items():  # each number with its unit: bits/dim of images, bits/char of char text, ...
+        unit = metric_unit(k, spec, getattr(model, "data_key", "x")) if isinstance(v, (int, float)) else ""
+        shown = f"{v:.4f}" if isinstance(v, float) else f"{v}"
+        print(f"{k:>28}: {shown} {unit}".rstrip())
     print(f"wrote {out}")
     return 0
 
@@ -764,8 +763,9 @@ EVAL_KEYS_HELP = """\
 keys of eval.json and their units:
   *_nats             log-likelihoods or their bounds in nats per example, higher is better (elbo_nats,
                      iwae_nats, log_prob_nats)
-  *_bpd              bits per dimension: per sub-pixel for images, per token for text (bits per character
-                     with a char tokenizer), per sample for audio; 2-D vectors: read the nats
+  *_bpd              bits per dimension, named per modality in the printed table: bits/dim (per sub-pixel)
+                     for images, bits/char (char tokenizer) or bits/token for text, bits/sample for audio;
+                     2-D vectors: read the nats
   stream_bpd         a text file's split as one stream, each block given the text before it
   baseline/*/bpd     the data's simple baselines on the same split (uniform, independent, linear AR; unigram,
                      Kneser-Ney, gzip -9 / xz -9 given train); bits_per_char for text
@@ -1113,6 +1113,36 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoError, RunDemo, import_gradio, serve
+
+    if not 1 <= args.port <= 65535:
+        raise CLIError(f"--port must be in 1..65535; got {args.port}")
+    try:
+        import_gradio()  # before loading any run: a missing extra is the first thing to say
+        demos = [RunDemo(run, weights=args.weights) for run in args.runs]
+        names = [d.name for d in demos]
+        if len(set(names)) < len(names):
+            raise CLIError(f"runs share a folder name ({', '.join(names)}): the page names its tabs by folder")
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(
+                f"genlab: note: --host {args.host}: the page and your runs are reachable from the network",
+                file=sys.stderr,
+            )
+        url = serve(demos, host=args.host, port=args.port, open_browser=args.open, block=False)
+    except DemoError as e:
+        raise CLIError(str(e)) from None
+    print(f"genlab demo: {len(demos)} run{'s' if len(demos) > 1 else ''} on {url} (Ctrl-C stops it)", flush=True)
+    import time
+
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("genlab demo: stopped")
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from . import list_datasets
 
@@ -1434,6 +1464,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--quiet", action="store_true", help="with --data: no progress lines on stderr")
     c.set_defaults(func=cmd_compare)
+    dm = sub.add_parser(
+        "demo",
+        help="a local web page to try runs in a browser (needs the demo extra: pip install -e '.[demo]')",
+        description=(
+            "Serve a web page (Gradio) on this machine for one or more run folders: sample with a seed, "
+            "temperature and class (DDIM steps and guidance for diffusion runs); for models with an encoder, "
+            "reconstruct a test or uploaded image, move its latents with sliders and interpolate; translate "
+            "text -> image and image -> caption for multimodal runs; the run's eval.json with units and its "
+            "validation curve. Nothing is downloaded or sent anywhere. Ctrl-C stops it."
+        ),
+    )
+    dm.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by genlab train")
+    dm.add_argument("--weights", default="best", choices=["best", "last"])
+    dm.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)",
+    )
+    dm.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
+    dm.add_argument("--open", action="store_true", help="open the page in the default web browser")
+    dm.set_defaults(func=cmd_demo)
     sub.add_parser("datasets", help="list built-in data sets").set_defaults(func=cmd_datasets)
     sub.add_parser("models", help="list models with their likelihood kind and capabilities").set_defaults(
         func=cmd_models

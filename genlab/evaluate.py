@@ -664,3 +664,63 @@ def write_eval(
     merged = finite_or_null(merged)
     write_json(merged, path)
     return merged, notes
+
+
+def bits_unit(spec: Any, key: str = "x") -> str:
+    """The name of ``*_bpd``'s unit for the data a model scores: ``bits/dim`` (per sub-pixel) for
+    images, ``bits/char`` or ``bits/token`` for text (by its tokenizer), ``bits/sample`` for audio;
+    2-D and other vectors ``bits/dim`` (their ``*_nats`` are the density's natural reading).
+    ``key``: the scored modality of a multimodal spec (a language model on captions: ``"text"``)."""
+    if getattr(spec, "kind", None) == "multimodal" and key in (spec.modalities or {}):
+        spec = spec.modality(key)
+    kind = getattr(spec, "kind", None)
+    if kind == "tokens":
+        return "bits/char" if spec.extra.get("tokenizer") == "char" else "bits/token"
+    return {"audio": "bits/sample"}.get(kind, "bits/dim")
+
+
+#: Units of the eval.json keys that are not per-modality bits (see ``genlab eval --help``).
+_UNITS = (
+    ("baseline/*/bits_per_char", "bits/char"),
+    ("*/bits_per_token", "bits/token"),
+    ("*/bits_per_sample", "bits/sample"),
+    ("*/bits_per_dim", "bits/dim"),
+    ("*_nats", "nats/example"),
+    ("*/nats", "nats/example"),
+    ("*gain_nats", "nats/example"),
+    ("kid*", "kernel units (MMD^2, not x1000)"),
+    ("fid*", "feature units^2"),
+    ("recon_mse", "squared error/example, data in [0, 1]"),
+    ("recon_mse_per_dim", "squared error/dim, data in [0, 1]"),
+    ("mem_mean_dist_*", "data units"),
+    ("mem_near_copy_threshold", "data units"),
+)
+_FRACTIONS = (
+    "precision",
+    "recall",
+    "coverage",
+    "c2st_accuracy",
+    "mmd_p_value",
+    "class_tv",
+    "mem_*",
+    "recon_exact",
+    "recon_token_accuracy",
+    "feature_classifier_accuracy",
+)
+
+
+def metric_unit(key: str, spec: Any, data_key: str = "x") -> str:
+    """The unit of eval.json entry ``key`` for a model of ``spec`` (scoring modality ``data_key``):
+    per-modality bits for ``*_bpd``/``stream_bpd``/``baseline/*/bpd`` (:func:`bits_unit`), nats for
+    log-likelihoods, ``fraction`` for rates and accuracies in [0, 1]; ``""`` for counts, names and
+    keys without a unit. ``genlab eval`` prints it beside each number and ``genlab demo`` in its table."""
+    import fnmatch
+
+    if key.endswith("_bpd") or key.endswith("/bpd"):
+        return bits_unit(spec, data_key)
+    for pattern, unit in _UNITS:
+        if fnmatch.fnmatchcase(key, pattern):
+            return unit
+    if any(fnmatch.fnmatchcase(key, p) for p in _FRACTIONS):
+        return "fraction"
+    return ""

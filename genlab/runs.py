@@ -580,6 +580,17 @@ def append_metrics(path: str | os.PathLike, record: dict[str, Any]) -> None:
         raise
 
 
+def weights_step(path: str | os.PathLike, weights: str = "best") -> int | None:
+    """The training step of a run's ``best`` or ``last`` weights, from its trainer-state.json;
+    None when the file or the step is missing (e.g. a run written by an older genlab)."""
+    try:
+        state = ckpt.read_json(Path(path) / STATE_JSON)
+        step = state["best_step"] if weights == "best" else state["step"]
+    except (ckpt.CheckpointError, OSError, KeyError, TypeError):
+        return None
+    return step if isinstance(step, int) else None
+
+
 # --- loading a run ----------------------------------------------------------------------------------
 def load_run(path: str | os.PathLike, weights: str = "best", device: str | torch.device = "cpu") -> Run:
     """Load a run folder written by ``genlab train``: the model (in eval mode) with its ``best``
