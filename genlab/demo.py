@@ -14,6 +14,7 @@ front end, analytics off), so it works offline.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import tempfile
@@ -161,10 +162,12 @@ class RunDemo:
     def describe(self) -> str:
         """One Markdown line about the run: model, data, weights and step, likelihood, capabilities."""
         step = "" if self.step is None else f", step {self.step}"
+        # what this run does: the family's 'conditional' only when the run was trained so
+        caps = dataclasses.replace(self.model.capabilities, conditional=self.model.conditional)
         return (
             f"**{self.name}**: `{self.config['model']}` on `{self.config['data']}` "
             f"({self.kind} data, shape {tuple(self.spec.shape)}), {self.weights} weights{step}; "
-            f"likelihood: {self.model.likelihood}; {self.model.capabilities.describe()}"
+            f"likelihood: {self.model.likelihood}; {caps.describe()}"
         )
 
     def _file(self, stem: str, suffix: str) -> Path:
@@ -181,12 +184,14 @@ class RunDemo:
         cls: int | None = None,
         steps: int | None = None,
         guidance: float | None = None,
+        mean: bool = False,
     ) -> Sample:
         """Draw ``n`` samples with ``torch.Generator().manual_seed(seed)`` (as ``genlab sample``
         does): an image grid titled with the run, weights, step and options (a column per class for
         a conditional run and ``cls`` None), text samples separated as in ``samples.txt``, a WAV of
         the clips 0.25 s apart, a 2-D histogram, or captioned multimodal examples. ``temperature``,
-        ``steps`` (DDIM) and ``guidance`` apply where the model takes them."""
+        ``steps`` (DDIM), ``guidance`` and ``mean`` (decoder means: a VAE's pictures without the
+        pixel noise of its likelihood) apply where the model takes them."""
         from .viz import class_labels, column_labels, image_grid, sample_delimiter, save_samples, titled
 
         n, seed = int(n), int(seed)
@@ -207,6 +212,8 @@ class RunDemo:
             kw["steps"] = int(steps)
         if guidance is not None and "guidance" in self.options and self.model.conditional:
             kw["guidance"] = float(guidance)
+        if mean and "mean" in self.options:
+            kw["mean"] = True
         cond = None
         if self.model.conditional:
             k = self.spec.num_classes or 1
@@ -224,6 +231,8 @@ class RunDemo:
             title += f", {kw['steps']} DDIM steps"
         if "guidance" in kw:
             title += f", guidance {kw['guidance']:g}"
+        if kw.get("mean"):
+            title += ", decoder means"
         if cls is not None:
             title += f", class {class_labels(self.spec)[int(cls)]}"
         if self.kind == "multimodal":
@@ -543,6 +552,12 @@ def _sample_panel(gr: Any, demo: RunDemo, i: int) -> None:
                 visible="steps" in opts,
                 elem_id=f"steps-{i}",
             )
+            mean = gr.Checkbox(
+                False,
+                label="decoder means (without the likelihood's pixel noise)",
+                visible="mean" in opts,
+                elem_id=f"mean-{i}",
+            )
             guidance = gr.Slider(
                 0.0,
                 10.0,
@@ -574,7 +589,7 @@ def _sample_panel(gr: Any, demo: RunDemo, i: int) -> None:
                 elem_id=f"sample-audio-{i}",
             )
 
-    def run(seed_v: float, n_v: float, t: float, c: str, s: float, g: float) -> tuple[Any, Any, Any]:
+    def run(seed_v: float, n_v: float, t: float, c: str, s: float, g: float, m: bool) -> tuple[Any, Any, Any]:
         out = demo.sample(
             int(n_v),
             int(seed_v or 0),
@@ -582,10 +597,11 @@ def _sample_panel(gr: Any, demo: RunDemo, i: int) -> None:
             _class_id(demo, c),
             int(s) if "steps" in opts else None,
             float(g) if "guidance" in opts else None,
+            bool(m),
         )
         return out.image, out.text, out.audio
 
-    button.click(_errors(gr, run), [seed, n, temperature, cls, steps, guidance], [image, text, audio])
+    button.click(_errors(gr, run), [seed, n, temperature, cls, steps, guidance, mean], [image, text, audio])
 
 
 def _image_source(gr: Any, demo: RunDemo, i: int, label: str, default: int) -> tuple[Any, Any]:
