@@ -152,11 +152,12 @@ class RunDemo:
         return self.kind == "image" and caps.encode and caps.decode
 
     def translations(self) -> list[tuple[str, str]]:
-        """The (source, target) modality pairs a multimodal run can translate, of ``x`` (image) and
-        ``text`` (caption): text -> image and image -> caption where the model produces the target."""
+        """The (source, target) modality pairs a multimodal run can translate from a caption
+        (``text``) or an image (``x``) to another of its modalities that the model produces (image,
+        caption, ``audio``): e.g. text -> image, image -> caption, text -> audio."""
         caps = self.model.capabilities
         keys = caps.modalities
-        pairs = [("text", "x"), ("x", "text")]
+        pairs = [(s, t) for s in ("text", "x") for t in ("x", "text", "audio") if s != t]
         return [(s, t) for s, t in pairs if s in keys and t in keys and caps.generates(t)]
 
     def describe(self) -> str:
@@ -726,23 +727,31 @@ def _translate_panel(gr: Any, demo: RunDemo, i: int) -> None:
                     format="png",
                     interactive=False,
                     buttons=["download", "fullscreen"],
+                    visible=target != "audio",
                     elem_id=f"translation-{tag}",
+                )
+                audio = gr.Audio(
+                    label="clips, 0.25 s apart",
+                    type="filepath",
+                    interactive=False,
+                    visible=target == "audio",
+                    elem_id=f"translation-audio-{tag}",
                 )
                 text = gr.Textbox(
                     label="captions", lines=6, interactive=False, visible=target == "text", elem_id=f"captions-{tag}"
                 )
 
-        def run(*args: Any, source: str = source, target: str = target) -> tuple[Any, Any]:
+        def run(*args: Any, source: str = source, target: str = target) -> tuple[Any, Any, Any]:
             if source == "text":
                 cap, n_v, seed_v = args
                 out = demo.translate(source, target, text=cap or "", n=int(n_v), seed=int(seed_v or 0))
             else:
                 idx, up, n_v, seed_v = args
                 out = demo.translate(source, target, index=int(idx or 0), upload=up, n=int(n_v), seed=int(seed_v or 0))
-            return out.image, out.text
+            return out.image, out.text, out.audio
 
         inputs = [caption] if source == "text" else [index, upload]
-        button.click(_errors(gr, run), [*inputs, n, seed], [image, text])
+        button.click(_errors(gr, run), [*inputs, n, seed], [image, text, audio])
 
 
 def _results_panel(gr: Any, demo: RunDemo, i: int) -> None:

@@ -214,3 +214,25 @@ def test_the_page_of_a_multimodal_and_a_text_run():
     app = build_app([demo])
     ids = {getattr(b, "elem_id", None) for b in app.blocks.values()}
     assert "sample-text-0" in ids and "encode-0" not in ids
+
+
+def test_translate_a_caption_to_images_and_audio(tmp_path):
+    from genlab.data.audio import read_wav
+
+    run = tmp_path / "av"
+    tiny = ["--set", "z_dim=2", "--set", "hidden=8", "--set", "channels=4", "--data-opt", "n=64"]
+    assert main(["train", "mvae", "--data", "shapes-av", "--out", str(run), "--set", "steps=2", *tiny, "--quiet"]) == 0
+    demo = RunDemo(run)
+    assert demo.kind == "multimodal" and not demo.can_encode
+    assert set(demo.translations()) == {("text", "x"), ("text", "audio"), ("x", "text"), ("x", "audio")}
+    pics = demo.translate("text", "x", text="a red heart", n=3)
+    assert pics.image.ndim == 3 and pics.text is None and pics.audio is None
+    clips = demo.translate("text", "audio", text="a red heart", n=3)
+    samples, rate = read_wav(clips.audio)
+    audio_spec = demo.spec.modality("audio")
+    assert rate == audio_spec.extra["sample_rate"]
+    assert len(samples) == 3 * (audio_spec.shape[0] + int(0.25 * rate))  # 3 clips, 0.25 s apart
+    caps = demo.translate("x", "text", index=2, n=4)
+    assert len(caps.text.splitlines()) == 4 and caps.image is not None  # the source image, captions under it
+    with pytest.raises(DemoError, match="type a caption"):
+        demo.translate("text", "x", text="  ")
