@@ -825,7 +825,8 @@ def serve(
             mcp_server=False,
         )
     except OSError as e:
-        raise DemoError(f"port {port} on {host}: {str(e).splitlines()[0]}; pass another --port") from None
+        why = "is in use" if "empty port" in str(e) else f"cannot be opened ({str(e).splitlines()[0]})"
+        raise DemoError(f"port {port} on {host} {why}; pass another --port") from None
     if block:
         try:
             app.block_thread()

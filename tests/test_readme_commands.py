@@ -222,10 +222,11 @@ def test_the_parser_of_the_check():
 
 #: Training steps of every README training (a --resume trains to twice this, since its steps must grow).
 STEPS = 4
-#: The substitution rules, per subcommand: options replaced where the README gives them, appended where
-#: not. Every training: STEPS steps, one thread, no progress bar; sample-based metrics and audits on
-#: N_SAMPLES samples; IWAE with K importance samples; a family table with BUDGET per family.
-N_SAMPLES, K, BUDGET = 64, 4, "2s"
+#: Sample-based metrics and audits on N_SAMPLES samples; a family table with BUDGET per family.
+N_SAMPLES, BUDGET = 64, "2s"
+#: Model options that make a tiny run's validation and evaluation fast, per model (``--set`` on its
+#: training, ``--set MODEL.KEY=V`` on a family table that trains it): ddpm's bound from 4 of its T terms.
+FAST_MODEL_OPTIONS = {"ddpm": {"bound_timesteps": "4"}}
 
 
 def _set_option(argv: list[str], flag: str, value: str | None = None) -> list[str]:
@@ -247,14 +248,27 @@ def _set_key(argv: list[str], key: str, value: str) -> list[str]:
 
 
 def fast_argv(argv: tuple[str, ...]) -> list[str]:
-    """The README's command with small budgets (the generic rules above), ready to run."""
+    """The README's command with small budgets, ready to run. The rules, per subcommand (an option is
+    replaced where the README gives it, appended where not):
+
+    * train: ``--set steps=STEPS`` (``2 * STEPS`` with ``--resume``), ``--set threads=1``, ``--quiet``, and
+      the model's FAST_MODEL_OPTIONS (not on ``--resume``: model options are fixed then);
+    * eval: ``--n-samples N_SAMPLES``; audit: ``--n N_SAMPLES``; swap: ``--n-examples 4 * N_SAMPLES``;
+    * compare --data: ``--budget BUDGET``, ``--n-samples N_SAMPLES``, ``--set steps=STEPS``,
+      ``--set threads=1``, ``--quiet``, and FAST_MODEL_OPTIONS of the compared families;
+    * everything else runs as written.
+    """
     out, command = list(argv), argv[0] if argv else ""
     if command == "train":
-        out = _set_key(out, "steps", str(2 * STEPS if "--resume" in out else STEPS))
+        resume = "--resume" in out
+        out = _set_key(out, "steps", str(2 * STEPS if resume else STEPS))
         out = _set_key(out, "threads", "1")
         out = _set_option(out, "--quiet")
+        model = out[1] if len(out) > 1 and not out[1].startswith("-") else None
+        for key, value in ({} if resume else FAST_MODEL_OPTIONS.get(model, {})).items():
+            out = _set_key(out, key, value)
     elif command == "eval":
-        out = _set_option(_set_option(out, "--n-samples", str(N_SAMPLES)), "--k", str(K))
+        out = _set_option(out, "--n-samples", str(N_SAMPLES))
     elif command == "audit":
         out = _set_option(out, "--n", str(N_SAMPLES))
     elif command == "swap":
@@ -263,11 +277,16 @@ def fast_argv(argv: tuple[str, ...]) -> list[str]:
         out = _set_option(_set_option(out, "--budget", BUDGET), "--n-samples", str(N_SAMPLES))
         out = _set_key(_set_key(out, "steps", str(STEPS)), "threads", "1")
         out = _set_option(out, "--quiet")
+        for family in _compared_families(build_parser().parse_args(list(argv))):
+            for key, value in FAST_MODEL_OPTIONS.get(family, {}).items():
+                out = _set_key(out, f"{family}.{key}", value)
     return out
 
 
-def _expected_files(cmd: Command, args) -> list[Path]:
-    """The files the README says a command writes: by the run-folder table, and the file names its comment gives."""
+def _expected_files(cmd: Command, args, cwd: Path) -> list[Path]:
+    """The files (relative to ``cwd``) the README says a command writes: by the run-folder table, and the
+    file names its comment gives (in the run folder or in ``cwd``; a name after '--out ' in the comment is
+    another invocation's, e.g. 'audio runs: --out s.wav', and is left out)."""
     files: list[Path] = []
     if args.command == "train":
         run = Path(_train_out(args))
@@ -286,8 +305,9 @@ def _expected_files(cmd: Command, args) -> list[Path]:
         files.append(Path(args.out))
     # names in the comment ('-> latents-test.npz', 'hallucination.png beside it'): in the run folder or here
     run = Path(getattr(args, "run", None) or ".")
-    for name in re.findall(r"(?<![\w<>/.-])\w[\w./-]*\.(?:png|json|npz|csv|md|txt|wav)\b", cmd.comment):
-        files.append(Path(name) if "/" in name else (run / name if (run / name).exists() else Path(name)))
+    comment = re.sub(r"--out\s+\S+", "", cmd.comment)
+    for name in re.findall(r"(?<![\w<>/.-])\w[\w./-]*\.(?:png|json|npz|csv|md|txt|wav)\b", comment):
+        files.append(Path(name) if "/" in name or not (cwd / run / name).exists() else run / name)
     return files
 
 
@@ -361,7 +381,7 @@ def test_readme_commands_run(tmp_path):
             )
             continue
         args = parser.parse_args(list(cmd.argv))
-        missing = [str(f) for f in _expected_files(cmd, args) if not (tmp_path / f).exists()]
+        missing = [str(f) for f in _expected_files(cmd, args, tmp_path) if not (tmp_path / f).exists()]
         if missing:
             failures.append(f"{cmd}\n    did not write {', '.join(missing)}")
     report = "\n".join(times)
