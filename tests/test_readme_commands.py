@@ -103,9 +103,13 @@ USER_FILES = {
     "pairs.txt": "_make_templates",
 }
 
-#: README lines (by their command, a prefix of the argv) that are parsed and order-checked but not run,
-#: with the reason. Empty: every command is runnable offline once USER_FILES exist.
-NOT_RUN: dict[tuple[str, ...], str] = {}
+#: README commands (by a prefix of their argv) that are parsed and order-checked but not run, with the reason.
+NOT_RUN: dict[tuple[str, ...], str] = {
+    ("demo",): "a web server that runs until Ctrl-C (tests/test_demo*.py test it)",
+    # the check reads the colour and shape back from sampled captions: a run of STEPS steps writes none
+    # that parse ('amplification needs >= 2 readable samples ...; got 0'), so it needs a trained model
+    ("audit", "runs/mvae-corr", "--checks", "amplification"): "needs a trained model (captions that parse)",
+}
 
 _FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".wav", ".txt", ".npz", ".npy", ".csv", ".md", ".json")
 
@@ -123,6 +127,15 @@ def _input_files(args) -> list[str]:
         if value and Path(value).suffix.lower() in _FILE_SUFFIXES:  # swap's --a/--b may be sentences
             paths.append(value)
     return paths
+
+
+def _compared_families(args) -> list[str]:
+    """The families a ``genlab compare --data`` trains (its --models, else compare's default)."""
+    from genlab.compare import DEFAULT_FAMILIES
+
+    if not args.models:
+        return list(DEFAULT_FAMILIES)
+    return [m.strip() for value in args.models for m in value.split(",") if m.strip()]
 
 
 def _train_out(args) -> str:
@@ -173,6 +186,12 @@ def check_order(commands: list[Command]) -> list[str]:
                 need_run(args.reference, " for --reference")
             if args.command == "eval" and args.out is None:
                 evaluated.add(_norm(args.run))
+        elif args.command == "compare" and args.data:
+            families = _compared_families(args)
+            for setting in args.set or []:
+                family = setting.split("=", 1)[0].split(".", 1)[0] if "." in setting.split("=", 1)[0] else None
+                if family and family not in families:
+                    problems.append(f"{cmd}: --set {setting}: {family!r} is not compared (families {families})")
         elif args.command == "compare" and args.runs:
             for run in args.runs:
                 need_run(run)
@@ -224,6 +243,8 @@ def test_the_parser_of_the_check():
 STEPS = 4
 #: Sample-based metrics and audits on N_SAMPLES samples; a family table with BUDGET per family.
 N_SAMPLES, BUDGET = 64, "2s"
+#: Seconds one command may take before it counts as a failure (a hang, or budgets the rules failed to cut).
+COMMAND_TIMEOUT = 300
 #: Model options that make a tiny run's validation and evaluation fast, per model (``--set`` on its
 #: training, ``--set MODEL.KEY=V`` on a family table that trains it): ddpm's bound from 4 of its T terms.
 FAST_MODEL_OPTIONS = {"ddpm": {"bound_timesteps": "4"}}
@@ -369,9 +390,18 @@ def test_readme_commands_run(tmp_path):
             continue
         argv = fast_argv(cmd.argv)
         start = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-m", "genlab", *argv], cwd=tmp_path, env=env, capture_output=True, text=True
-        )
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "genlab", *argv],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=COMMAND_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired:
+            failures.append(f"{cmd}\n    ran: genlab {shlex.join(argv)}\n    still running after {COMMAND_TIMEOUT} s")
+            continue
         took = time.perf_counter() - start
         times.append(f"  {took:6.1f} s  README.md:{cmd.line}: genlab {shlex.join(argv)}")
         if proc.returncode != 0:
