@@ -161,7 +161,9 @@ class TrainConfig:
 
     ``lr``, ``beta1``, ``beta2`` (AdamW) apply to every parameter group when set. Left at None they
     take the model's own defaults (``optimizer_settings()``'s ``default_lr``/``default_betas`` per
-    group, e.g. the GAN papers' 2e-4 and (0.5, 0.999)), else 1e-3 and (0.9, 0.999). ``device`` is
+    group, e.g. the GAN papers' 2e-4 and (0.5, 0.999)), else 1e-3 and (0.9, 0.999). ``weight_decay``
+    (AdamW's decoupled decay) shrinks the weight matrices and kernels only, not biases or
+    normalization gains (parameters of one dimension or none). ``device`` is
     ``"auto"`` (cuda when present), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``; one that this
     machine does not have is refused, naming the ones it has.
     """
@@ -431,6 +433,7 @@ class Trainer:
         self._check_memory()
         settings = {k: self._optimizer_settings(overrides.get(k, {})) for k in self.groups}
         self.base_lr = {k: float(settings[k]["lr"]) for k in self.groups}
+        self._opt_settings = settings
         self.optimizers = {key: self._make_optimizer(params, settings[key]) for key, params in self.groups.items()}
         self._all_params = list(self.model.parameters())
         self.ema: dict[str, Tensor] | None = None
@@ -492,12 +495,25 @@ class Trainer:
         name = self.model.registry_name or type(self.model).__name__
         check_training_memory(name, weights, self.device, built=True, options=getattr(self.model, "init_kwargs", None))
 
-    def _make_optimizer(self, params: list[torch.nn.Parameter], settings: dict[str, Any]) -> torch.optim.Optimizer:
+    def _make_optimizer(
+        self, params: list[torch.nn.Parameter], settings: dict[str, Any], split_decay: bool = True
+    ) -> torch.optim.Optimizer:
+        """AdamW over ``params``. With weight decay (and ``split_decay``), two parameter groups: the
+        matrices and kernels (ndim >= 2) are decayed; biases and normalization gains and scales
+        (ndim <= 1) are not, as in Loshchilov & Hutter's AdamW and GPT-2 training: shrinking a
+        LayerNorm gain or a bias toward 0 is not a prior on the function anyone wants.
+        ``split_decay=False`` decays every parameter (the one group of runs saved before the split;
+        :meth:`load_checkpoint` rebuilds that layout to resume such a run exactly)."""
         kw = dict(settings)
+        groups: Any = params
+        if kw.get("weight_decay", 0.0) > 0 and split_decay:
+            decay = [p for p in params if p.ndim >= 2]
+            keep = [p for p in params if p.ndim < 2]
+            groups = [g for g in ({"params": decay}, {"params": keep, "weight_decay": 0.0}) if g["params"]]
         try:  # the fused kernel is one launch for all parameters (CPU support since torch 2.4)
-            return torch.optim.AdamW(params, fused=True, **kw)
+            return torch.optim.AdamW(groups, fused=True, **kw)
         except (RuntimeError, TypeError, ValueError):
-            return torch.optim.AdamW(params, **kw)
+            return torch.optim.AdamW(groups, **kw)
 
     # --- batching ---------------------------------------------------------------------------
     def _next_indices(self) -> Tensor:
@@ -763,10 +779,16 @@ class Trainer:
         if self.ema is not None:
             ema = {k[4:]: v.to(self.device) for k, v in tensors.items() if k.startswith("ema.")}
             self.ema = ema or {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        for key, opt in self.optimizers.items():
+        for key, opt in list(self.optimizers.items()):
             if key not in state["optimizers"]:
                 raise ckpt.CheckpointError(f"checkpoint has no optimizer state for loss key {key!r}")
-            opt.load_state_dict(ckpt.unflatten_optimizer(tensors, state["optimizers"][key]))
+            saved = ckpt.unflatten_optimizer(tensors, state["optimizers"][key])
+            if len(saved["param_groups"]) == 1 and len(opt.param_groups) == 2:
+                # a run saved before decay was split by parameter kind: resume it with its one group
+                opt = self.optimizers[key] = self._make_optimizer(
+                    self.groups[key], self._opt_settings[key], split_decay=False
+                )
+            opt.load_state_dict(saved)
         saved_world = int(state.get("world_size", 1))
         if saved_world != self.world:
             warnings.warn(

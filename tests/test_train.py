@@ -367,3 +367,61 @@ def test_idle_threads_leaves_busy_cores_alone(monkeypatch):
     monkeypatch.setattr(train_mod.torch, "get_num_threads", lambda: 4)  # never above torch's default
     monkeypatch.setattr(train_mod.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert train_mod.idle_threads() == 4
+
+
+class Idle(genlab.GenerativeModel):
+    """A Linear and a LayerNorm whose gradients are exactly 0: Adam's update is then 0, so
+    each step changes a parameter only by AdamW's decoupled decay, p <- (1 - lr * wd) p."""
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.lin = torch.nn.Linear(3, 2)
+        self.norm = torch.nn.LayerNorm(2)
+        self.used = torch.nn.Parameter(torch.zeros(()))
+
+    def loss(self, batch):
+        idle = sum(p.sum() for m in (self.lin, self.norm) for p in m.parameters())  # gradient exactly 0
+        return {"loss": (batch["x"].sum(1) - self.used).pow(2).mean() + 0.0 * idle}
+
+
+def test_weight_decay_shrinks_matrices_not_biases_or_norm_gains(tmp_path):
+    spec = genlab.DataSpec(name="q", kind="vector", shape=(3,), value_range=None)
+    data = TensorDataset({"x": torch.randn(32, 3, generator=torch.Generator().manual_seed(0))}, spec)
+    torch.manual_seed(0)
+    model = Idle(spec)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = TrainConfig(steps=3, batch_size=8, lr=0.1, weight_decay=0.5, progress=False, device="cpu", eval_every=0,
+                      sample_every=0, checkpoint_every=0)  # fmt: skip
+    t = Trainer(model, data, None, cfg)
+    for i in range(3):
+        t.train_step(data[torch.arange(8 * i, 8 * i + 8)])
+    after = model.state_dict()
+    assert torch.allclose(after["lin.weight"], before["lin.weight"] * (1 - 0.1 * 0.5) ** 3, atol=1e-7)
+    for k in ("lin.bias", "norm.weight", "norm.bias"):
+        assert torch.equal(after[k], before[k]), k
+
+
+def test_a_run_saved_with_one_decayed_group_resumes_exactly(tmp_path):
+    """Runs saved before the split kept one optimizer group that decays everything: --resume must
+    go on with that layout, bit for bit, not fail or change the update."""
+    spec = genlab.DataSpec(name="q", kind="vector", shape=(3,), value_range=None)
+    data = TensorDataset({"x": torch.randn(64, 3, generator=torch.Generator().manual_seed(0))}, spec)
+
+    def trainer(steps, out, legacy=False):
+        torch.manual_seed(0)
+        cfg = TrainConfig(steps=steps, batch_size=8, lr=0.05, weight_decay=0.3, progress=False, device="cpu",
+                          eval_every=0, sample_every=0, checkpoint_every=2)  # fmt: skip
+        t = Trainer(Lin(spec), data, None, cfg, out)
+        if legacy:  # what the trainer built before: every parameter in one decayed group
+            t.optimizers = {k: t._make_optimizer(p, t._opt_settings[k], split_decay=False) for k, p in t.groups.items()}
+        return t
+
+    full = trainer(6, tmp_path / "full", legacy=True)
+    full.fit()
+    part = trainer(4, tmp_path / "part", legacy=True)
+    part.fit()
+    resumed = trainer(6, tmp_path / "part")  # today's trainer would split; the checkpoint says one group
+    resumed.fit(resume=True)
+    assert len(resumed.optimizers["loss"].param_groups) == 1
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
