@@ -28,6 +28,7 @@ layer's activations and go further.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +41,7 @@ from ..distributions import (
     sample_categorical,
     to_levels,
 )
-from ..nn import MaskedConv2d, tanh
+from ..nn import MaskedConv2d
 from ..protocol import Capabilities, GenerativeModel
 
 
@@ -53,10 +54,71 @@ def check_sizes(channels: int, n_layers: int, kernel_size: int, first_kernel: in
         )
 
 
+def _layout(a: Tensor) -> torch.memory_format:
+    """channels_last for a 4-D tensor stored that way (channels_last training), else contiguous."""
+    cl = torch.channels_last
+    return (
+        cl if a.dim() == 4 and a.is_contiguous(memory_format=cl) and not a.is_contiguous() else torch.contiguous_format
+    )
+
+
+class _Gate(torch.autograd.Function):
+    """The gated unit with its output and its gradient in the input's memory layout. Elementwise ops
+    on channel halves (strided views) let torch pick contiguous outputs; in channels_last training
+    the next convolution, the ReLU-free backward ops and ``slice_backward`` then mixed layouts,
+    each 4-10x slower than on one layout. Same arithmetic as tanh(a_1) * sigmoid(a_2) by autograd:
+    tanh by :func:`genlab.nn.tanh`'s sigmoid form, backward by aten's fused tanh/sigmoid backward."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor) -> Tensor:
+        a1, a2 = a.chunk(2, 1)
+        fmt = _layout(a)
+        t = torch.empty(a1.shape, dtype=a.dtype, device=a.device, memory_format=fmt)
+        sg = torch.empty(a1.shape, dtype=a.dtype, device=a.device, memory_format=fmt)
+        torch.mul(a1, 2, out=t)
+        torch.sigmoid(t, out=t)
+        t.mul_(2).sub_(1)  # tanh(a_1) = 2 sigmoid(2 a_1) - 1
+        torch.sigmoid(a2, out=sg)
+        ctx.save_for_backward(t, sg)
+        return t * sg
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        t, sg = ctx.saved_tensors
+        grad = grad.contiguous(memory_format=_layout(t)) if t.dim() == 4 else grad
+        g1 = torch.ops.aten.tanh_backward(grad * sg, t)
+        g2 = torch.ops.aten.sigmoid_backward(grad * t, sg)
+        return torch.cat([g1, g2], 1)
+
+
 def gate(a: Tensor) -> Tensor:
-    """tanh(a_1) * sigmoid(a_2) of the two channel halves of a [B, 2h, H, W] -> [B, h, H, W]."""
-    a1, a2 = a.chunk(2, 1)
-    return tanh(a1) * torch.sigmoid(a2)  # genlab.nn.tanh: torch.tanh was 10x sigmoid on a CPU
+    """tanh(a_1) * sigmoid(a_2) of the two channel halves of a [B, 2h, H, W] -> [B, h, H, W], in a's
+    memory layout (:class:`_Gate`)."""
+    return _Gate.apply(a)
+
+
+class _ShiftDown(torch.autograd.Function):
+    """Rows moved down by one, forward and backward in the input's memory layout (autograd's own
+    slice backward allocates contiguous gradients: mixed layouts again in channels_last training)."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor) -> Tensor:
+        out = torch.zeros_like(a)  # zeros_like keeps a's layout
+        out[:, :, 1:] = a[:, :, :-1]
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        out = torch.zeros_like(grad)
+        out[:, :, :-1] = grad[:, :, 1:]
+        return out
+
+
+def shift_down(a: Tensor) -> Tensor:
+    """[B, C, H, W] -> the same with row i holding row i - 1 (zeros in row 0), in a's layout (a
+    padded-then-cropped view would be strided: a slow input for the convolution after it). Linear,
+    so its backward (rows moved up) is exact to any order."""
+    return _ShiftDown.apply(a)
 
 
 class GatedLayer(nn.Module):
@@ -85,7 +147,7 @@ class GatedLayer(nn.Module):
 
     def forward(self, v: Tensor, h: Tensor, c: Tensor | None, s: Tensor | None = None) -> tuple[Tensor, Tensor]:
         raw = self.v(v)  # (B, 2ch, H, W), sees rows <= i
-        down = F.pad(raw, (0, 0, 1, 0))[:, :, :-1]  # row i now holds row i-1: strictly above
+        down = shift_down(raw)  # row i now holds row i-1: strictly above
         return self.vertical(raw, c, s), self.horizontal(h, down, c, s)
 
     def vertical(self, raw: Tensor, c: Tensor | None, s: Tensor | None) -> Tensor:
@@ -248,13 +310,22 @@ class PixelCNN(GenerativeModel):
                 raise ValueError(f"this {type(self).__name__} has no spatial conditioning map (n_map=0)")
             cond_map = cond_map[:, :, : x.shape[2], : x.shape[3]]
         x = x * 2 - 1  # centre the [0, 1] input
+        # In channels_last training the first layer's outputs come out contiguous (a 1-channel image
+        # and its kernels fit both layouts, so oneDNN keeps the default): every later op would then mix
+        # layouts, 4-10x slower. Put them in the layout of the later layers' weights.
+        stored_cl = any(_layout(p) is torch.channels_last for p in self.parameters() if p.dim() == 4)
+        fmt = torch.channels_last if stored_cl else torch.contiguous_format
         if self.gated:
             v = h = x
-            for layer in self.layers:
+            for i, layer in enumerate(self.layers):
                 v, h = layer(v, h, c, cond_map)
                 v, h = self.drop(v), self.drop(h)
+                if i == 0 and fmt is torch.channels_last:
+                    v, h = v.contiguous(memory_format=fmt), h.contiguous(memory_format=fmt)
             return h
         h = self.first(x)
+        if fmt is torch.channels_last:
+            h = h.contiguous(memory_format=fmt)
         for i, layer in enumerate([None, *self.layers]):
             if layer is not None:
                 h = h + self.drop(layer(F.relu(h)))  # residual masked 3x3 (type B)
