@@ -453,20 +453,10 @@ _MODALITY_FLAGS = {"x": ("--image", "image"), "text": ("--text", "caption"), "au
 
 
 def _read_image_source(path: str, spec: Any) -> Any:
-    """An image file -> float tensor [C, H, W] on the run's levels: read with Pillow, resized to the
-    run's image size, 1 or 3 channels as the run has; one-line error for a missing or unreadable file."""
-    import os
+    """An image file -> float tensor [C, H, W] on the run's levels (:func:`genlab.data.files.read_image_as`)."""
+    from .data.files import read_image_as
 
-    import torch
-
-    from .data.files import read_images
-
-    c, h, w = spec.shape
-    arr = read_images([path], os.path.dirname(path) or ".", (int(h), int(w)), grayscale=int(c) == 1)[0]
-    x = torch.from_numpy(arr.astype("float32") / 255.0)
-    if spec.levels and spec.levels != 256:  # onto the data's levels (a binary run sees 0 or 1)
-        x = torch.round(x * (spec.levels - 1)) / (spec.levels - 1)
-    return x
+    return read_image_as(path, spec)
 
 
 def _read_audio_source(path: str, spec: Any) -> Any:

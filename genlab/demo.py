@@ -305,14 +305,9 @@ class RunDemo:
         reads one), else test example ``index``."""
         spec = self.spec.modality("x") if self.spec.kind == "multimodal" else self.spec
         if upload:
-            from .data.files import read_images
+            from .data.files import read_image_as
 
-            c, h, w = spec.shape
-            arr = read_images([upload], os.path.dirname(upload) or ".", (int(h), int(w)), grayscale=int(c) == 1)[0]
-            x = torch.from_numpy(arr.astype("float32") / 255.0)
-            if spec.levels and spec.levels != 256:  # onto the data's levels, as the model saw them
-                x = torch.round(x * (spec.levels - 1)) / (spec.levels - 1)
-            return x, None
+            return read_image_as(upload, spec), None
         data = self.test_data()
         if data is None:
             raise DemoError(f"the test split of {self.config['data']!r} cannot be loaded here; upload an image")
@@ -489,6 +484,14 @@ def theme(gr: Any) -> Any:
     )
 
 
+def _picture(gr: Any, label: str, **kw: Any) -> Any:
+    """An output picture: lossless PNG (the grid's pixels as computed), no upload, download and
+    full-screen buttons only (Gradio's share button would offer to upload it)."""
+    return gr.Image(
+        label=label, type="numpy", format="png", interactive=False, buttons=["download", "fullscreen"], **kw
+    )
+
+
 def _class_id(demo: RunDemo, choice: str | None) -> int | None:
     names = demo.class_names
     return names.index(choice) if choice in names else None
@@ -570,12 +573,9 @@ def _sample_panel(gr: Any, demo: RunDemo, i: int) -> None:
             )
             button = gr.Button("Sample", variant="primary", elem_id=f"sample-{i}")
         with gr.Column(scale=3):
-            image = gr.Image(
-                label="samples",
-                type="numpy",
-                format="png",
-                interactive=False,
-                buttons=["download", "fullscreen"],
+            image = _picture(
+                gr,
+                "samples",
                 visible=image_out,
                 elem_id=f"sample-image-{i}",
             )
@@ -643,20 +643,14 @@ def _encode_panel(gr: Any, demo: RunDemo, i: int) -> None:
         )
         button = gr.Button("Encode", variant="primary", elem_id=f"encode-{i}")
     with gr.Row():
-        recon = gr.Image(
-            label="input | reconstruction",
-            type="numpy",
-            format="png",
-            interactive=False,
-            buttons=["download", "fullscreen"],
+        recon = _picture(
+            gr,
+            "input | reconstruction",
             elem_id=f"recon-{i}",
         )
-        decoded = gr.Image(
-            label="decoded from the sliders",
-            type="numpy",
-            format="png",
-            interactive=False,
-            buttons=["download", "fullscreen"],
+        decoded = _picture(
+            gr,
+            "decoded from the sliders",
             elem_id=f"decoded-{i}",
         )
     z_state = gr.State(None)
@@ -687,12 +681,9 @@ def _encode_panel(gr: Any, demo: RunDemo, i: int) -> None:
         b_index, b_upload = _image_source(gr, demo, i, "image b", 1)
         steps = gr.Slider(2, 32, value=10, step=1, label="steps", elem_id=f"interp-steps-{i}")
         button_i = gr.Button("Interpolate", elem_id=f"interpolate-{i}")
-    interp = gr.Image(
-        label="interpolation",
-        type="numpy",
-        format="png",
-        interactive=False,
-        buttons=["download", "fullscreen"],
+    interp = _picture(
+        gr,
+        "interpolation",
         elem_id=f"interp-{i}",
     )
 
@@ -721,12 +712,9 @@ def _translate_panel(gr: Any, demo: RunDemo, i: int) -> None:
                 seed = gr.Number(0, label="seed", precision=0, minimum=0, elem_id=f"seed-{tag}")
                 button = gr.Button("Translate", variant="primary", elem_id=f"translate-{tag}")
             with gr.Column(scale=3):
-                image = gr.Image(
-                    label="translation",
-                    type="numpy",
-                    format="png",
-                    interactive=False,
-                    buttons=["download", "fullscreen"],
+                image = _picture(
+                    gr,
+                    "translation",
                     visible=target != "audio",
                     elem_id=f"translation-{tag}",
                 )
@@ -763,15 +751,7 @@ def _results_panel(gr: Any, demo: RunDemo, i: int) -> None:
         gr.Markdown(f"No `{R.EVAL_FILE}` yet: `genlab eval {demo.path}` writes it.")
     curve = demo.curve()
     if curve is not None:
-        gr.Image(
-            curve,
-            label="validation curve",
-            type="numpy",
-            format="png",
-            interactive=False,
-            buttons=["download", "fullscreen"],
-            elem_id=f"curve-{i}",
-        )
+        _picture(gr, "validation curve", value=curve, elem_id=f"curve-{i}")
     else:
         gr.Markdown(f"No validation curve yet (`{R.METRICS_FILE}` has no `val_*` record).")
 

@@ -658,3 +658,18 @@ def _read_image(file: str, hw: tuple[int, int] | None, grayscale: bool | None) -
     ) as e:
         raise InvalidDataError(f"image {file!r} cannot be read ({_reason(e)})") from None
     return a[..., None] if a.ndim == 2 else a
+
+
+def read_image_as(path: str, spec: Any) -> Any:
+    """One image file as a run's data would hold it: float tensor [C, H, W], resized to ``spec``'s
+    image size (Lanczos), 1 or 3 channels as ``spec`` has, values on its levels (a binary run sees 0
+    or 1); a one-line InvalidDataError for a missing or unreadable file. ``genlab translate --image``
+    and the demo's uploads read images this way."""
+    import torch
+
+    c, h, w = spec.shape
+    arr = read_images([path], os.path.dirname(path) or ".", (int(h), int(w)), grayscale=int(c) == 1)[0]
+    x = torch.from_numpy(arr.astype("float32") / 255.0)
+    if spec.levels and spec.levels != 256:
+        x = torch.round(x * (spec.levels - 1)) / (spec.levels - 1)
+    return x
