@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...nn import MaskedMLP, dropout, tanh
+from ...nn import MaskedMLP, dropout, grad_in_layout, tanh
 
 Shape = tuple[int, ...]
 
@@ -381,7 +381,7 @@ class CondConvNet(nn.Module):
         h = F.relu(self.conv_mid(F.relu(h)))
         if self.dropout and self.training:  # regularizes small data sets; identity at evaluation
             h = dropout(h, self.dropout)  # uniforms, not bernoulli_: ~5x cheaper on a CPU
-        return self.conv_out(h)
+        return grad_in_layout(self.conv_out(h))  # its (log s, t) halves' gradients arrive contiguous
 
 
 def checkerboard(h: int, w: int, parity: int) -> Tensor:
