@@ -196,7 +196,9 @@ class PixelCNN(GenerativeModel):
         notes="sampling: one sub-pixel at a time (gated: row-cached); encode: mean causal feature map",
     )
     #: Training settings for a ~1-minute CPU run (applied by `genlab train` once the CLI reads them).
-    train_defaults = {"steps": 1000, "batch_size": 64, "eval_every": 100}
+    #: NHWC training: measured 2026-12-02 on an idle 2-core CPU, one thread, once the gate and the row
+    #: shift kept the layout: 1.13x faster per step on digits, 1.03x on 28x28, 1.30x on 64x64 shapes.
+    train_defaults = {"steps": 1000, "batch_size": 64, "eval_every": 100, "channels_last": True}
 
     def __init__(
         self,
