@@ -125,7 +125,6 @@ class RunDemo:
             self.kind = "vector"
         self._tmp = tempfile.TemporaryDirectory(prefix="genlab-demo-")
         self._test: Any = None
-        self._order: list[int] | None = None
         self._calls = 0
 
     # --- what the page offers ---------------------------------------------------------------
