@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..nn import grad_in_layout
+
 
 def timestep_embedding(t: Tensor, dim: int, dtype: torch.dtype) -> Tensor:
     """Sinusoidal embedding [B, dim] of (possibly fractional) times t [B]: sin/cos of t * 10000^(-2i/dim)."""
@@ -212,7 +214,9 @@ class UNet(nn.Module):
             hs.append(h)
         h = _apply(self.mid, h, emb)
         for block in self.up:
-            h = _apply(block, torch.cat([h, hs.pop()], 1), emb)
+            # cat's backward hands each input a strided slice of its gradient: in channels_last training
+            # the convolutions' backward and the skip sums then mix layouts (grad_in_layout: dense again)
+            h = _apply(block, torch.cat([grad_in_layout(h), grad_in_layout(hs.pop())], 1), emb)
         return self.out(h)
 
 
