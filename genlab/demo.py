@@ -332,9 +332,9 @@ class RunDemo:
         if not self.can_encode:
             return []
         data = self.test_data()
-        with torch.no_grad():
-            z_dim = int(self.model.encode(torch.zeros(1, *self.spec.shape), self._cond(0, None)).shape[1])
-        if data is None:
+        if data is None:  # nothing to rank them on: the first ones
+            with torch.no_grad():
+                z_dim = int(self.model.encode(torch.zeros(1, *self.spec.shape), self._cond(0, None)).shape[1])
             return [(d, f"z{d}") for d in range(min(MAX_SLIDERS, z_dim))]
         x = data.tensors["x"][:RANK_EXAMPLES].float()
         y = data.tensors.get("y", data.tensors.get("cond"))

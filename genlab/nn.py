@@ -158,17 +158,25 @@ def tanh(x: Tensor) -> Tensor:
     return _Tanh.apply(x)
 
 
+def memory_layout(x: Tensor) -> torch.memory_format:
+    """``torch.channels_last`` for a 4-D tensor stored that way (channels_last training), else
+    ``torch.contiguous_format`` (also for a tensor that fits both, e.g. one channel)."""
+    cl = torch.channels_last
+    stored_cl = x.dim() == 4 and x.is_contiguous(memory_format=cl) and not x.is_contiguous()
+    return cl if stored_cl else torch.contiguous_format
+
+
 class _GradInLayout(torch.autograd.Function):
     """Identity forward; backward hands the gradient on in the forward tensor's memory layout."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:
-        ctx.cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        ctx.layout = memory_layout(x)
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
-        return grad.contiguous(memory_format=torch.channels_last if ctx.cl else torch.contiguous_format)
+        return grad.contiguous(memory_format=ctx.layout)
 
 
 def grad_in_layout(x: Tensor) -> Tensor:

@@ -41,7 +41,7 @@ from ..distributions import (
     sample_categorical,
     to_levels,
 )
-from ..nn import MaskedConv2d
+from ..nn import MaskedConv2d, memory_layout
 from ..protocol import Capabilities, GenerativeModel
 
 
@@ -54,14 +54,6 @@ def check_sizes(channels: int, n_layers: int, kernel_size: int, first_kernel: in
         )
 
 
-def _layout(a: Tensor) -> torch.memory_format:
-    """channels_last for a 4-D tensor stored that way (channels_last training), else contiguous."""
-    cl = torch.channels_last
-    return (
-        cl if a.dim() == 4 and a.is_contiguous(memory_format=cl) and not a.is_contiguous() else torch.contiguous_format
-    )
-
-
 class _Gate(torch.autograd.Function):
     """The gated unit with its output and its gradient in the input's memory layout. Elementwise ops
     on channel halves (strided views) let torch pick contiguous outputs; in channels_last training
@@ -72,7 +64,7 @@ class _Gate(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, a: Tensor) -> Tensor:
         a1, a2 = a.chunk(2, 1)
-        fmt = _layout(a)
+        fmt = memory_layout(a)
         t = torch.empty(a1.shape, dtype=a.dtype, device=a.device, memory_format=fmt)
         sg = torch.empty(a1.shape, dtype=a.dtype, device=a.device, memory_format=fmt)
         torch.mul(a1, 2, out=t)
@@ -85,7 +77,7 @@ class _Gate(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
         t, sg = ctx.saved_tensors
-        grad = grad.contiguous(memory_format=_layout(t)) if t.dim() == 4 else grad
+        grad = grad.contiguous(memory_format=memory_layout(t))
         g1 = torch.ops.aten.tanh_backward(grad * sg, t)
         g2 = torch.ops.aten.sigmoid_backward(grad * t, sg)
         return torch.cat([g1, g2], 1)
@@ -315,7 +307,7 @@ class PixelCNN(GenerativeModel):
         # In channels_last training the first layer's outputs come out contiguous (a 1-channel image
         # and its kernels fit both layouts, so oneDNN keeps the default): every later op would then mix
         # layouts, 4-10x slower. Put them in the layout of the later layers' weights.
-        stored_cl = any(_layout(p) is torch.channels_last for p in self.parameters() if p.dim() == 4)
+        stored_cl = any(memory_layout(p) is torch.channels_last for p in self.parameters() if p.dim() == 4)
         fmt = torch.channels_last if stored_cl else torch.contiguous_format
         if self.gated:
             v = h = x
