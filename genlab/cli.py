@@ -673,6 +673,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CLIError(f"--k must be >= 1 (importance samples of the IWAE bound); got {args.k}")
     if args.n_samples < 2:
         raise CLIError(f"--n-samples must be >= 2; got {args.n_samples}")
+    if args.dynamic_lr is not None and not 0 <= args.dynamic_lr < 1:
+        raise CLIError(f"--dynamic-lr must be in [0, 1) (the step size of dynamic evaluation); got {args.dynamic_lr}")
     if not 0 <= args.seed < 2**64:
         raise CLIError(f"--seed must be an integer in 0..2**64-1; got {args.seed}")
     metrics = None
@@ -721,8 +723,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         features=args.features,
         seed=args.seed,
         out_dir=out.parent,
+        dynamic_lr=args.dynamic_lr,
     )
-    scored = metrics is None or "likelihood" in metrics
+    if args.dynamic_lr is not None and (metrics is None or "dynamic" not in metrics):
+        print("genlab: note: --dynamic-lr is used only by --metrics dynamic", file=sys.stderr)
+    scored = metrics is None or "likelihood" in metrics or "dynamic" in metrics
     if scored and model.likelihood != "none" and not model.capabilities.modalities:
         from .baselines import baselines  # cached per data set, options and split: computed on first use
 
@@ -757,6 +762,8 @@ keys of eval.json and their units:
                      for images, bits/char (char tokenizer) or bits/token for text, bits/sample for audio;
                      2-D vectors: read the nats
   stream_bpd         a text file's split as one stream, each block given the text before it
+  dynamic_bpd        the same stream read by a copy of the LM that learns from each block once it has scored
+                     it (dynamic evaluation; dynamic_lr, dynamic_stride): the figure to set beside gzip/xz
   baseline/*/bpd     the data's simple baselines on the same split (uniform, independent, linear AR; unigram,
                      Kneser-Ney, gzip -9 / xz -9 given train); bits_per_char for text
   fid, fid_reference Frechet distance on the feature network; the reference is real train vs test (the floor)
@@ -1298,11 +1305,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--metrics",
         help=(
-            "comma-separated subset of: likelihood, iwae, recon, fid, kid, pr, dc, classes, mmd, "
+            "comma-separated subset of: likelihood, iwae, dynamic, recon, fid, kid, pr, dc, classes, mmd, "
             "c2st, memorization, disentanglement, coherence, modalities, summary, in any letter case "
             "(default: all that apply to the model and data, except disentanglement for models "
-            "without a latent posterior: flows, autoregressive models)"
+            "without a latent posterior: flows, autoregressive models, and dynamic: an LM on a text file "
+            "that keeps learning from the text it has scored, as gzip and xz do)"
         ),
+    )
+    e.add_argument(
+        "--dynamic-lr",
+        type=float,
+        default=None,
+        help="step size of the 'dynamic' metric's updates (default 1e-4; 0: the fixed weights' stream figure)",
     )
     e.add_argument("--n-samples", type=int, default=1000, help="samples drawn for the sample-based metrics")
     e.add_argument(

@@ -29,7 +29,8 @@ from .data.base import TensorDataset
 from .metrics.likelihood import likelihood_metrics
 from .protocol import GenerativeModel
 
-LIKELIHOOD_METRICS = ("likelihood", "iwae", "recon")
+#: dynamic: a text file's split read by a copy of an LM that keeps learning from what it has scored.
+LIKELIHOOD_METRICS = ("likelihood", "iwae", "dynamic", "recon")
 #: fid: FID (+ fid_reference, the real-vs-real floor); kid: KID mean/std; pr: precision/recall;
 #: dc: density/coverage; classes: classes covered (mode collapse); mmd: kernel two-sample test;
 #: c2st: classifier two-sample test; memorization: nearest-train vs nearest-held-out audit.
@@ -71,6 +72,8 @@ def applicable_metrics(model: GenerativeModel) -> list[str]:
         # a bound model's IWAE-k; a flow on discrete data: k dequantization draws inside the log
         if caps.iwae and (model.likelihood == "bound" or getattr(model, "levels", None)):
             out.append("iwae")
+        if getattr(model, "variable_length", False) and not getattr(model, "conditional", False):
+            out.append("dynamic")  # on a text file's split (checked with the data: streamable)
     if caps.reconstruct:
         out.append("recon")
     spec = model.spec
@@ -370,12 +373,16 @@ def evaluate(
     features: str = "auto",
     permutations: int = 500,
     out_dir: str | os.PathLike | None = None,
+    dynamic_lr: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset``; returns a flat JSON-safe dict.
 
     ``likelihood``: mean log-likelihood in nats per example and bits/dim (``log_prob_nats``,
     ``bpd``); for bound models this is the ELBO (k=1: ``elbo_nats``, ``elbo_bpd``).
     ``iwae``: the IWAE-k bound (``iwae_nats``, ``iwae_bpd``, ``iwae_k``), tighter than the ELBO.
+    ``dynamic`` (an LM on a text file's split; not in the defaults: one backward pass per
+    :data:`DYNAMIC_STRIDE` tokens): ``dynamic_bpd`` of :func:`dynamic_metrics`, step ``dynamic_lr``
+    (default :data:`DYNAMIC_LR`).
     ``recon``: the mean squared reconstruction error per example, summed over dimensions, in the
     [0, 1] data units (``recon_mse``), and per dimension (``recon_mse_per_dim``); for token data
     (sentence models) ``recon_exact`` and ``recon_token_accuracy`` (:func:`token_reconstruction`).
@@ -434,6 +441,8 @@ def evaluate(
         out[f"{name}_nats"], out[f"{name}_bpd"] = -m["nll"], m["bpd"]
         if streamable(model, dataset):
             out.update(stream_metrics(model, dataset, batch_size=batch_size))
+    if "dynamic" in chosen:
+        out.update(dynamic_metrics(model, dataset, lr=DYNAMIC_LR if dynamic_lr is None else dynamic_lr))
     if "iwae" in chosen:
         m = likelihood_metrics(model, dataset, k=k, batch_size=max(1, batch_size // 4))
         out.update(iwae_k=k, iwae_nats=-m["nll"], iwae_bpd=m["bpd"])
@@ -514,9 +523,13 @@ def default_metrics(model: GenerativeModel) -> list[str]:
     """The metrics ``evaluate`` computes when none are named: every applicable one, except the
     disentanglement scores of a model without a latent-variable posterior (``likelihood`` not
     ``"bound"``: a flow's, an autoregressive model's or an LM's ``encode`` is a feature map, not a
-    prior-matched code, and scoring it takes minutes nobody asked for); name ``disentanglement``
-    to get them anyway."""
-    return [m for m in applicable_metrics(model) if m != "disentanglement" or model.likelihood == "bound"]
+    prior-matched code, and scoring it takes minutes nobody asked for), and ``dynamic`` (a backward
+    pass every few tokens of the split); name them to get them anyway."""
+    return [
+        m
+        for m in applicable_metrics(model)
+        if m != "dynamic" and (m != "disentanglement" or model.likelihood == "bound")
+    ]
 
 
 # --- a text file's split scored as one stream ------------------------------------------------------
@@ -584,6 +597,100 @@ def stream_metrics(
     model.eval()
     total, n = stream_log_prob(model, x, stride, batch_size)
     return {"stream_bpd": -total / (n * math.log(2)), "stream_context": t - stride}
+
+
+#: Dynamic evaluation's settings (:func:`dynamic_log_prob`): step size, RMS decay and the new tokens
+#: per update, chosen on the validation splits of two real texts (README, "Autoregressive models").
+DYNAMIC_LR = 1e-4
+DYNAMIC_BETA = 0.999
+DYNAMIC_STRIDE = 8
+
+
+def dynamic_log_prob(
+    model: GenerativeModel,
+    tokens: Tensor,
+    stride: int = DYNAMIC_STRIDE,
+    *,
+    lr: float = DYNAMIC_LR,
+    beta: float = DYNAMIC_BETA,
+) -> tuple[float, int]:
+    """Total log-probability (nats) of the stream ``tokens`` [N, T] under dynamic evaluation
+    (Krause et al. 2018, "Dynamic Evaluation of Neural Sequence Models"), and the tokens scored.
+
+    The windows are those of :func:`stream_log_prob` (T tokens every ``stride``), read in order.
+    Each window's new tokens are scored with the current weights, and only then do the weights
+    take one step on that score: g = grad of the mean NLL of the new tokens, v <- beta v + (1 - beta)
+    g^2, theta <- theta - lr g / (sqrt(v / (1 - beta^s)) + 1e-8) at step s (RMSprop with Adam's bias
+    correction; plain SGD with ``beta=None``). Krause et al. normalize by the training gradients'
+    RMS instead; that divides by near-zero for the embeddings of characters the training text lacks,
+    and diverged on a test text that has them. Every token is predicted from the text before it
+    alone, so the product of the predictions is a normalized distribution over streams (tested: it
+    sums to 1 over every stream of a small space): the code length of an adaptive model, as a
+    compressor's is. ``model`` is left unchanged (a copy adapts); ``lr = 0`` gives
+    :func:`stream_log_prob`'s value."""
+    import copy
+
+    n, t = tokens.shape
+    if not 1 <= stride <= t:
+        raise ValueError(f"stride must be in 1..{t} (the block length); got {stride}")
+    if not lr >= 0 or (beta is not None and not 0 <= beta < 1):
+        raise ValueError(f"dynamic evaluation needs lr >= 0 and beta in [0, 1) or None; got lr={lr}, beta={beta}")
+    stream = tokens.reshape(-1)
+    length = len(stream)
+    starts = list(range(0, length - t + 1, stride))
+    if starts[-1] + t < length:
+        starts.append(length - t)
+    adapt = copy.deepcopy(model)
+    adapt.eval()
+    params = [p for p in adapt.parameters() if p.requires_grad]
+    sq = [torch.zeros_like(p) for p in params] if beta is not None else []
+    device = getattr(model, "device", torch.device("cpu"))
+    total, end = 0.0, 0
+    for step, p in enumerate(starts, 1):
+        c = end - p
+        w = stream[p : p + t].to(device)[None]
+        with torch.enable_grad():
+            lp = adapt.log_prob(w).double().sum()
+            if c > 0:
+                lp = lp - adapt.log_prob(w[:, :c]).double().sum()
+            total += float(lp.detach())
+            if lr > 0:
+                grads = torch.autograd.grad(-lp / (t - c), params, allow_unused=True)
+        if lr > 0:
+            with torch.no_grad():
+                for i, (q, g) in enumerate(zip(params, grads)):
+                    if g is None:
+                        continue
+                    if beta is None:
+                        q.sub_(lr * g)
+                        continue
+                    sq[i].mul_(beta).addcmul_(g, g, value=1 - beta)
+                    q.sub_(lr * g / ((sq[i] / (1 - beta**step)).sqrt() + 1e-8))
+        end = p + t
+    return total, length
+
+
+def dynamic_metrics(
+    model: GenerativeModel,
+    dataset: TensorDataset,
+    *,
+    lr: float = DYNAMIC_LR,
+    stride: int = DYNAMIC_STRIDE,
+) -> dict[str, Any]:
+    """``dynamic_bpd`` (bits per token; bits per character for a char tokenizer): a text file's split
+    read as one stream by a copy of ``model`` that keeps learning from the text it has scored
+    (:func:`dynamic_log_prob`), with its ``dynamic_lr`` and ``dynamic_stride`` (new tokens per update).
+    It is the figure to set beside an adaptive compressor's (gzip, xz), which also learns the text as
+    it reads it; ``stream_bpd`` is the same stream with the trained weights fixed."""
+    if not streamable(model, dataset):
+        raise ValueError(
+            "metric 'dynamic' reads a text file's split as one stream with an unconditional autoregressive LM "
+            f"(genlab train transformer --data FILE.txt); {type(model).__name__} on {dataset.spec.name!r} is not"
+        )
+    x = dataset.tensors[getattr(model, "data_key", "x")]
+    stride = min(stride, x.shape[1])
+    total, n = dynamic_log_prob(model, x, stride, lr=lr)
+    return {"dynamic_bpd": -total / (n * math.log(2)), "dynamic_lr": lr, "dynamic_stride": stride}
 
 
 # --- eval.json: later evaluations add to it --------------------------------------------------------

@@ -602,3 +602,18 @@ def test_eval_help_explains_every_memorization_key(capsys):
     text = capsys.readouterr().out
     for key in set(keys) - {"closest_samples", "closest_train"}:  # those two go to memorization.png
         assert f"mem_{key}" in text, key
+
+
+def test_eval_dynamic_on_a_text_file(audio_and_text_runs, tmp_path, capsys):
+    _, lm = audio_and_text_runs
+    out = tmp_path / "e.json"
+    # blocks of 8 and updates every 8 tokens: with step 0 it is block-by-block scoring exactly
+    args = ["eval", str(lm), "--metrics", "likelihood,dynamic", "--dynamic-lr", "0", "--out", str(out)]
+    assert main(args) == 0
+    res = json.loads(out.read_text())
+    assert res["dynamic_bpd"] == pytest.approx(res["log_prob_bpd"], rel=1e-5) and res["dynamic_stride"] == 8
+    assert "baseline/gzip9/bpd" in res
+    assert main(["eval", str(lm), "--metrics", "dynamic", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["dynamic_lr"] == 1e-4
+    assert main(["eval", str(lm), "--metrics", "dynamic", "--dynamic-lr", "-1"]) == 2
+    assert "--dynamic-lr must be in [0, 1)" in _one_line_error(capsys)

@@ -82,3 +82,38 @@ def test_the_default_eval_of_an_lm_skips_the_disentanglement_scores():
     vae = genlab.build_model("sentencevae", spec, source="text")
     assert "disentanglement" in applicable_metrics(lm) and "disentanglement" not in default_metrics(lm)
     assert "disentanglement" in default_metrics(vae)  # a latent-variable model keeps them
+
+
+def _tiny_lm(levels, seed=0):
+    spec = genlab.DataSpec(name="toy", kind="tokens", shape=(4,), levels=levels, dtype="int64")
+    torch.manual_seed(seed)
+    return genlab.build_model("transformer", spec, d_model=8, n_layers=1, n_heads=2)
+
+
+def test_dynamic_evaluation_is_a_normalized_distribution_over_streams():
+    """Each token is scored before the weights learn from it: sum over all 2^8 streams of p = 1."""
+    import itertools
+
+    from genlab.evaluate import dynamic_log_prob
+
+    model = _tiny_lm(2).double()  # float64: the sum is checked to 1e-9
+    streams = torch.tensor(list(itertools.product([0, 1], repeat=8)))  # every stream [2 blocks of 4]
+    for stride, lr, beta in ((2, 0.05, 0.999), (3, 0.3, 0.5), (4, 1.0, None)):
+        logp = [dynamic_log_prob(model, s.reshape(2, 4), stride, lr=lr, beta=beta)[0] for s in streams]
+        assert math.fsum(math.exp(v) for v in logp) == pytest.approx(1.0, abs=1e-9), (stride, lr, beta)
+
+
+def test_dynamic_evaluation_adapts_to_the_text_and_leaves_the_model_alone():
+    from genlab.evaluate import dynamic_log_prob
+
+    model = _tiny_lm(5, seed=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.tensor([0, 1, 2, 3] * 40).reshape(40, 4)  # a repeated pattern the untrained model does not know
+    static, n = stream_log_prob(model, x, 2)
+    same, _ = dynamic_log_prob(model, x, 2, lr=0.0)
+    adapted, m = dynamic_log_prob(model, x, 2, lr=0.01)
+    assert n == m == 160 and same == pytest.approx(static, rel=1e-6)
+    assert adapted > static + 40  # learns the pattern while reading it: 40+ nats better
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="lr"):
+        dynamic_log_prob(model, x, 2, lr=-1.0)
