@@ -498,7 +498,10 @@ def test_sample_default_out_suits_the_data(audio_and_text_runs, tmp_path, capsys
         (["--n-samples", "1"], "--n-samples must be >= 2; got 1"),
         (["--seed", "-1"], "--seed must be an integer in 0..2**64-1; got -1"),
         (["--seed", str(2**64)], "--seed must be an integer"),
-        (["--metrics", ""], "--metrics is empty; expected a comma-separated subset of likelihood, iwae, recon, fid"),
+        (
+            ["--metrics", ""],
+            "--metrics is empty; expected a comma-separated subset of likelihood, iwae, dynamic, recon, fid",
+        ),
         (["--metrics", " , ,"], "--metrics is empty"),
         (["--metrics", "fid,nope"], "unknown metric 'nope'; expected a comma-separated subset of likelihood"),
     ],
