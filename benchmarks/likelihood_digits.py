@@ -40,11 +40,29 @@ CONFIGS: dict[str, tuple[str, list[str]]] = {
     "vae-mix": ("vae", ["likelihood=logistic_mixture", "mixtures=5"]),
     "vae-iwae5": ("vae", ["iwae_k=5"]),
     "vae-mix-iwae5": ("vae", ["likelihood=logistic_mixture", "mixtures=5", "iwae_k=5"]),
+    # toward the 1.70 target (2026-12-03): weight averaging, then wider/deeper nets with heavy dropout
+    "pixelcnn-ema": ("pixelcnn", ["steps=2000", "schedule=cosine", "ema=0.999"]),
+    "pixelcnn-wide-drop": (
+        "pixelcnn",
+        ["channels=64", "dropout=0.3", "steps=3000", "schedule=cosine", "ema=0.999"],
+    ),
+    "pixelcnn-big-drop": (
+        "pixelcnn",
+        ["channels=96", "n_layers=6", "dropout=0.5", "steps=4000", "schedule=cosine", "ema=0.999"],
+    ),
 }
+DOCS = ROOT.parent / "docs"  # the PNG the README shows
 
 
-def run_one(name: str, steps: int | None, out_root: Path) -> dict:
-    """Train and evaluate one configuration; returns its record (commands, seconds, test metrics)."""
+def val_curve(run: Path) -> list[tuple[int, float]]:
+    """(step, validation bits/dim) of a run's ``metrics.jsonl``."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [(r["step"], r["val_bpd"]) for r in rows if r.get("split") == "val" and "val_bpd" in r]
+
+
+def run_one(name: str, steps: int | None, out_root: Path, reuse: bool = False) -> dict:
+    """Train (unless ``reuse`` and the run folder holds trained weights) and evaluate one
+    configuration; returns its record (commands, seconds, test metrics, validation curve)."""
     model, sets = CONFIGS[name]
     tag = name if steps is None else f"{name}-{steps}"
     run = out_root / tag
@@ -55,7 +73,9 @@ def run_one(name: str, steps: int | None, out_root: Path) -> dict:
     metrics = "likelihood,iwae" if model == "vae" else "likelihood"
     ev = ["genlab", "eval", str(run), "--split", "test", "--metrics", metrics, "--out", str(run / "eval-test.json")]
     t0 = time.time()
-    subprocess.run(train, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    trained = not (reuse and (run / "best.safetensors").exists())
+    if trained:
+        subprocess.run(train, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     t1 = time.time()
     subprocess.run(ev, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     result = json.loads((run / "eval-test.json").read_text())
@@ -63,7 +83,8 @@ def run_one(name: str, steps: int | None, out_root: Path) -> dict:
     return {
         "train": " ".join(map(shlex.quote, train)),
         "eval": " ".join(map(shlex.quote, ev)),
-        "train_seconds": round(t1 - t0, 1),
+        "train_seconds": round(t1 - t0, 1) if trained else None,
+        "val_curve": val_curve(run),
         "loadavg_after": os.getloadavg(),
         "test": keep,
         "test_bpd": round(keep.get("iwae_bpd", keep.get("log_prob_bpd", float("nan"))), 4),
@@ -76,11 +97,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="training steps (default: the model's own)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out-root", default=str(ROOT / "runs" / "likelihood_digits"))
+    ap.add_argument("--reuse", action="store_true", help="evaluate run folders already trained (same commands)")
+    ap.add_argument("--plot", action="store_true", help="only redraw the PNG from the results file")
     args = ap.parse_args()
+    if args.plot:
+        plot(json.loads(RESULTS.read_text())["runs"])
+        return
     out_root = Path(args.out_root)
     load_before = os.getloadavg()
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = {n: pool.submit(run_one, n, args.steps, out_root) for n in args.only}
+        futures = {n: pool.submit(run_one, n, args.steps, out_root, args.reuse) for n in args.only}
         records = {}
         for n, f in futures.items():
             try:
@@ -94,8 +120,30 @@ def main() -> None:
     data["date"] = time.strftime("%Y-%m-%d")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(data, indent=2) + "\n")
+    plot(data["runs"])
     for n, r in records.items():
         print(n, r["train_seconds"], "s", r["test"])
+
+
+def plot(runs: dict) -> None:
+    """``docs/likelihood_digits-pixelcnn.png``: validation bits/dim of the PixelCNN runs that
+    recorded their curve, with each one's test figure and the linear AR baseline."""
+    from genlab.viz import plot_curves
+
+    series = {
+        f"{name} (test {r['test_bpd']:.3f})": r["val_curve"]
+        for name, r in runs.items()
+        if name.startswith("pixelcnn") and r.get("val_curve")
+    }
+    last = max(x for c in series.values() for x, _ in c)
+    series["linear AR baseline (test) 2.09"] = [(0, 2.09), (last, 2.09)]
+    series["target 1.70"] = [(0, 1.70), (last, 1.70)]
+    plot_curves(
+        series,
+        DOCS / "likelihood_digits-pixelcnn.png",
+        "PixelCNN on digits: validation bits/dim",
+        ylabel="bits/dim",
+    )
 
 
 if __name__ == "__main__":

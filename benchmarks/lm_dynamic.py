@@ -12,7 +12,7 @@ and the Vim user manual, 642 kB: files every Debian machine with vim has), cut 9
 and ``--set steps=`` :data:`STEPS` (``WORK/runs/<text>``; the best validation weights are scored).
 The compressors are charged for the split given the training text: 8 * (|c(train + split)| -
 |c(train)|) / |split| bits per character (gzip sees only the last 32 kB of train: its window).
-Writes ``benchmarks/results/lm_dynamic.json`` and ``benchmarks/results/lm_dynamic-<text>.png``.
+Writes ``benchmarks/results/lm_dynamic.json`` and ``docs/lm_dynamic-<text>.png`` (in the README).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from genlab.runs import load_run, saved_data_opts  # noqa: E402
 from genlab.viz import plot_curves  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
+DOCS = Path(__file__).parents[1] / "docs"  # the PNGs the README shows
 #: Training steps per text: the licenses' validation is best near step 800 and then rises; the Vim
 #: manual's still falls at 2,400 (14 minutes on one thread).
 STEPS = {"licenses": 1000, "vim": 2400}
@@ -82,12 +83,39 @@ def score(run: Path) -> dict[str, object]:
     return out
 
 
+def plot(name: str, entry: dict) -> None:
+    """``docs/lm_dynamic-<name>.png``: the validation curve with the compressors' and dynamic evaluation's
+    validation figures as lines, the test figures in the legend."""
+    curve, val, test = entry["val_curve"], entry["val"], entry["test"]
+    key = f"dynamic_lr{DYNAMIC_LR:g}"
+    series = {f"transformer, each block from an empty context (test {test['block']:.2f})": curve}
+    last = curve[-1][0]
+    lines = (
+        ("gzip -9 | train", "gzip_given_train"),
+        ("xz -9 | train", "xz_given_train"),
+        ("transformer, dynamic evaluation", key),
+    )
+    for label, k in lines:
+        series[f"{label}: val {val[k]:.2f}, test {test[k]:.2f}"] = [(0, val[k]), (last, val[k])]
+    plot_curves(
+        series,
+        DOCS / f"lm_dynamic-{name}.png",
+        f"transformer on {name}.txt ({entry['file_chars'] // 1000}k chars): validation bits/char",
+        ylabel="bits/char",
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default="/tmp/lm_dynamic", help="where the texts and run folders go")
     ap.add_argument("--reuse", action="store_true", help="score run folders already there (same commands)")
+    ap.add_argument("--plot", action="store_true", help="only redraw the PNGs from lm_dynamic.json")
     ap.add_argument("--note", default="", help="free text recorded in the results (load, how the runs were made)")
     args = ap.parse_args()
+    if args.plot:
+        for name, entry in json.loads((RESULTS / "lm_dynamic.json").read_text())["results"].items():
+            plot(name, entry)
+        return
     torch.set_num_threads(1)
     work = Path(args.work)
     texts = lm_defaults.build_texts(work)
@@ -103,22 +131,8 @@ def main() -> None:
             seconds = round(time.perf_counter() - t0, 1)
         text = path.read_text(encoding="utf-8")
         entry = {"file_chars": len(text), "command": " ".join(cmd), "train_seconds": seconds, **score(run)}
-        curve = lm_defaults.val_curve(run)
-        entry["val_curve"] = curve
-        val, test = entry["val"], entry["test"]
-        dyn_test = test[f"dynamic_lr{DYNAMIC_LR:g}"]
-        series = {f"transformer, fixed weights (test: block {test['block']:.2f}, dynamic {dyn_test:.2f})": curve}
-        last = curve[-1][0]
-        for label, key in (("gzip -9 | train", "gzip_given_train"), ("xz -9 | train", "xz_given_train")):
-            series[f"{label}: val {val[key]:.2f}, test {test[key]:.2f}"] = [(0, val[key]), (last, val[key])]
-        dyn = val[f"dynamic_lr{DYNAMIC_LR:g}"]
-        series[f"transformer, dynamic evaluation: val {dyn:.2f}"] = [(0, dyn), (last, dyn)]
-        plot_curves(
-            series,
-            RESULTS / f"lm_dynamic-{name}.png",
-            f"transformer on {name}.txt ({len(text) // 1000}k chars): validation bits/char",
-            ylabel="bits/char",
-        )
+        entry["val_curve"] = lm_defaults.val_curve(run)
+        plot(name, entry)
         results[name] = entry
     out = {
         "env": {
