@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -612,7 +613,8 @@ def dynamic_log_prob(
     stride: int = DYNAMIC_STRIDE,
     *,
     lr: float = DYNAMIC_LR,
-    beta: float = DYNAMIC_BETA,
+    beta: float | None = DYNAMIC_BETA,
+    progress: bool = False,
 ) -> tuple[float, int]:
     """Total log-probability (nats) of the stream ``tokens`` [N, T] under dynamic evaluation
     (Krause et al. 2018, "Dynamic Evaluation of Neural Sequence Models"), and the tokens scored.
@@ -627,7 +629,7 @@ def dynamic_log_prob(
     alone, so the product of the predictions is a normalized distribution over streams (tested: it
     sums to 1 over every stream of a small space): the code length of an adaptive model, as a
     compressor's is. ``model`` is left unchanged (a copy adapts); ``lr = 0`` gives
-    :func:`stream_log_prob`'s value."""
+    :func:`stream_log_prob`'s value. ``progress``: a progress bar on stderr (one update per window)."""
     import copy
 
     n, t = tokens.shape
@@ -646,6 +648,11 @@ def dynamic_log_prob(
     sq = [torch.zeros_like(p) for p in params] if beta is not None else []
     device = getattr(model, "device", torch.device("cpu"))
     total, end = 0.0, 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=length, desc="dynamic evaluation", unit="tok", dynamic_ncols=True, file=sys.stderr)
     for step, p in enumerate(starts, 1):
         c = end - p
         w = stream[p : p + t].to(device)[None]
@@ -666,7 +673,12 @@ def dynamic_log_prob(
                         continue
                     sq[i].mul_(beta).addcmul_(g, g, value=1 - beta)
                     q.sub_(lr * g / ((sq[i] / (1 - beta**step)).sqrt() + 1e-8))
+        if bar is not None:
+            bar.update(t - c)
+            bar.set_postfix(bits_per_token=f"{-total / ((p + t) * math.log(2)):.3f}")
         end = p + t
+    if bar is not None:
+        bar.close()
     return total, length
 
 
@@ -689,7 +701,7 @@ def dynamic_metrics(
         )
     x = dataset.tensors[getattr(model, "data_key", "x")]
     stride = min(stride, x.shape[1])
-    total, n = dynamic_log_prob(model, x, stride, lr=lr)
+    total, n = dynamic_log_prob(model, x, stride, lr=lr, progress=sys.stderr.isatty())
     return {"dynamic_bpd": -total / (n * math.log(2)), "dynamic_lr": lr, "dynamic_stride": stride}
 
 
