@@ -549,6 +549,21 @@ def streamable(model: GenerativeModel, dataset: TensorDataset) -> bool:
     )
 
 
+def stream_windows(tokens: Tensor, stride: int) -> tuple[Tensor, list[tuple[int, int]]]:
+    """The stream of ``tokens`` [N, T] (flattened, N*T) and its scoring windows in order, as
+    (start, context) pairs: T tokens every ``stride`` (the last one ends at the stream's end), each
+    scoring the tokens after its first ``context``, which the previous window scored."""
+    t = tokens.shape[1]
+    if not 1 <= stride <= t:
+        raise ValueError(f"stride must be in 1..{t} (the block length); got {stride}")
+    stream = tokens.reshape(-1)
+    starts = list(range(0, len(stream) - t + 1, stride))
+    if starts[-1] + t < len(stream):
+        starts.append(len(stream) - t)
+    ends = [0] + [p + t for p in starts[:-1]]
+    return stream, [(p, end - p) for p, end in zip(starts, ends)]
+
+
 @torch.no_grad()
 def stream_log_prob(model: GenerativeModel, tokens: Tensor, stride: int, batch_size: int = 64) -> tuple[float, int]:
     """Total log-probability (nats) of the stream ``tokens`` long [N, T] (its blocks in order, read
@@ -559,19 +574,11 @@ def stream_log_prob(model: GenerativeModel, tokens: Tensor, stride: int, batch_s
     by the chain rule: log p(w[c:] | w[:c]) = log_prob(w) - log_prob(w[:c]). So every token after the
     first window has at least T - stride tokens of context, where block-by-block scoring gives the
     first token of each block none. ``stride = T`` is block-by-block scoring exactly."""
-    n, t = tokens.shape
-    if not 1 <= stride <= t:
-        raise ValueError(f"stride must be in 1..{t} (the block length); got {stride}")
-    stream = tokens.reshape(-1)
-    length = len(stream)
-    starts = list(range(0, length - t + 1, stride))
-    if starts[-1] + t < length:
-        starts.append(length - t)
+    t = tokens.shape[1]
+    stream, windows = stream_windows(tokens, stride)
     jobs: dict[int, list[int]] = {}  # context length c -> window starts scored with it
-    end = 0
-    for p in starts:
-        jobs.setdefault(end - p, []).append(p)
-        end = p + t
+    for p, c in windows:
+        jobs.setdefault(c, []).append(p)
     device = getattr(model, "device", torch.device("cpu"))
     total = 0.0
     for c, ps in jobs.items():
@@ -581,7 +588,7 @@ def stream_log_prob(model: GenerativeModel, tokens: Tensor, stride: int, batch_s
             if c > 0:
                 lp = lp - model.log_prob(w[:, :c]).double()
             total += float(lp.sum())
-    return total, length
+    return total, len(stream)
 
 
 def stream_metrics(
@@ -632,29 +639,23 @@ def dynamic_log_prob(
     :func:`stream_log_prob`'s value. ``progress``: a progress bar on stderr (one update per window)."""
     import copy
 
-    n, t = tokens.shape
-    if not 1 <= stride <= t:
-        raise ValueError(f"stride must be in 1..{t} (the block length); got {stride}")
     if not lr >= 0 or (beta is not None and not 0 <= beta < 1):
         raise ValueError(f"dynamic evaluation needs lr >= 0 and beta in [0, 1) or None; got lr={lr}, beta={beta}")
-    stream = tokens.reshape(-1)
+    t = tokens.shape[1]
+    stream, windows = stream_windows(tokens, stride)
     length = len(stream)
-    starts = list(range(0, length - t + 1, stride))
-    if starts[-1] + t < length:
-        starts.append(length - t)
     adapt = copy.deepcopy(model)
     adapt.eval()
     params = [p for p in adapt.parameters() if p.requires_grad]
     sq = [torch.zeros_like(p) for p in params] if beta is not None else []
     device = getattr(model, "device", torch.device("cpu"))
-    total, end = 0.0, 0
+    total = 0.0
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=length, desc="dynamic evaluation", unit="tok", dynamic_ncols=True, file=sys.stderr)
-    for step, p in enumerate(starts, 1):
-        c = end - p
+    for step, (p, c) in enumerate(windows, 1):
         w = stream[p : p + t].to(device)[None]
         with torch.enable_grad():
             lp = adapt.log_prob(w).double().sum()
@@ -676,7 +677,6 @@ def dynamic_log_prob(
         if bar is not None:
             bar.update(t - c)
             bar.set_postfix(bits_per_token=f"{-total / ((p + t) * math.log(2)):.3f}")
-        end = p + t
     if bar is not None:
         bar.close()
     return total, length
