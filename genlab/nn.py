@@ -256,7 +256,8 @@ class MaskedMLP(nn.Module):
     random orders and connectivities for order-agnostic MADE). Output unit ``p * D + d`` predicts
     parameter p of dimension d, so :meth:`forward` returns [B, n_params, D]. A condition c [B, K]
     enters unmasked, through a bias-free linear map, into the first layer (``cond_layers="first"``)
-    or into every layer including the output (``"all"``). ReLU between layers.
+    or into every layer including the output (``"all"``). ReLU between layers; ``dropout`` on the
+    hidden units in training mode (elementwise, so the masks' autoregressive structure holds).
     """
 
     def __init__(
@@ -267,11 +268,14 @@ class MaskedMLP(nn.Module):
         cond_dim: int = 0,
         cond_layers: str = "first",
         persistent_masks: bool = True,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if cond_layers not in ("first", "all"):
             raise ValueError(f"cond_layers must be 'first' or 'all'; got {cond_layers!r}")
-        self.dim, self.n_params = dim, n_params
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {dropout}")
+        self.dim, self.n_params, self.dropout = dim, n_params, float(dropout)
         dims = [dim, *hidden, n_params * dim]
         self.layers = nn.ModuleList(
             MaskedLinear(a, b, persistent_mask=persistent_masks) for a, b in zip(dims[:-1], dims[1:])
@@ -305,6 +309,8 @@ class MaskedMLP(nn.Module):
             a = nn.functional.linear(h, weights[i], layer.bias)
             ct = self.cond_term(i, c)
             h = torch.relu(a if ct is None else a + ct)
+            if self.dropout and self.training:
+                h = nn.functional.dropout(h, self.dropout, True)
             hs.append(h)
         return hs
 

@@ -301,3 +301,24 @@ def test_cli_train_eval_sample_and_density_png(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "log_prob_nats" in printed and "log_prob_bpd" in printed
     assert main(["sample", str(out), "--n", "5", "--out", str(tmp_path / "s.npy")]) == 0
+
+
+def test_maf_dropout_keeps_each_layer_autoregressive_and_acts_only_in_training():
+    """With dropout on, a training-mode MADE output d still depends only on the inputs before d
+    (Jacobian strictly triangular in the layer's order); in eval mode the density is deterministic."""
+    torch.manual_seed(0)
+    d = 6
+    layer = MaskedAffineAutoregressive(d, [32, 32], torch.arange(d), dropout=0.5)
+    for p in layer.parameters():  # the last layer starts at zero: give it weights to see through
+        torch.nn.init.normal_(p, 0.0, 0.3)
+    x = torch.randn(1, d)
+    layer.train()
+    assert not torch.equal(layer(x)[0], layer(x)[0])  # dropout is on
+    for _ in range(3):  # a new dropout mask each pass
+        jac = torch.autograd.functional.jacobian(lambda v: layer(v)[0], x)[0, :, 0, :]  # [D out, D in]
+        assert torch.all(jac.triu(1) == 0)  # z_d sees x_<=d only (x_d through its own scale)
+    layer.eval()
+    assert torch.equal(layer(x)[0], layer(x)[0])
+    spec = DataSpec(name="v", kind="vector", shape=(4,))
+    with pytest.raises(ValueError, match="dropout"):
+        genlab.build_model("maf", spec, dropout=1.0)

@@ -37,6 +37,8 @@ class MAF(FlowModel):
         dequantization: ``"uniform"`` or ``"variational"`` (Flow++) noise for discrete data.
         logit_alpha: squeeze of the logit pre-processing of [0, 1] data; None: y - 1/2.
         deq_hidden: width of the variational dequantizer's nets.
+        dropout: dropout on every MADE's hidden units in training (nflows' ``dropout_probability``);
+            the density that is evaluated and sampled is the deterministic network's.
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class MAF(FlowModel):
         dequantization: str = "uniform",
         logit_alpha: float | None = 0.05,
         deq_hidden: int = 32,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__(
             spec, conditional=conditional, dequantization=dequantization, logit_alpha=logit_alpha, deq_hidden=deq_hidden
@@ -70,5 +73,5 @@ class MAF(FlowModel):
         forward_order = torch.arange(dim)
         for i in range(n_layers):
             order = forward_order if i % 2 == 0 else forward_order.flip(0)
-            layers.append(MaskedAffineAutoregressive(dim, hidden, order, self.c_dim, max_log_scale))
+            layers.append(MaskedAffineAutoregressive(dim, hidden, order, self.c_dim, max_log_scale, dropout))
         self.flow = Chain(layers)

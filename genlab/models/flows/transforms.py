@@ -469,10 +469,16 @@ class MaskedAffineAutoregressive(Transform):
     """
 
     def __init__(
-        self, dim: int, hidden: Sequence[int], order: Tensor, cond_dim: int = 0, max_log_scale: float = 3.0
+        self,
+        dim: int,
+        hidden: Sequence[int],
+        order: Tensor,
+        cond_dim: int = 0,
+        max_log_scale: float = 3.0,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.made = MaskedMLP(dim, hidden, 2, cond_dim, cond_layers="first", persistent_masks=False)
+        self.made = MaskedMLP(dim, hidden, 2, cond_dim, cond_layers="first", persistent_masks=False, dropout=dropout)
         deg_in = torch.empty(dim, dtype=torch.long)
         deg_in[order] = torch.arange(1, dim + 1)
         self.made.set_degrees(deg_in, [torch.arange(h) % max(1, dim - 1) + 1 for h in hidden])
