@@ -1316,7 +1316,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dynamic-lr",
         type=float,
         default=None,
-        help="step size of the 'dynamic' metric's updates (default 1e-4; 0: the fixed weights' stream figure)",
+        help="step size of the 'dynamic' metric's updates (default 1e-4; 0: the fixed weights on the same stream)",
     )
     e.add_argument("--n-samples", type=int, default=1000, help="samples drawn for the sample-based metrics")
     e.add_argument(
