@@ -301,24 +301,31 @@ class MaskedMLP(nn.Module):
             return None
         return self.cond[i](c)
 
-    def hidden_states(self, x: Tensor, c: Tensor | None = None, weights: list[Tensor] | None = None) -> list[Tensor]:
-        """Activations [B, H_i] of every hidden layer for inputs x [B, D] (after the ReLU)."""
+    def hidden_states(
+        self, x: Tensor, c: Tensor | None = None, weights: list[Tensor] | None = None, dropout: bool | None = None
+    ) -> list[Tensor]:
+        """Activations [B, H_i] of every hidden layer for inputs x [B, D] (after the ReLU and, if
+        ``dropout`` (default: in training mode), the dropout)."""
         weights = self.masked_weights() if weights is None else weights
+        drop = self.dropout > 0 and (self.training if dropout is None else dropout)
         h, hs = x, []
         for i, layer in enumerate(self.layers[:-1]):
             a = nn.functional.linear(h, weights[i], layer.bias)
             ct = self.cond_term(i, c)
             h = torch.relu(a if ct is None else a + ct)
-            if self.dropout and self.training:
+            if drop:
                 h = nn.functional.dropout(h, self.dropout, True)
             hs.append(h)
         return hs
 
-    def forward(self, x: Tensor, c: Tensor | None = None, weights: list[Tensor] | None = None) -> Tensor:
-        """[B, n_params, D] outputs for inputs x [B, D]; c: the condition [B, K] or None."""
+    def forward(
+        self, x: Tensor, c: Tensor | None = None, weights: list[Tensor] | None = None, dropout: bool | None = None
+    ) -> Tensor:
+        """[B, n_params, D] outputs for inputs x [B, D]; c: the condition [B, K] or None; ``dropout``
+        on the hidden units (default: in training mode)."""
         weights = self.masked_weights() if weights is None else weights
         last = len(self.layers) - 1
-        h = self.hidden_states(x, c, weights)[-1] if last else x
+        h = self.hidden_states(x, c, weights, dropout)[-1] if last else x
         out = nn.functional.linear(h, weights[last], self.layers[last].bias)
         ct = self.cond_term(last, c)
         if ct is not None:

@@ -319,6 +319,10 @@ def test_maf_dropout_keeps_each_layer_autoregressive_and_acts_only_in_training()
         assert torch.all(jac.triu(1) == 0)  # z_d sees x_<=d only (x_d through its own scale)
     layer.eval()
     assert torch.equal(layer(x)[0], layer(x)[0])
+    with torch.no_grad():
+        z = layer(x)[0]
+    layer.train()  # the inverse (sampling) uses the whole network even in training mode
+    assert torch.allclose(layer.inverse(z), x, atol=1e-5)
     spec = DataSpec(name="v", kind="vector", shape=(4,))
     with pytest.raises(ValueError, match="dropout"):
         genlab.build_model("maf", spec, dropout=1.0)

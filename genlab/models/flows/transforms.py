@@ -486,8 +486,10 @@ class MaskedAffineAutoregressive(Transform):
         nn.init.zeros_(self.made.layers[-1].bias)
         self.bound = float(max_log_scale)
 
-    def _params(self, x: Tensor, c: Tensor | None, weights: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
-        p = self.made(x, c, weights)  # [B, 2, D]
+    def _params(
+        self, x: Tensor, c: Tensor | None, weights: list[Tensor] | None = None, dropout: bool | None = None
+    ) -> tuple[Tensor, Tensor]:
+        p = self.made(x, c, weights, dropout)  # [B, 2, D]
         return soft_clamp(p[:, 0], self.bound), p[:, 1]
 
     def forward(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -497,7 +499,7 @@ class MaskedAffineAutoregressive(Transform):
     def inverse(self, z: Tensor, c: Tensor | None = None) -> Tensor:
         weights = self.made.masked_weights()
         x = torch.zeros_like(z)
-        for _ in range(z.shape[1]):
-            log_s, shift = self._params(x, c, weights)
+        for _ in range(z.shape[1]):  # one network for all D passes: no dropout, even in training mode
+            log_s, shift = self._params(x, c, weights, dropout=False)
             x = (z - shift) * torch.exp(-log_s)
         return x
