@@ -631,8 +631,8 @@ def dynamic_log_prob(
     take one step on that score: g = grad of the mean NLL of the new tokens, v <- beta v + (1 - beta)
     g^2, theta <- theta - lr g / (sqrt(v / (1 - beta^s)) + 1e-8) at step s (RMSprop with Adam's bias
     correction; plain SGD with ``beta=None``). Krause et al. normalize by the training gradients'
-    RMS instead; that divides by near-zero for the embeddings of characters the training text lacks,
-    and diverged on a test text that has them. Every token is predicted from the text before it
+    RMS instead; that divides by near-zero for the (tied) embedding of a character the training text
+    lacks, and diverged on a test text that has one. Every token is predicted from the text before it
     alone, so the product of the predictions is a normalized distribution over streams (tested: it
     sums to 1 over every stream of a small space): the code length of an adaptive model, as a
     compressor's is. ``model`` is left unchanged (a copy adapts); ``lr = 0`` gives
