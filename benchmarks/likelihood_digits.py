@@ -81,13 +81,14 @@ def run_one(name: str, steps: int | None, out_root: Path, reuse: bool = False) -
     t1 = time.time()
     subprocess.run(ev, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     result = json.loads((run / "eval-test.json").read_text())
+    val_curve, train_curve = curves(run)
     keep = {k: v for k, v in result.items() if any(w in k for w in ("bpd", "nats", "iwae_k", "n_examples"))}
     return {
         "train": " ".join(map(shlex.quote, train)),
         "eval": " ".join(map(shlex.quote, ev)),
         "train_seconds": round(t1 - t0, 1) if trained else None,
-        "val_curve": curves(run)[0],
-        "train_curve": curves(run)[1],
+        "val_curve": val_curve,
+        "train_curve": train_curve,
         "loadavg_after": os.getloadavg(),
         "test": keep,
         "test_bpd": round(keep.get("iwae_bpd", keep.get("log_prob_bpd", float("nan"))), 4),

@@ -657,7 +657,7 @@ def dynamic_log_prob(
         bar = tqdm(total=length, desc="dynamic evaluation", unit="tok", dynamic_ncols=True, file=sys.stderr)
     for step, (p, c) in enumerate(windows, 1):
         w = stream[p : p + t].to(device)[None]
-        with torch.enable_grad():
+        with torch.set_grad_enabled(lr > 0):  # no graph for lr = 0 (the fixed weights)
             lp = adapt.log_prob(w).double().sum()
             if c > 0:
                 lp = lp - adapt.log_prob(w[:, :c]).double().sum()
